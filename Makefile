@@ -1,0 +1,66 @@
+# Two commands from a fresh clone: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+DURATION ?= 60
+# The ring and producer tests also run on Python 3.13, whose shared-memory API differs.
+PY313 := $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
+VENV313 := .venv313
+STAMP313 := $(VENV313)/.installed
+CORE_TESTS := tests/test_ring.py tests/test_producer.py tests/test_shm.py
+
+.PHONY: install run test test-main test313 lint format bench chaos docs clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m edge_actors.demo -c $(CONFIG)
+
+lint: $(STAMP)
+	$(BIN)/ruff check edge_actors tests benchmarks examples
+	$(BIN)/ruff format --check edge_actors tests benchmarks examples
+	$(BIN)/mypy --strict edge_actors
+
+format: $(STAMP)
+	$(BIN)/ruff format edge_actors tests benchmarks examples
+	$(BIN)/ruff check --fix edge_actors tests benchmarks examples
+
+test: lint test-main test313
+
+test-main: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+$(STAMP313): pyproject.toml
+	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
+	$(VENV313)/bin/python -m pip install -q --disable-pip-version-check \
+		numpy psutil PyYAML orjson pytest pytest-timeout hypothesis
+	$(VENV313)/bin/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+test313:
+ifeq ($(PY313),)
+	@echo "SKIPPED: Python 3.13 not found; ring and producer tests ran on $$($(BIN)/python -V) only"
+else
+	@$(MAKE) --no-print-directory $(STAMP313)
+	$(VENV313)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
+endif
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -q tests/chaos --chaos-duration=$(DURATION)
+
+docs: $(STAMP)
+	$(BIN)/python scripts/gen_config_docs.py
+
+clean:
+	rm -rf $(VENV) $(VENV313) build *.egg-info .mypy_cache .ruff_cache

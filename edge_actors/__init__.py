@@ -1,0 +1,24 @@
+"""edge-actors: a small multiprocess agent that monitors ML models on edge devices.
+
+The ML application uses :func:`connect` (or the seed-compatible
+``EdgeMonitor``); ``edge-actors run`` starts the supervisor. Names are
+imported lazily so that ``import edge_actors`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Producer", "__version__", "connect"]
+
+if TYPE_CHECKING:
+    from edge_actors.producer import Producer, connect
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("connect", "Producer"):
+        from edge_actors import producer
+
+        return getattr(producer, name)
+    raise AttributeError(f"module 'edge_actors' has no attribute {name!r}")

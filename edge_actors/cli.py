@@ -1,0 +1,221 @@
+"""The ``edge-actors`` command: run, status, stop, check-config, reference.
+
+Errors are one line on stderr with a clear exit code, no traceback unless
+``--debug``. Exit codes: 0 ok, 1 bad input (config, reference), 2 usage,
+3 the supervisor gave up after too many restarts, 4 not running / unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from edge_actors import __version__
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+EXIT_NOT_RUNNING = 4
+
+log = logging.getLogger("edge_actors.cli")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line, for journald/Loki/Fluent Bit pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as JSON."""
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, separators=(",", ":"))
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    """Configure the ``edge_actors`` logger tree (not the root logger) for the CLI."""
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s[%(process)d]: %(message)s")
+        )
+    root = logging.getLogger("edge_actors")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _load(path: str | None) -> Any:
+    from edge_actors.config import load_config
+
+    return load_config(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the supervisor in the foreground."""
+    # One BLAS thread per process: the agent does small vector work, and each
+    # extra OpenBLAS thread costs memory on a small box.
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    cfg = _load(args.config)
+    if args.log_level is None:
+        logging.getLogger("edge_actors").setLevel(cfg.model_logging.log_level)
+    from edge_actors.supervisor import Supervisor
+
+    return Supervisor(cfg, debug=args.debug).run()
+
+
+def _instance_args(args: argparse.Namespace) -> tuple[Any, str]:
+    cfg = _load(args.config)
+    return cfg.run_dir, args.instance or cfg.instance
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the running instance's status."""
+    from edge_actors import control
+
+    run_dir, instance = _instance_args(args)
+    try:
+        reply = control.request(run_dir, instance, {"op": "status"})
+    except control.ControlError as exc:
+        if args.json:
+            print(json.dumps({"instance": instance, "state": "not running", "error": str(exc)}))
+        else:
+            print(f"{instance}: not running ({exc})")
+        return EXIT_NOT_RUNNING
+    status = reply["status"]
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        from edge_actors.status_view import render
+
+        print(render(status))
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Ask the running instance to shut down, and wait for it."""
+    from edge_actors import control
+
+    run_dir, instance = _instance_args(args)
+    try:
+        pid = control.request(run_dir, instance, {"op": "ping"})["pid"]
+        control.request(run_dir, instance, {"op": "stop"})
+    except control.ControlError as exc:
+        print(f"edge-actors: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    import psutil
+
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        try:
+            # A zombie has finished: its parent just has not reaped it yet.
+            if psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE:
+                raise psutil.NoSuchProcess(int(pid))
+        except psutil.NoSuchProcess:
+            print(f"{instance}: stopped")
+            return EXIT_OK
+        time.sleep(0.1)
+    print(
+        f"edge-actors: {instance} (pid {pid}) still running after {args.timeout}s", file=sys.stderr
+    )
+    return EXIT_NOT_RUNNING
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate a config file: every error, or a summary."""
+    cfg = _load(args.file)
+    model = cfg.model
+    print(f"{args.file}: OK")
+    print(f"  instance {cfg.instance!r}, device_id {cfg.device_id!r}")
+    print(f"  model {model.name!r}: {len(model.inputs)} inputs, {len(model.outputs)} outputs")
+    print(f"  storage {cfg.storage.type}, outbox {cfg.storage.sqlite_path}")
+    workers = [
+        f"{n} ({getattr(cfg.workers, n).memory_limit_mb:g} MB)"
+        for n in ("sampler", "drift", "uploader")
+        if getattr(cfg.workers, n).enabled
+    ]
+    print(f"  workers: {', '.join(workers) or 'none'}")
+    print(f"  run_dir {cfg.run_dir}, data_dir {cfg.data_dir}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    p = argparse.ArgumentParser(
+        prog="edge-actors",
+        description="Monitor ML models on edge devices: supervisor, workers, tools.",
+    )
+    p.add_argument("--version", action="version", version=f"edge-actors {__version__}")
+    p.add_argument("--debug", action="store_true", help="tracebacks on errors, debug hooks")
+    p.add_argument("--log-format", choices=("plain", "json"), default="plain")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=None)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", help="YAML config file (default: built-in defaults)")
+
+    sp = sub.add_parser("run", help="run the supervisor in the foreground")
+    with_config(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("status", help="show workers, rings, producers of a running instance")
+    with_config(sp)
+    sp.add_argument("--instance", help="instance name (default: from the config)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("stop", help="stop a running instance and wait for it")
+    with_config(sp)
+    sp.add_argument("--instance", help="instance name (default: from the config)")
+    sp.add_argument("--timeout", type=float, default=60.0)
+    sp.set_defaults(func=cmd_stop)
+
+    sp = sub.add_parser("check-config", help="validate a config file")
+    sp.add_argument("file")
+    sp.set_defaults(func=cmd_check_config)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    setup_logging(args.log_level or ("DEBUG" if args.debug else "INFO"), args.log_format)
+    from edge_actors.config import ConfigError
+    from edge_actors.supervisor import SupervisorError
+
+    try:
+        code: int = args.func(args)
+        return code
+    except ConfigError as exc:
+        print(f"edge-actors: invalid config:\n{exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except SupervisorError as exc:
+        if args.debug:
+            raise
+        print(f"edge-actors: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"edge-actors: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT

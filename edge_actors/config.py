@@ -1,0 +1,1452 @@
+"""Configuration: one YAML file loaded into typed, frozen dataclasses.
+
+The seed project's sections (``system``, ``model_logging``, ``drift_detection``,
+``telemetry``, ``storage``) keep their keys and meanings, so a seed config loads
+unchanged. New sections (``model``, ``workers``, ``supervisor``) and new keys all
+have defaults.
+
+Loading validates types and ranges only (it never checks that a referenced file
+exists: that is the job of the process that opens it) and reports *every* error
+in the file at once, each with its key path, the bad value and what is allowed::
+
+    configs/x.yaml: workers.drift.memory_limit_mb: must be > 0, got -5
+
+The help text of each key sits next to its field (``metadata["doc"]``) so that
+:func:`schema_rows` can generate the configuration reference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "SCHEMA",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "DriftConfig",
+    "FieldSpec",
+    "ModelConfig",
+    "ModelLoggingConfig",
+    "StorageConfig",
+    "SupervisorConfig",
+    "SystemConfig",
+    "TelemetryConfig",
+    "WorkerConfig",
+    "WorkersConfig",
+    "default_device_id",
+    "default_run_dir",
+    "load_config",
+    "parse_config",
+    "sanitize_device_id",
+    "schema_rows",
+]
+
+#: Longest Unix socket path: ``sun_path`` is 108 bytes on Linux, one of them the NUL.
+MAX_SOCKET_PATH_BYTES = 107
+#: Most fields (inputs + outputs) a model may declare.
+MAX_MODEL_FIELDS = 256
+#: Name of the worker processes, in start order.
+WORKER_NAMES = ("sampler", "drift", "uploader")
+
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9_]{1,16}")
+_DEVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_BUCKET_CHARS_RE = re.compile(r"[a-z0-9.-]+")
+# PyYAML follows YAML 1.1, where ``1e6`` (no dot) is a string; YAML 1.2 and most
+# people read it as a number, so number fields accept that spelling.
+_EXP_FLOAT_RE = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)[eE][-+]?\d+")
+
+
+# ---------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file: the dotted key path and what is wrong."""
+
+    path: str
+    message: str
+
+    def render(self, source: str) -> str:
+        """Return the issue as ``<source>: <path>: <message>``."""
+        if self.path:
+            return f"{source}: {self.path}: {self.message}"
+        return f"{source}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A config file could not be loaded; ``errors`` lists every problem found."""
+
+    def __init__(self, source: str, errors: list[ConfigIssue]) -> None:
+        """Build the error from the file name and all the issues found in it."""
+        self.source = source
+        self.errors = list(errors)
+        super().__init__("\n".join(issue.render(source) for issue in self.errors))
+
+
+class _Invalid(Exception):
+    """Raised by a converter; the message is the part after the key path."""
+
+
+# ---------------------------------------------------------------------------
+# Value formatting and converters
+
+
+def _show(value: object) -> str:
+    """Format a bad value the way the user wrote it in YAML."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (int, float)):
+        return _num(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return repr(value)
+
+
+def _num(x: float) -> str:
+    """Format a bound or value without a spurious ``.0`` (``10`` not ``10.0``)."""
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e16:
+        return str(int(x))
+    return repr(x) if isinstance(x, float) else str(x)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What converters need besides the value: the folder relative paths start from."""
+
+    base_dir: Path
+
+
+_Conv = Callable[[object, _Ctx], Any]
+
+
+def _as_number(value: object) -> float:
+    # bool is an int subclass in Python but never a number in a config file.
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise _Invalid(f"must be a number, got {_show(value)}")
+    if isinstance(value, str):
+        if not _EXP_FLOAT_RE.fullmatch(value.strip()):
+            raise _Invalid(f"must be a number, got {_show(value)}")
+        result = float(value)
+    else:
+        result = float(value)
+    if not math.isfinite(result):
+        raise _Invalid(f"must be a finite number, got {_show(value)}")
+    return result
+
+
+def _range_text(lo: float | None, lo_incl: bool, hi: float | None, hi_incl: bool) -> str:
+    if lo is not None and hi is not None:
+        if lo_incl and hi_incl:
+            return f"must be between {_num(lo)} and {_num(hi)}"
+        return (
+            f"must be {'>=' if lo_incl else '>'} {_num(lo)} "
+            f"and {'<=' if hi_incl else '<'} {_num(hi)}"
+        )
+    if lo is not None:
+        return f"must be {'>=' if lo_incl else '>'} {_num(lo)}"
+    assert hi is not None
+    return f"must be {'<=' if hi_incl else '<'} {_num(hi)}"
+
+
+def _check_range(
+    x: float, raw: object, lo: float | None, lo_incl: bool, hi: float | None, hi_incl: bool
+) -> None:
+    bad = (lo is not None and (x < lo if lo_incl else x <= lo)) or (
+        hi is not None and (x > hi if hi_incl else x >= hi)
+    )
+    if bad:
+        raise _Invalid(f"{_range_text(lo, lo_incl, hi, hi_incl)}, got {_show(raw)}")
+
+
+def _number(
+    lo: float | None = None,
+    *,
+    lo_incl: bool = True,
+    hi: float | None = None,
+    hi_incl: bool = True,
+) -> _Conv:
+    """Converter for a float with an optional range."""
+
+    def conv(value: object, ctx: _Ctx) -> float:
+        x = _as_number(value)
+        _check_range(x, value, lo, lo_incl, hi, hi_incl)
+        return x
+
+    return conv
+
+
+def _positive() -> _Conv:
+    return _number(0, lo_incl=False)
+
+
+def _integer(lo: int | None = None, hi: int | None = None) -> _Conv:
+    """Converter for an int; integral floats such as ``1e6`` or ``100.0`` are accepted."""
+
+    def conv(value: object, ctx: _Ctx) -> int:
+        if isinstance(value, bool):
+            raise _Invalid(f"must be an integer, got {_show(value)}")
+        if isinstance(value, int):
+            result = value
+        else:
+            try:
+                x = _as_number(value)
+            except _Invalid:
+                raise _Invalid(f"must be an integer, got {_show(value)}") from None
+            if not x.is_integer():
+                raise _Invalid(f"must be an integer, got {_show(value)}")
+            result = int(x)
+        _check_range(result, value, lo, True, hi, True)
+        return result
+
+    return conv
+
+
+def _boolean() -> _Conv:
+    def conv(value: object, ctx: _Ctx) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid(f"must be true or false, got {_show(value)}")
+        return value
+
+    return conv
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"must be a string, got {_show(value)}")
+    return value
+
+
+def _choice(options: tuple[str, ...], *, upper: bool = False) -> _Conv:
+    """Converter for one of a few words, case-insensitive, stored in canonical case."""
+
+    def conv(value: object, ctx: _Ctx) -> str:
+        allowed = ", ".join(options)
+        if not isinstance(value, str):
+            raise _Invalid(f"must be one of {allowed}, got {_show(value)}")
+        word = value.strip().upper() if upper else value.strip().lower()
+        if word not in options:
+            raise _Invalid(f"must be one of {allowed}, got {_show(value)}")
+        return word
+
+    return conv
+
+
+def _text() -> _Conv:
+    def conv(value: object, ctx: _Ctx) -> str:
+        return _string(value)
+
+    return conv
+
+
+def _nullable(inner: _Conv) -> _Conv:
+    def conv(value: object, ctx: _Ctx) -> Any:
+        return None if value is None else inner(value, ctx)
+
+    return conv
+
+
+def _path() -> _Conv:
+    """Converter for a path: ``~`` expanded, relative to the config file's folder."""
+
+    def conv(value: object, ctx: _Ctx) -> Path:
+        if not isinstance(value, str):
+            raise _Invalid(f"must be a path string, got {_show(value)}")
+        if not value.strip():
+            raise _Invalid("must be a non-empty path, got ''")
+        if "\0" in value:
+            raise _Invalid(f"must not contain a NUL character, got {_show(value)}")
+        p = Path(os.path.expanduser(value))
+        # abspath normalises ``configs/../var`` so status output shows a clean path.
+        return Path(os.path.abspath(ctx.base_dir / p))
+
+    return conv
+
+
+def _pattern(regex: re.Pattern[str], rule: str) -> _Conv:
+    def conv(value: object, ctx: _Ctx) -> str:
+        s = _string(value)
+        if not regex.fullmatch(s):
+            raise _Invalid(f"must be {rule}, got {_show(value)}")
+        return s
+
+    return conv
+
+
+_DEVICE_RULE = "1 to 64 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit"
+
+
+def _device_name() -> _Conv:
+    """Converter for names that end up in S3 keys and file paths."""
+
+    base = _pattern(_DEVICE_RE, _DEVICE_RULE)
+
+    def conv(value: object, ctx: _Ctx) -> str:
+        s: str = base(value, ctx)
+        if ".." in s:
+            raise _Invalid(f"must not contain '..', got {_show(value)}")
+        return s
+
+    return conv
+
+
+def _bucket() -> _Conv:
+    """Converter applying the S3 bucket naming rules, reporting the first broken one."""
+
+    def conv(value: object, ctx: _Ctx) -> str:
+        s = _string(value)
+        shown = _show(value)
+        if not 3 <= len(s) <= 63:
+            raise _Invalid(f"must be 3 to 63 characters long, got {shown} ({len(s)})")
+        if not _BUCKET_CHARS_RE.fullmatch(s):
+            raise _Invalid(
+                f"may contain only lowercase letters, digits, dots and hyphens, got {shown}"
+            )
+        if not (s[0].isalnum() and s[-1].isalnum()):
+            raise _Invalid(f"must start and end with a lowercase letter or digit, got {shown}")
+        if ".." in s:
+            raise _Invalid(f"must not contain two adjacent dots, got {shown}")
+        try:
+            ipaddress.IPv4Address(s)
+        except ValueError:
+            pass
+        else:
+            raise _Invalid(f"must not be formatted as an IP address, got {shown}")
+        if s.startswith(("xn--", "sthree-")):
+            raise _Invalid(f"must not start with 'xn--' or 'sthree-', got {shown}")
+        if s.endswith(("-s3alias", "--ol-s3")):
+            raise _Invalid(f"must not end with '-s3alias' or '--ol-s3', got {shown}")
+        return s
+
+    return conv
+
+
+def _prefix() -> _Conv:
+    """Converter for the object key prefix: no traversal, no absolute keys."""
+
+    def conv(value: object, ctx: _Ctx) -> str:
+        if value is None:
+            return ""
+        s = _string(value)
+        shown = _show(value)
+        if len(s) > 256:
+            raise _Invalid(f"must be at most 256 characters, got {len(s)}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in s):
+            raise _Invalid(f"must not contain NUL or control characters, got {shown}")
+        if s.startswith("/"):
+            raise _Invalid(f"must not start with '/', got {shown}")
+        # The local sink maps keys to paths, so '..' would escape its directory.
+        if any(part == ".." for part in s.replace("\\", "/").split("/")):
+            raise _Invalid(f"must not contain a '..' segment, got {shown}")
+        if s and not s.endswith("/"):
+            s += "/"
+        return s
+
+    return conv
+
+
+def _url() -> _Conv:
+    def conv(value: object, ctx: _Ctx) -> str:
+        s = _string(value)
+        if not s.startswith(("http://", "https://")) or len(s) <= len("https://"):
+            raise _Invalid(f"must start with http:// or https://, got {_show(value)}")
+        return s
+
+    return conv
+
+
+# ---------------------------------------------------------------------------
+# Computed defaults
+
+
+def sanitize_device_id(raw: str) -> str:
+    """Turn any string (a hostname, say) into a valid ``device_id``.
+
+    Characters outside ``A-Za-z0-9._-`` become ``-``, runs of dots collapse to one
+    (``..`` would be a path traversal in the local sink), leading characters that
+    are not a letter or digit are dropped, and the result is cut to 64 characters.
+    An empty result becomes ``"device"``.
+    """
+    s = re.sub(r"[^A-Za-z0-9._-]", "-", raw)
+    s = re.sub(r"\.{2,}", ".", s)
+    s = re.sub(r"^[^A-Za-z0-9]+", "", s)[:64]
+    return s or "device"
+
+
+def default_device_id(machine_id_path: Path = Path("/etc/machine-id")) -> str:
+    """Return the default ``device_id``: 12 hex chars of the machine id, else the hostname.
+
+    The machine id is stable across reboots and hostname changes; containers often
+    have an empty one, hence the hostname fallback.
+    """
+    try:
+        text = machine_id_path.read_text(encoding="ascii", errors="replace").strip().lower()
+    except OSError:
+        text = ""
+    if len(text) >= 12 and re.fullmatch(r"[0-9a-f]+", text):
+        return text[:12]
+    return sanitize_device_id(socket.gethostname())
+
+
+def default_run_dir() -> Path:
+    """Return the default ``run_dir``.
+
+    ``$XDG_RUNTIME_DIR/edge-actors`` when that variable is set (a per-user tmpfs
+    cleaned at logout), else ``/tmp/edge-actors-<uid>``.
+    """
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return Path(xdg) / "edge-actors"
+    return Path(f"/tmp/edge-actors-{os.getuid()}")
+
+
+def _cwd_var() -> Path:
+    return Path.cwd() / "var"
+
+
+# ---------------------------------------------------------------------------
+# Field declaration helper
+
+
+def _meta(
+    *,
+    doc: str,
+    conv: _Conv | None = None,
+    type_: str = "",
+    default_doc: str | None = None,
+    key: bool = True,
+) -> dict[str, Any]:
+    """Return the field metadata read by the parser and :func:`schema_rows`."""
+    return {"doc": doc, "conv": conv, "type": type_, "default_doc": default_doc, "key": key}
+
+
+def _opt(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str,
+    conv: _Conv | None = None,
+    type_: str = "",
+    factory: Callable[[], Any] | None = None,
+    default_doc: str | None = None,
+    key: bool = True,
+) -> Any:
+    """Declare a config field with its help text and converter.
+
+    ``key=False`` marks a derived field that is not a YAML key (e.g. ``seed_defaults``).
+    A ``default_doc`` says how a computed default is chosen; such fields also accept
+    ``null`` in YAML to mean "use the computed default".
+    """
+    meta = _meta(doc=doc, conv=conv, type_=type_, default_doc=default_doc, key=key)
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------
+# Dataclasses
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One monitored model input or output: its name and kind (and categories)."""
+
+    name: str
+    kind: Literal["numeric", "categorical"] = "numeric"
+    categories: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the field in the YAML mapping form."""
+        out: dict[str, Any] = {"name": self.name, "type": self.kind}
+        if self.kind == "categorical":
+            out["categories"] = list(self.categories)
+        return out
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The schema of the monitored model: its name and declared inputs and outputs."""
+
+    name: str = _opt(
+        "model",
+        doc="Model name, used in event records and object keys.",
+        conv=_device_name(),
+        type_="string",
+    )
+    inputs: tuple[FieldSpec, ...] = _opt(
+        (),
+        doc=(
+            "Model inputs to monitor. Each entry is a name (a numeric field) or a mapping "
+            "`{name, type: numeric|categorical, categories: [...]}`; categories are required "
+            "for a categorical field. Names match `[A-Za-z_][A-Za-z0-9_.-]{0,63}`, are unique "
+            "across inputs and outputs, and there are at most 256 fields in all."
+        ),
+        type_="list",
+    )
+    outputs: tuple[FieldSpec, ...] = _opt(
+        (),
+        doc="Model outputs to monitor, in the same form as `inputs`.",
+        type_="list",
+    )
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """Inputs then outputs."""
+        return self.inputs + self.outputs
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    """System-health sampling (the ``sampler`` worker)."""
+
+    sampling_interval_seconds: float = _opt(
+        10.0,
+        doc="Seconds between two system-health samples (CPU, memory, disk, temperature).",
+        conv=_number(0.05),
+        type_="number",
+    )
+    max_memory_buffer_mb: float = _opt(
+        50.0,
+        doc="Size in MB of the shared-memory ring that holds system samples.",
+        conv=_positive(),
+        type_="number",
+    )
+
+
+@dataclass(frozen=True)
+class ModelLoggingConfig:
+    """Model input/output logging through producer lanes."""
+
+    buffer_size: int = _opt(
+        1000,
+        doc=(
+            "Capacity of each producer lane, in records. Rounded up to a power of two, "
+            "with a floor of 1024 (so the seed default of 1000 gives 1024)."
+        ),
+        conv=_integer(1),
+        type_="integer",
+    )
+    log_level: str = _opt(
+        "INFO",
+        doc="Log level of the agent: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case).",
+        conv=_choice(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), upper=True),
+        type_="string",
+    )
+    payload_slot_bytes: int = _opt(
+        1024,
+        doc="Bytes per slot of the payload ring (raw inputs/outputs larger than this are cut).",
+        conv=_integer(256, 65536),
+        type_="integer",
+    )
+    payload_capacity: int = _opt(
+        4096,
+        doc="Number of slots in the payload ring.",
+        conv=_integer(16),
+        type_="integer",
+    )
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """Drift detection (the ``drift`` worker); see the drift guide for the statistics."""
+
+    enabled: bool = _opt(True, doc="Run drift detection.", conv=_boolean(), type_="boolean")
+    algorithm: str = _opt(
+        "ks_test",
+        doc="Test for numeric features. Only `ks_test` (two-sample Kolmogorov-Smirnov).",
+        conv=_choice(("ks_test",)),
+        type_="string",
+    )
+    threshold: float = _opt(
+        0.05,
+        doc=(
+            "P-value threshold used by `per_check` mode, and the family-wise "
+            "false-alarm level reported with each event."
+        ),
+        conv=_number(0, lo_incl=False, hi=1, hi_incl=False),
+        type_="number",
+    )
+    reference_data_path: Path | None = field(
+        default=None,
+        metadata=_meta(
+            doc=(
+                'Reference data: the seed\'s JSON (`{"feature": [values...]}`) or a `.npz` '
+                "built by `edge-actors reference build`. Not checked at load time."
+            ),
+            conv=_nullable(_path()),
+            type_="path",
+        ),
+    )
+    check_frequency: int = _opt(
+        100,
+        doc="Run the drift tests every this many records.",
+        conv=_integer(1),
+        type_="integer",
+    )
+    mode: str = _opt(
+        "calibrated",
+        doc=(
+            "`calibrated`: thresholds set so that a stream that never drifts raises a false "
+            "alarm about once per `expected_records_to_false_alarm` records; `per_check`: "
+            "plain `p < threshold` at each check (the seed's behaviour)."
+        ),
+        conv=_choice(("calibrated", "per_check")),
+        type_="string",
+    )
+    window_size: int = _opt(
+        1000,
+        doc=(
+            "Records in the recent window tested against the reference. When the "
+            "`drift_detection` section sets none of `window_size`, `long_window_size` and "
+            "`mode` (a seed config), the seed behaviour applies: the window is "
+            "`check_frequency` records (at least 10)."
+        ),
+        conv=_integer(10),
+        type_="integer",
+        default_doc="1000 (seed configs: check_frequency)",
+    )
+    long_window_size: int = _opt(
+        10000,
+        doc=(
+            "Records in a second, longer window that catches slow drift; 0 disables it. "
+            "Must be larger than `window_size`; when left at its default and not larger, "
+            "it is disabled."
+        ),
+        conv=_integer(0),
+        type_="integer",
+    )
+    expected_records_to_false_alarm: int = _opt(
+        1_000_000,
+        doc="Calibrated mode: average records between two false alarms on undrifted data.",
+        conv=_integer(1000),
+        type_="integer",
+    )
+    min_statistic: float = _opt(
+        0.0,
+        doc="Effect-size floor: a KS statistic below this never counts as drift.",
+        conv=_number(0, hi=1),
+        type_="number",
+    )
+    confirm_m: int = _opt(
+        2,
+        doc="Drift starts when `confirm_m` of the last `confirm_n` checks fail.",
+        conv=_integer(1, 20),
+        type_="integer",
+    )
+    confirm_n: int = _opt(
+        3,
+        doc="Length of the m-of-n confirmation window, in checks (1..20).",
+        conv=_integer(1, 20),
+        type_="integer",
+    )
+    correction: str = _opt(
+        "bonferroni",
+        doc="Multiple-testing correction across features: bonferroni, bh or none.",
+        conv=_choice(("bonferroni", "bh", "none")),
+        type_="string",
+    )
+    nan_rate_threshold: float = _opt(
+        0.1,
+        doc="Data-quality alarm when the NaN rate exceeds the reference's by this much.",
+        conv=_number(0, hi=1),
+        type_="number",
+    )
+    out_of_range_threshold: float = _opt(
+        0.1,
+        doc="Data-quality alarm when this fraction of values is outside the reference min/max.",
+        conv=_number(0, hi=1),
+        type_="number",
+    )
+    min_expected_count: float = _opt(
+        5.0,
+        doc="Chi-squared: categories expected fewer times than this are merged into OTHER.",
+        conv=_positive(),
+        type_="number",
+    )
+    summary_interval_seconds: float = _opt(
+        60.0,
+        doc="Seconds between two drift summary records (statistics even without drift).",
+        conv=_positive(),
+        type_="number",
+    )
+    seed_defaults: bool = _opt(
+        False,
+        doc="True when the seed rule set `window_size` (not a YAML key).",
+        type_="boolean",
+        key=False,
+    )
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Upload of the outbox to the sink (the ``uploader`` worker)."""
+
+    upload_interval_seconds: float = _opt(
+        300.0,
+        doc="Seconds between two upload rounds.",
+        conv=_positive(),
+        type_="number",
+    )
+    max_batch_size: int = _opt(
+        100,
+        doc="Records per uploaded object.",
+        conv=_integer(1, 100_000),
+        type_="integer",
+    )
+    retry_base_delay_seconds: float = _opt(
+        1.0,
+        doc="First retry delay after a failed upload (exponential backoff, full jitter).",
+        conv=_positive(),
+        type_="number",
+    )
+    retry_max_delay_seconds: float = _opt(
+        60.0,
+        doc="Cap on the retry delay; at least `retry_base_delay_seconds`.",
+        conv=_positive(),
+        type_="number",
+    )
+    retry_max_attempts: int = _opt(
+        5,
+        doc=(
+            "Attempts within one upload round before the batch waits for the next round. "
+            "Nothing is ever dropped by the retry logic."
+        ),
+        conv=_integer(1),
+        type_="integer",
+    )
+    model_sample_rate: float = _opt(
+        1.0,
+        doc="Fraction of model records kept for upload (drift sees them all).",
+        conv=_number(0, lo_incl=False, hi=1),
+        type_="number",
+    )
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The SQLite outbox and where its batches go."""
+
+    type: str = _opt(
+        "local",
+        doc=(
+            "Sink: `local` (a directory), `s3` (any S3-compatible store) or `sqlite` "
+            "(keep everything in the outbox, never upload)."
+        ),
+        conv=_choice(("local", "s3", "sqlite")),
+        type_="string",
+    )
+    bucket: str | None = _opt(
+        None,
+        doc="S3 bucket; required when `type` is `s3`. Checked against S3 naming rules.",
+        conv=_nullable(_bucket()),
+        type_="string",
+    )
+    prefix: str = _opt(
+        "",
+        doc=(
+            "Key prefix for every object (no leading `/`, no `..` segment, at most 256 "
+            "characters); a `/` is appended when missing."
+        ),
+        conv=_prefix(),
+        type_="string",
+    )
+    sqlite_path: Path = field(
+        default_factory=lambda: _cwd_var() / "outbox.db",
+        metadata=_meta(
+            doc="The SQLite outbox file.",
+            conv=_path(),
+            type_="path",
+            default_doc="{data_dir}/outbox.db",
+        ),
+    )
+    max_sqlite_size_mb: float = _opt(
+        100.0,
+        doc="Disk budget of the outbox; past it the oldest, lowest-priority rows are dropped.",
+        conv=_positive(),
+        type_="number",
+    )
+    local_path: Path = field(
+        default_factory=lambda: _cwd_var() / "sink",
+        metadata=_meta(
+            doc="Directory of the `local` sink.",
+            conv=_path(),
+            type_="path",
+            default_doc="{data_dir}/sink",
+        ),
+    )
+    endpoint_url: str | None = _opt(
+        None,
+        doc="S3 endpoint for S3-compatible stores (MinIO, Ceph...); http:// or https://.",
+        conv=_nullable(_url()),
+        type_="string",
+    )
+    region: str | None = _opt(
+        None,
+        doc="S3 region; unset means the SDK's default chain.",
+        conv=_nullable(_text()),
+        type_="string",
+    )
+    synchronous: str = _opt(
+        "FULL",
+        doc="SQLite `PRAGMA synchronous` of the outbox: FULL, NORMAL or EXTRA.",
+        conv=_choice(("FULL", "NORMAL", "EXTRA"), upper=True),
+        type_="string",
+    )
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """One worker process: whether it runs and its memory budget."""
+
+    enabled: bool = _opt(True, doc="Start this worker.", conv=_boolean(), type_="boolean")
+    memory_limit_mb: float = _opt(
+        80.0,
+        doc="Unique memory (USS/PSS) budget in MB; over it the worker is restarted.",
+        conv=_positive(),
+        type_="number",
+    )
+
+
+_WORKER_DEFAULT_MB = {"sampler": 40.0, "drift": 80.0, "uploader": 80.0}
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """The three worker processes."""
+
+    sampler: WorkerConfig = field(
+        default_factory=lambda: WorkerConfig(memory_limit_mb=40.0),
+        metadata={"doc": "System-health sampler."},
+    )
+    drift: WorkerConfig = field(
+        default_factory=lambda: WorkerConfig(memory_limit_mb=80.0),
+        metadata={"doc": "Drift detector."},
+    )
+    uploader: WorkerConfig = field(
+        default_factory=lambda: WorkerConfig(memory_limit_mb=80.0),
+        metadata={"doc": "Outbox writer and uploader."},
+    )
+
+    def get(self, name: str) -> WorkerConfig:
+        """Return the config of the worker called ``name``."""
+        if name not in WORKER_NAMES:
+            raise KeyError(name)
+        result: WorkerConfig = getattr(self, name)
+        return result
+
+
+@dataclass(frozen=True)
+class SupervisorConfig:
+    """Restart policy, heartbeats, memory checks and shutdown of the supervisor."""
+
+    restart_backoff_initial_seconds: float = _opt(
+        0.05, doc="First restart delay after a crash.", conv=_positive(), type_="number"
+    )
+    restart_backoff_max_seconds: float = _opt(
+        30.0,
+        doc="Cap on the restart delay; at least `restart_backoff_initial_seconds`.",
+        conv=_positive(),
+        type_="number",
+    )
+    restart_stable_seconds: float = _opt(
+        60.0,
+        doc="A worker up this long has its backoff reset.",
+        conv=_positive(),
+        type_="number",
+    )
+    max_restarts: int = _opt(
+        10,
+        doc="More restarts than this within `restart_period_seconds` stops the supervisor.",
+        conv=_integer(1),
+        type_="integer",
+    )
+    restart_period_seconds: float = _opt(
+        60.0, doc="Window of the restart-intensity limit.", conv=_positive(), type_="number"
+    )
+    heartbeat_interval_seconds: float = _opt(
+        0.5, doc="Seconds between two worker heartbeats.", conv=_positive(), type_="number"
+    )
+    heartbeat_timeout_seconds: float = _opt(
+        10.0,
+        doc="A worker silent this long is killed and restarted; more than the interval.",
+        conv=_positive(),
+        type_="number",
+    )
+    memory_check_interval_seconds: float = _opt(
+        1.0, doc="Seconds between two memory measurements.", conv=_positive(), type_="number"
+    )
+    memory_metric: str = _opt(
+        "uss",
+        doc="Memory measure compared to budgets: uss, pss or rss (rss counts shared rings).",
+        conv=_choice(("uss", "pss", "rss")),
+        type_="string",
+    )
+    stop_grace_seconds: float = _opt(
+        5.0,
+        doc="Seconds a worker has to stop after a request before SIGKILL.",
+        conv=_positive(),
+        type_="number",
+    )
+    shutdown_timeout_seconds: float = _opt(
+        15.0,
+        doc="Seconds the whole ordered shutdown may take.",
+        conv=_positive(),
+        type_="number",
+    )
+    hard_memory_limit: bool = _opt(
+        False,
+        doc="Also set an rlimit backstop on each worker at a multiple of its budget.",
+        conv=_boolean(),
+        type_="boolean",
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole agent configuration."""
+
+    instance: str = _opt(
+        "default",
+        doc=(
+            "Instance name (1-16 of `A-Za-z0-9_`); several agents with different instances "
+            "can run on one box. Used in shared-memory and socket names."
+        ),
+        conv=_pattern(_INSTANCE_RE, "1 to 16 characters from A-Z a-z 0-9 _"),
+        type_="string",
+    )
+    device_id: str = _opt(
+        doc="Device name in records and object keys (`[A-Za-z0-9][A-Za-z0-9._-]{0,63}`).",
+        conv=_device_name(),
+        type_="string",
+        factory=default_device_id,
+        default_doc="first 12 hex chars of /etc/machine-id, else the hostname (sanitised)",
+    )
+    run_dir: Path = field(
+        default_factory=default_run_dir,
+        metadata=_meta(
+            doc="Directory of the control socket `{run_dir}/{instance}.sock` (at most 107 bytes).",
+            conv=_path(),
+            type_="path",
+            default_doc="$XDG_RUNTIME_DIR/edge-actors, else /tmp/edge-actors-<uid>",
+        ),
+    )
+    data_dir: Path = field(
+        default_factory=_cwd_var,
+        metadata=_meta(
+            doc="Directory of durable data (outbox, local sink, checkpoints).",
+            conv=_path(),
+            type_="path",
+            default_doc="<config file folder>/var (cwd/var without a file)",
+        ),
+    )
+    model: ModelConfig = field(
+        default_factory=ModelConfig, metadata={"doc": "The monitored model."}
+    )
+    system: SystemConfig = field(
+        default_factory=SystemConfig, metadata={"doc": "System-health sampling."}
+    )
+    model_logging: ModelLoggingConfig = field(
+        default_factory=ModelLoggingConfig, metadata={"doc": "Model logging."}
+    )
+    drift_detection: DriftConfig = field(
+        default_factory=DriftConfig, metadata={"doc": "Drift detection."}
+    )
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig, metadata={"doc": "Upload."})
+    storage: StorageConfig = field(
+        default_factory=StorageConfig, metadata={"doc": "Outbox and sink."}
+    )
+    workers: WorkersConfig = field(
+        default_factory=WorkersConfig, metadata={"doc": "Worker processes."}
+    )
+    supervisor: SupervisorConfig = field(
+        default_factory=SupervisorConfig, metadata={"doc": "Supervision."}
+    )
+
+    @property
+    def socket_path(self) -> Path:
+        """The control socket path."""
+        return self.run_dir / f"{self.instance}.sock"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the effective config as plain JSON-able data in the YAML schema.
+
+        Paths become strings and model fields their mapping form, so the result can
+        be written back as a config file. Derived values that are not YAML keys
+        (``drift_detection.seed_defaults``) are left out.
+        """
+        result = _to_plain(self)
+        assert isinstance(result, dict)
+        return result
+
+
+def _to_plain(value: object) -> object:
+    if isinstance(value, FieldSpec):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: _to_plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.metadata.get("key", True)
+        }
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Parsing
+
+
+class _Parser:
+    """Collects every issue while converting a YAML mapping into dataclasses."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.ctx = _Ctx(base_dir=base_dir)
+        self.issues: list[ConfigIssue] = []
+
+    def issue(self, path: str, message: str) -> None:
+        self.issues.append(ConfigIssue(path, message))
+
+    def unknown(self, path: str, key: object, allowed: list[str]) -> None:
+        name = str(key)
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        where = f"{path}.{name}" if path else name
+        if close:
+            self.issue(where, f"unknown key (did you mean '{close[0]}'?)")
+        else:
+            self.issue(where, f"unknown key (allowed: {', '.join(allowed)})")
+
+    def mapping(self, value: object, path: str) -> Mapping[object, object] | None:
+        """Return ``value`` as a mapping (``None`` for an empty section), or report it."""
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self.issue(path, f"must be a mapping, got {_show(value)}")
+            return None
+        return value
+
+    def section(self, cls: type[Any], value: object, path: str) -> tuple[dict[str, Any], set[str]]:
+        """Convert the keys of one section; return given values and the keys that failed.
+
+        Keys are handled in file order so that errors come out in the order the
+        user reads them.
+        """
+        data = self.mapping(value, path)
+        keys = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("key", True)}
+        values: dict[str, Any] = {}
+        failed: set[str] = set()
+        if data is None:
+            return values, set(keys)
+        for key, raw in data.items():
+            f = keys.get(key) if isinstance(key, str) else None
+            if f is None:
+                self.unknown(path, key, list(keys))
+                continue
+            assert isinstance(key, str)
+            where = f"{path}.{key}" if path else key
+            conv = f.metadata.get("conv")
+            if conv is None:
+                continue
+            if raw is None and f.metadata.get("default_doc") is not None:
+                continue  # null means "the computed default"
+            try:
+                values[key] = conv(raw, self.ctx)
+            except _Invalid as exc:
+                self.issue(where, str(exc))
+                failed.add(key)
+        return values, failed
+
+
+def _field_spec(p: _Parser, raw: object, where: str) -> FieldSpec | None:
+    allowed = ["name", "type", "categories"]
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        p.issue(
+            where,
+            f"must be a field name or a mapping with name, type, categories, got {_show(raw)}",
+        )
+        return None
+    ok = True
+    for key in raw:
+        if key not in allowed:
+            p.unknown(where, key, allowed)
+            ok = False
+    name = raw.get("name")
+    if name is None:
+        p.issue(f"{where}.name", "required")
+        ok = False
+    elif not isinstance(name, str) or not _FIELD_NAME_RE.fullmatch(name):
+        p.issue(
+            f"{where}.name",
+            f"must be a letter or _ then up to 63 of A-Z a-z 0-9 _ . -, got {_show(name)}",
+        )
+        ok = False
+    kind: object = raw.get("type", "numeric")
+    if kind not in ("numeric", "categorical"):
+        p.issue(f"{where}.type", f"must be one of numeric, categorical, got {_show(kind)}")
+        return None
+    cats_raw = raw.get("categories")
+    categories: list[str] = []
+    if kind == "numeric":
+        if cats_raw is not None:
+            p.issue(f"{where}.categories", "only allowed when type is categorical")
+            ok = False
+    elif not isinstance(cats_raw, list) or not cats_raw:
+        p.issue(
+            f"{where}.categories",
+            "required when type is categorical (a non-empty list of strings), "
+            f"got {_show(cats_raw)}",
+        )
+        ok = False
+    else:
+        for i, c in enumerate(cats_raw):
+            if not isinstance(c, str):
+                p.issue(f"{where}.categories[{i}]", f"must be a string, got {_show(c)}")
+                ok = False
+            elif c in categories:
+                p.issue(f"{where}.categories[{i}]", f"duplicate category {c!r}")
+                ok = False
+            else:
+                categories.append(c)
+    if not ok:
+        return None
+    assert isinstance(name, str)
+    return FieldSpec(name, "categorical" if kind == "categorical" else "numeric", tuple(categories))
+
+
+def _parse_model(p: _Parser, raw: object) -> ModelConfig:
+    values, _ = p.section(ModelConfig, _strip_keys(raw, ("inputs", "outputs")), "model")
+    data = raw if isinstance(raw, Mapping) else {}
+    lists: dict[str, tuple[FieldSpec, ...]] = {}
+    seen: dict[str, str] = {}
+    total = 0
+    for which in ("inputs", "outputs"):
+        items = data.get(which)
+        specs: list[FieldSpec] = []
+        if items is not None and not isinstance(items, list):
+            p.issue(f"model.{which}", f"must be a list, got {_show(items)}")
+            items = None
+        for i, item in enumerate(items or []):
+            where = f"model.{which}[{i}]"
+            total += 1
+            spec = _field_spec(p, item, where)
+            if spec is None:
+                continue
+            if spec.name in seen:
+                p.issue(
+                    f"{where}.name", f"duplicate field name {spec.name!r} (also {seen[spec.name]})"
+                )
+                continue
+            seen[spec.name] = where
+            specs.append(spec)
+        lists[which] = tuple(specs)
+    if total > MAX_MODEL_FIELDS:
+        p.issue("model", f"at most {MAX_MODEL_FIELDS} fields (inputs + outputs), got {total}")
+    return ModelConfig(**values, inputs=lists["inputs"], outputs=lists["outputs"])
+
+
+def _strip_keys(raw: object, keys: tuple[str, ...]) -> object:
+    """Drop the keys handled by hand so the generic section parser skips them."""
+    if isinstance(raw, Mapping):
+        return {k: v for k, v in raw.items() if k not in keys}
+    return raw
+
+
+def _parse_drift(p: _Parser, raw: object) -> DriftConfig:
+    values, failed = p.section(DriftConfig, raw, "drift_detection")
+    given = set(raw) if isinstance(raw, Mapping) else set()
+    # A seed config (a drift section without any of the new window keys) keeps the
+    # seed's behaviour of testing the last check_frequency records. Without a drift
+    # section the seed never ran drift detection (no reference), so new defaults apply.
+    seed = isinstance(raw, Mapping) and not given & {"window_size", "long_window_size", "mode"}
+    cfg = DriftConfig(**values)
+    if seed:
+        cfg = dataclasses.replace(cfg, window_size=max(10, cfg.check_frequency), seed_defaults=True)
+    if cfg.long_window_size and cfg.long_window_size <= cfg.window_size:
+        if "long_window_size" in values and not failed & {"window_size"}:
+            p.issue(
+                "drift_detection.long_window_size",
+                f"must be 0 or > window_size ({cfg.window_size}), got {cfg.long_window_size}",
+            )
+        else:
+            cfg = dataclasses.replace(cfg, long_window_size=0)
+    if cfg.confirm_m > cfg.confirm_n and not failed & {"confirm_m", "confirm_n"}:
+        p.issue(
+            "drift_detection.confirm_m",
+            f"must be <= confirm_n ({cfg.confirm_n}), got {cfg.confirm_m}",
+        )
+    return cfg
+
+
+def _parse_telemetry(p: _Parser, raw: object) -> TelemetryConfig:
+    values, failed = p.section(TelemetryConfig, raw, "telemetry")
+    cfg = TelemetryConfig(**values)
+    keys = {"retry_base_delay_seconds", "retry_max_delay_seconds"}
+    if cfg.retry_max_delay_seconds < cfg.retry_base_delay_seconds and not failed & keys:
+        p.issue(
+            "telemetry.retry_max_delay_seconds",
+            f"must be >= retry_base_delay_seconds ({_num(cfg.retry_base_delay_seconds)}), "
+            f"got {_num(cfg.retry_max_delay_seconds)}",
+        )
+    return cfg
+
+
+def _parse_storage(p: _Parser, raw: object, data_dir: Path) -> StorageConfig:
+    values, failed = p.section(StorageConfig, raw, "storage")
+    values.setdefault("sqlite_path", data_dir / "outbox.db")
+    values.setdefault("local_path", data_dir / "sink")
+    cfg = StorageConfig(**values)
+    if cfg.type == "s3" and cfg.bucket is None and not failed & {"type", "bucket"}:
+        p.issue("storage.bucket", "required when storage.type is 's3'")
+    return cfg
+
+
+def _parse_workers(p: _Parser, raw: object) -> WorkersConfig:
+    data = p.mapping(raw, "workers")
+    out: dict[str, WorkerConfig] = {}
+    for key, value in (data or {}).items():
+        if key not in WORKER_NAMES:
+            p.unknown("workers", key, list(WORKER_NAMES))
+            continue
+        assert isinstance(key, str)
+        values, _ = p.section(WorkerConfig, value, f"workers.{key}")
+        values.setdefault("memory_limit_mb", _WORKER_DEFAULT_MB[key])
+        out[key] = WorkerConfig(**values)
+    return WorkersConfig(**out)
+
+
+def _parse_supervisor(p: _Parser, raw: object) -> SupervisorConfig:
+    values, failed = p.section(SupervisorConfig, raw, "supervisor")
+    cfg = SupervisorConfig(**values)
+    pairs = (
+        ("restart_backoff_max_seconds", "restart_backoff_initial_seconds", False),
+        ("heartbeat_timeout_seconds", "heartbeat_interval_seconds", True),
+    )
+    for big, small, strict in pairs:
+        b, s = getattr(cfg, big), getattr(cfg, small)
+        if (b <= s if strict else b < s) and not failed & {big, small}:
+            p.issue(
+                f"supervisor.{big}",
+                f"must be {'>' if strict else '>='} {small} ({_num(s)}), got {_num(b)}",
+            )
+    return cfg
+
+
+_SECTIONS = (
+    "model",
+    "system",
+    "model_logging",
+    "drift_detection",
+    "telemetry",
+    "storage",
+    "workers",
+    "supervisor",
+)
+_TOP_SCALARS = ("instance", "device_id", "run_dir", "data_dir")
+
+
+def parse_config(data: object, base_dir: Path, source: str) -> Config:
+    """Validate already-parsed YAML ``data`` (normally a mapping) and return the :class:`Config`.
+
+    ``base_dir`` is the folder relative paths start from; ``source`` names the file
+    in error messages. Raises :class:`ConfigError` listing every problem found.
+    """
+    p = _Parser(Path(os.path.abspath(base_dir)))
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        p.issue("", f"top level must be a mapping of sections, got {_show(data)}")
+        raise ConfigError(source, p.issues)
+    allowed = list(_TOP_SCALARS + _SECTIONS)
+    for key in data:
+        if key not in allowed:
+            p.unknown("", key, allowed)
+    top_raw = {k: v for k, v in data.items() if k in _TOP_SCALARS}
+    top, failed = p.section(Config, top_raw, "")
+    data_dir: Path = top.get("data_dir", p.ctx.base_dir / "var")
+    top["data_dir"] = data_dir
+
+    parsers: dict[str, Callable[[object], Any]] = {
+        "model": lambda raw: _parse_model(p, raw),
+        "system": lambda raw: SystemConfig(**p.section(SystemConfig, raw, "system")[0]),
+        "model_logging": lambda raw: ModelLoggingConfig(
+            **p.section(ModelLoggingConfig, raw, "model_logging")[0]
+        ),
+        "drift_detection": lambda raw: _parse_drift(p, raw),
+        "telemetry": lambda raw: _parse_telemetry(p, raw),
+        "storage": lambda raw: _parse_storage(p, raw, data_dir),
+        "workers": lambda raw: _parse_workers(p, raw),
+        "supervisor": lambda raw: _parse_supervisor(p, raw),
+    }
+    # Sections present in the file first, in file order, so errors read top to bottom.
+    order = [k for k in data if k in parsers] + [k for k in _SECTIONS if k not in data]
+    sections: dict[str, Any] = {name: parsers[name](data.get(name)) for name in order}
+
+    cfg = Config(**top, **sections)
+    if not failed & {"run_dir", "instance"}:
+        size = len(os.fsencode(str(cfg.socket_path)))
+        if size > MAX_SOCKET_PATH_BYTES:
+            p.issue(
+                "run_dir",
+                f"control socket path '{cfg.socket_path}' is {size} bytes, more than the "
+                f"{MAX_SOCKET_PATH_BYTES} a Unix socket allows; choose a shorter run_dir",
+            )
+    if p.issues:
+        raise ConfigError(source, p.issues)
+    return cfg
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Load and validate the YAML config at ``path``; ``None`` gives all defaults.
+
+    Relative paths in the file resolve against the file's folder (the current
+    directory when ``path`` is ``None``). An empty file gives all defaults.
+    Raises :class:`ConfigError` listing every problem found.
+    """
+    if path is None:
+        return parse_config({}, Path.cwd(), "<defaults>")
+    source = os.fspath(path)
+    file = Path(source)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, [ConfigIssue("", "config file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            source, [ConfigIssue("", f"not valid UTF-8 (byte {exc.start})")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(source, [ConfigIssue("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(x for x in (exc.context, exc.problem) if x) or "syntax error"
+        raise ConfigError(source, [ConfigIssue("", f"invalid YAML{where}: {what}")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [ConfigIssue("", f"invalid YAML: {exc}")]) from None
+    return parse_config(data, Path(os.path.abspath(file)).parent, source)
+
+
+# ---------------------------------------------------------------------------
+# Schema description (for docs/configuration.md)
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    doc = f.metadata.get("default_doc")
+    if doc:
+        return str(doc)
+    if f.default is not dataclasses.MISSING:
+        value: Any = f.default
+        if isinstance(value, tuple):
+            value = list(value)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return json.dumps(value)
+    return ""
+
+
+def schema_rows() -> list[tuple[str, str, str, str]]:
+    """Return ``(key path, type, default, description)`` for every config key.
+
+    Defaults are shown as JSON literals (``"INFO"``, ``true``, ``null``) or, for a
+    computed default, as a sentence saying how it is chosen.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+
+    def walk(cls: type[Any], prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            if not f.metadata.get("key", True):
+                continue
+            path = f"{prefix}{f.name}"
+            if cls is Config and f.name in _SECTIONS:
+                section_cls = _SECTION_CLASSES[f.name]
+                if section_cls is WorkersConfig:
+                    for w in WORKER_NAMES:
+                        for wf in dataclasses.fields(WorkerConfig):
+                            default = (
+                                json.dumps(int(_WORKER_DEFAULT_MB[w]))
+                                if wf.name == "memory_limit_mb"
+                                else _default_text(wf)
+                            )
+                            rows.append(
+                                (
+                                    f"workers.{w}.{wf.name}",
+                                    wf.metadata["type"],
+                                    default,
+                                    wf.metadata["doc"],
+                                )
+                            )
+                else:
+                    walk(section_cls, f"{path}.")
+                continue
+            rows.append((path, f.metadata["type"], _default_text(f), f.metadata["doc"]))
+            if cls is ModelConfig and f.name in ("inputs", "outputs"):
+                rows.extend(
+                    [
+                        (f"{path}[].name", "string", "", "Field name."),
+                        (
+                            f"{path}[].type",
+                            "string",
+                            '"numeric"',
+                            "`numeric` or `categorical`.",
+                        ),
+                        (
+                            f"{path}[].categories",
+                            "list",
+                            "",
+                            "Categories of a categorical field (required for it).",
+                        ),
+                    ]
+                )
+
+    walk(Config, "")
+    return rows
+
+
+_SECTION_CLASSES: dict[str, type[Any]] = {
+    "model": ModelConfig,
+    "system": SystemConfig,
+    "model_logging": ModelLoggingConfig,
+    "drift_detection": DriftConfig,
+    "telemetry": TelemetryConfig,
+    "storage": StorageConfig,
+    "workers": WorkersConfig,
+    "supervisor": SupervisorConfig,
+}
+
+#: Section name -> one-line description, in file order (for docs generation).
+SCHEMA: dict[str, str] = {
+    "model": "The monitored model's name and declared inputs/outputs.",
+    "system": "System-health sampling (seed section).",
+    "model_logging": "Producer lanes and payload ring (seed section).",
+    "drift_detection": "Drift detection (seed section, extended).",
+    "telemetry": "Upload schedule and retries (seed section).",
+    "storage": "SQLite outbox and sink (seed section).",
+    "workers": "Worker processes: enabled and memory budget.",
+    "supervisor": "Restart policy, heartbeats, memory checks, shutdown.",
+}

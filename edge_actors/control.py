@@ -1,0 +1,118 @@
+"""The control socket protocol between producers/CLI and the supervisor.
+
+A Unix stream socket at ``{run_dir}/{instance}.sock`` (mode 0600). Each message
+is one JSON object on one line, never pickle: any process of the same user can
+write to this socket, and unpickling its bytes would run its code. The server
+checks the peer's uid with ``SO_PEERCRED`` and refuses other users.
+
+Requests: ``{"op": "lane", "pid": P}`` (a producer asks for its ring),
+``{"op": "status"}``, ``{"op": "stop"}``, ``{"op": "ping"}``. Replies carry
+``"ok": true`` or ``"ok": false, "error": "..."``. A producer keeps its
+connection open while it uses its lane: the supervisor reclaims the lane when
+the connection closes (the producer process died or closed it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+from pathlib import Path
+from typing import Any
+
+#: Longest accepted line; a peer sending more is cut off.
+MAX_MESSAGE = 1 << 20
+
+
+class ControlError(RuntimeError):
+    """The supervisor could not be reached, or it answered with an error."""
+
+
+def socket_path(run_dir: Path | str, instance: str) -> Path:
+    """Where the supervisor of ``instance`` listens."""
+    return Path(run_dir) / f"{instance}.sock"
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    """One message as a JSON line."""
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """Parse one JSON line; a non-object is a protocol error."""
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError("control message must be a JSON object")
+    return obj
+
+
+def peer_uid(sock: socket.socket) -> int | None:
+    """Uid of the process at the other end of a Unix socket (Linux), else None."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    return int(uid)
+
+
+def peer_pid(sock: socket.socket) -> int | None:
+    """Pid of the peer process (Linux), else None."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None:
+        return None
+    creds = sock.getsockopt(socket.SOL_SOCKET, opt, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[0])
+
+
+class LineReader:
+    """Splits a byte stream into lines, bounded by :data:`MAX_MESSAGE`."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the complete lines."""
+        self._buf += data
+        if b"\n" not in data:
+            if len(self._buf) > MAX_MESSAGE:
+                raise ValueError("control message too long")
+            return []
+        *lines, rest = bytes(self._buf).split(b"\n")
+        self._buf = bytearray(rest)
+        return [ln for ln in lines if ln.strip()]
+
+
+def request(
+    run_dir: Path | str, instance: str, msg: dict[str, Any], timeout: float = 5.0
+) -> dict[str, Any]:
+    """One request/reply on a fresh connection (CLI use). Raises ControlError."""
+    path = socket_path(run_dir, instance)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        try:
+            sock.connect(os.fspath(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ControlError(
+                f"no supervisor running for instance {instance!r} (no socket at {path})"
+            ) from exc
+        except OSError as exc:
+            raise ControlError(f"cannot reach the supervisor at {path}: {exc}") from exc
+        sock.sendall(encode(msg))
+        reader = LineReader()
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                raise ControlError("the supervisor closed the connection without answering")
+            lines = reader.feed(data)
+            if lines:
+                reply = decode(lines[0])
+                if not reply.get("ok", False):
+                    raise ControlError(str(reply.get("error", "request refused")))
+                return reply
+    except TimeoutError as exc:
+        raise ControlError(f"the supervisor at {path} did not answer in {timeout} s") from exc
+    finally:
+        sock.close()

@@ -1,0 +1,612 @@
+"""The producer handle: how an ML application logs inputs and outputs.
+
+``log`` packs one record into a scratch buffer (which validates it), then
+copies it into the producer's own lane (an SPSC ring in shared memory) with a
+handful of int64 stores: no system call, no lock held by another process, no
+disk or network. Everything that can wait — asking the supervisor for a lane,
+noticing it went away, attaching again — runs in a small background thread.
+
+Without a supervisor the handle is *detached*: records are validated and
+counted as dropped (``stats()``), never raised about; it attaches by itself
+within a second once a supervisor is up, and again after a supervisor restart.
+
+This module imports numpy and the ring, nothing heavy (no scipy, no boto3).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_actors import control
+from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype
+from edge_actors.ring import W_FLAGS, W_WRITE_SEQ, Ring, RingError, RingWriter
+
+log = logging.getLogger(__name__)
+
+_NAN = math.nan
+_time_ns = time.time_ns
+CLOSED_MESSAGE = "producer is closed: create a new one with connect()"
+#: How often a detached producer tries to reach the supervisor.
+RETRY_SECONDS = 0.2
+_PACK_D = struct.Struct("<d").pack
+
+
+class ProducerClosedError(RuntimeError):
+    """The producer was used after ``close()``."""
+
+
+class Field:
+    """One declared model field, as the producer needs it."""
+
+    __slots__ = ("categories", "kind", "name")
+
+    def __init__(self, name: str, kind: str = "numeric", categories: Sequence[str] = ()) -> None:
+        self.name = name
+        self.kind = kind
+        self.categories = tuple(categories)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form, as exchanged with the supervisor."""
+        return {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
+
+    @classmethod
+    def from_any(cls, spec: Any) -> Field:
+        """From a config FieldSpec, a dict, or a plain name."""
+        if isinstance(spec, str):
+            return cls(spec)
+        if isinstance(spec, Mapping):
+            return cls(spec["name"], spec.get("kind", "numeric"), spec.get("categories", ()))
+        return cls(spec.name, spec.kind, spec.categories)
+
+
+class _Side:
+    """Converts one side (inputs or outputs) of a record to a list of floats."""
+
+    def __init__(self, label: str, fields: Sequence[Field]) -> None:
+        self.label = label
+        self.fields = list(fields)
+        self.n = len(self.fields)
+        self.names = [f.name for f in self.fields]
+        self.index = {f.name: i for i, f in enumerate(self.fields)}
+        self.cats: dict[int, dict[str, int]] = {
+            i: {c: k for k, c in enumerate(f.categories)}
+            for i, f in enumerate(self.fields)
+            if f.kind == "categorical"
+        }
+        self.nans = [_NAN] * self.n
+
+    def values(self, x: Any) -> list[Any] | tuple[Any, ...]:
+        """The side's values in declared order; raises ValueError naming the bad field."""
+        if isinstance(x, dict):
+            return self._from_dict(x)
+        if isinstance(x, np.ndarray):
+            if x.shape != (self.n,):
+                raise ValueError(
+                    f"{self.label}: expected an array of shape ({self.n},) "
+                    f"for fields {self.names}, got shape {x.shape}"
+                )
+            if x.dtype.kind not in "fiub":
+                if self.cats:
+                    return self._encode(list(x))
+                raise ValueError(f"{self.label}: array dtype must be numeric, got {x.dtype}")
+            return x.tolist()  # type: ignore[no-any-return]
+        if isinstance(x, (list, tuple)):
+            if len(x) != self.n:
+                raise ValueError(
+                    f"{self.label}: expected {self.n} values for fields {self.names}, got {len(x)}"
+                )
+            return self._encode(x) if self.cats else x
+        if isinstance(x, (str, bytes)) or not isinstance(x, Sequence):
+            raise ValueError(
+                f"{self.label}: expected a dict, a sequence or a numpy array, "
+                f"got {type(x).__name__}"
+            )
+        return self.values(list(x))
+
+    def _from_dict(self, d: Mapping[str, Any]) -> list[Any]:
+        out = self.nans.copy()
+        index = self.index
+        for k, v in d.items():
+            i = index.get(k)
+            if i is None:
+                raise ValueError(
+                    f"{self.label}.{k}: unknown field (declared: {', '.join(self.names) or 'none'})"
+                )
+            out[i] = _NAN if v is None else v
+        return self._encode(out) if self.cats else out
+
+    def _encode(self, vals: Sequence[Any]) -> list[Any]:
+        out = list(vals)
+        for i, table in self.cats.items():
+            v = out[i]
+            if isinstance(v, str):
+                out[i] = float(table.get(v, -1))
+        return out
+
+    def diagnose(self, vals: Sequence[Any]) -> ValueError | None:
+        """The error for the first value struct refuses to pack as a float (None: all pack)."""
+        for name, v in zip(self.names, vals, strict=False):
+            try:
+                _PACK_D(v)
+            except (struct.error, OverflowError, TypeError):
+                return ValueError(
+                    f"{self.label}.{name}: must be a number, got {v!r} ({type(v).__name__})"
+                )
+        return None
+
+
+class Producer:
+    """Logs model records into this process's lane; see the module docstring.
+
+    Thread-safe: threads sharing one producer take turns on an in-process lock
+    (never one held by another process). Create one per process (or per thread
+    for no contention at all) with :func:`connect`.
+    """
+
+    def __init__(
+        self,
+        run_dir: Path | str,
+        instance: str = "default",
+        inputs: Sequence[Any] = (),
+        outputs: Sequence[Any] = (),
+        *,
+        start: bool = True,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.instance = instance
+        self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
+        self._closed = False
+        self._writer: RingWriter | None = None
+        # Hot-path copies of the writer's state, set on attach (see _put).
+        self._q: memoryview | None = None
+        self._seq = 0
+        self._slot0 = self._mask = self._slot_words = self._rec_size = 0
+        self._buf: memoryview | None = None
+        self._fence: Any = None
+        self._ring: Ring | None = None
+        self._sock: socket.socket | None = None
+        self._next_id = secrets.randbits(22) << 40
+        self._written = 0
+        self._dropped: dict[str, int] = {
+            "detached": 0,
+            "retired": 0,
+            "schema_mismatch": 0,
+            "lane_lost": 0,
+        }
+        self._orphan_seq = 0
+        self._attaches = 0
+        self._last_error = ""
+        self._schema_known = False
+        self._set_schema([Field.from_any(f) for f in inputs], [Field.from_any(f) for f in outputs])
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        _register_fork_handler(self)
+        if start:
+            self._start_thread()
+
+    # ----------------------------------------------------------------- schema
+    def _set_schema(self, inputs: list[Field], outputs: list[Field]) -> None:
+        self._in = _Side("inputs", inputs)
+        self._out = _Side("outputs", outputs)
+        n = self._in.n + self._out.n
+        self._schema_known = n > 0
+        self.dtype = model_dtype(max(n, 1))
+        self._struct = struct.Struct(f"<qqq{max(n, 1)}d")
+        self._scratch = bytearray(self._struct.size)
+        self._pack_into = self._struct.pack_into
+        self._nan_in = (_NAN,) * self._in.n
+        self._nan_out = (_NAN,) * self._out.n
+        # Length a plain list/tuple must have to take the fast path (-1: never).
+        self._in_plain = self._in.n if not self._in.cats else -1
+        self._out_plain = self._out.n if not self._out.cats else -1
+
+    def schema(self) -> dict[str, list[dict[str, Any]]]:
+        """The declared fields, as the supervisor sees them."""
+        return {
+            "inputs": [f.as_dict() for f in self._in.fields],
+            "outputs": [f.as_dict() for f in self._out.fields],
+        }
+
+    # ---------------------------------------------------------------- logging
+    def log(self, inputs: Any, outputs: Any) -> int:
+        """Log one prediction (inputs and outputs); returns the record id.
+
+        Raises ValueError (naming the field) for wrong shapes, unknown keys or
+        non-numeric values, before anything is written. Never raises for a
+        transport problem: without a supervisor the record is counted as dropped.
+        """
+        # Plain lists/tuples of the right length skip the generic conversion:
+        # struct validates their values while packing.
+        t = type(inputs)
+        if not ((t is list or t is tuple) and self._in_plain == len(inputs)):
+            inputs = self._in.values(inputs)
+        t = type(outputs)
+        if not ((t is list or t is tuple) and self._out_plain == len(outputs)):
+            outputs = self._out.values(outputs)
+        # _put's body for a new record, inlined: a Python call costs ~60 ns here.
+        self._acquire()
+        try:
+            rid = self._next_id
+            self._next_id = rid + 1
+            scratch = self._scratch
+            try:
+                self._pack_into(scratch, 0, _time_ns(), rid, KIND_PAIR, *inputs, *outputs)
+            except struct.error:
+                return self._pack_failed(KIND_PAIR, rid, inputs, outputs)
+            q = self._q
+            if q is None or q[W_FLAGS]:
+                return self._not_attached(rid)
+            seq = self._seq
+            qi = self._slot0 + (seq & self._mask) * self._slot_words
+            q[qi] = -1
+            fence = self._fence
+            if fence is not None:
+                fence()
+            off = qi * 8 + 8
+            self._buf[off : off + self._rec_size] = scratch  # type: ignore[index]
+            if fence is not None:
+                fence()
+            q[qi] = seq
+            q[W_WRITE_SEQ] = seq + 1
+            self._seq = seq + 1
+            self._written += 1
+            return rid
+        finally:
+            self._release()
+
+    def log_input(self, inputs: Any) -> int:
+        """Log inputs alone (outputs follow with :meth:`log_output`); returns the id."""
+        return self._put(KIND_INPUT, -1, self._in.values(inputs), self._nan_out)
+
+    def log_output(self, input_id: int, outputs: Any) -> int:
+        """Log the outputs of an earlier :meth:`log_input`; the record carries ``input_id``."""
+        return self._put(KIND_OUTPUT, int(input_id), self._nan_in, self._out.values(outputs))
+
+    def _put(self, kind: int, rid: int, vin: Any, vout: Any) -> int:
+        """Write one record (the general path; :meth:`log` inlines the same steps)."""
+        self._acquire()
+        try:
+            if rid < 0:
+                rid = self._next_id
+                self._next_id = rid + 1
+            try:
+                self._pack_into(self._scratch, 0, _time_ns(), rid, kind, *vin, *vout)
+            except struct.error:
+                return self._pack_failed(kind, rid, vin, vout)
+            q = self._q
+            if q is None or q[W_FLAGS]:
+                return self._not_attached(rid)
+            assert self._writer is not None
+            self._writer.seq = self._seq
+            self._writer.write_bytes(self._scratch)
+            self._seq = self._writer.seq
+            self._written += 1
+            return rid
+        finally:
+            self._release()
+
+    def _pack_failed(self, kind: int, rid: int, vin: Any, vout: Any) -> int:
+        """A value struct would not pack: say which field, or drop if no schema is known yet."""
+        if self._closed:
+            raise ProducerClosedError(CLOSED_MESSAGE) from None
+        if not self._schema_known:
+            self._dropped["detached"] += 1
+            return rid
+        bad = self._in.diagnose(vin) if kind != KIND_OUTPUT else None
+        bad = bad or self._out.diagnose(vout)
+        raise (bad or ValueError("values must be numbers")) from None
+
+    def _not_attached(self, rid: int) -> int:
+        """Count a record that has no lane to go to (lock held)."""
+        if self._closed:
+            raise ProducerClosedError(CLOSED_MESSAGE)
+        if self._q is not None:
+            # The supervisor retired the lane (it is shutting down): writing
+            # now would vanish unseen, so count it and re-attach later.
+            self._detach_locked("lane retired by the supervisor")
+            self._dropped["retired"] += 1
+        else:
+            self._dropped["detached"] += 1
+        return rid
+
+    def log_batch(self, inputs_2d: Any, outputs_2d: Any) -> int:
+        """Log many predictions at once (numeric arrays, one row per record); returns the first id.
+
+        Categorical columns carry category indices here.
+        """
+        xin = np.asarray(inputs_2d)
+        xout = np.asarray(outputs_2d)
+        n = _check_2d("inputs", xin, self._in)
+        m = _check_2d("outputs", xout, self._out)
+        if n != m:
+            raise ValueError(f"inputs has {n} rows but outputs has {m}")
+        recs = np.empty(n, dtype=self.dtype)
+        recs["kind"] = KIND_PAIR
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError("producer is closed: create a new one with connect()")
+            first = self._next_id
+            self._next_id += n
+            recs["id"] = np.arange(first, first + n, dtype=np.int64)
+            recs["t_ns"] = time.time_ns()
+            if self._in.n:
+                recs["v"][:, : self._in.n] = xin
+            if self._out.n:
+                recs["v"][:, self._in.n :] = xout
+            w = self._writer
+            if w is None:
+                self._dropped["detached"] += n
+                return first
+            if self._q is not None and self._q[W_FLAGS]:
+                self._detach_locked("lane retired by the supervisor")
+                self._dropped["retired"] += n
+                return first
+            w.seq = self._seq
+            w.write_batch(recs)
+            self._seq = w.seq
+            self._written += n
+        return first
+
+    # ------------------------------------------------------------ attachment
+    def _start_thread(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._attach_loop, name="edge-actors-producer", daemon=True
+        )
+        self._thread.start()
+
+    def _attach_loop(self) -> None:
+        """Keep a lane: connect, ask for one, wait for the connection to end, repeat.
+
+        When the supervisor dies (kill -9) the lane segment survives and its
+        successor re-adopts it, so the producer keeps writing into it and asks
+        the new supervisor for that same lane back: nothing is lost across a
+        supervisor restart. After a clean shutdown the lane is marked retired
+        and the producer stops writing into it (see ``_not_attached``).
+        """
+        while not self._stop.is_set():
+            sock = None
+            try:
+                sock, reply = self._request_lane()
+                self._attach(sock, reply)
+            except (OSError, ValueError, RingError, control.ControlError) as exc:
+                if sock is not None:
+                    sock.close()
+                self._last_error = str(exc)
+                self._stop.wait(RETRY_SECONDS)
+                continue
+            try:
+                while sock.recv(4096):
+                    pass
+            except OSError:
+                pass
+            with self._lock:
+                if self._sock is sock:
+                    self._sock = None
+                    self._orphan_seq = self._seq
+                    self._last_error = "supervisor connection closed; reconnecting"
+            sock.close()
+            if not self._stop.is_set():
+                self._stop.wait(RETRY_SECONDS / 4)
+
+    def _request_lane(self) -> tuple[socket.socket, dict[str, Any]]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5.0)
+        prefer = self._ring.name if self._ring is not None else None
+        try:
+            sock.connect(os.fspath(control.socket_path(self.run_dir, self.instance)))
+            sock.sendall(control.encode({"op": "lane", "pid": os.getpid(), "prefer": prefer}))
+            reader = control.LineReader()
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise control.ControlError("supervisor closed the connection")
+                lines = reader.feed(data)
+                if lines:
+                    reply = control.decode(lines[0])
+                    break
+        except BaseException:
+            sock.close()
+            raise
+        if not reply.get("ok"):
+            sock.close()
+            raise control.ControlError(str(reply.get("error", "lane refused")))
+        sock.settimeout(None)
+        return sock, reply
+
+    def _attach(self, sock: socket.socket, reply: dict[str, Any]) -> None:
+        theirs_in = [Field.from_any(f) for f in reply.get("inputs", [])]
+        theirs_out = [Field.from_any(f) for f in reply.get("outputs", [])]
+        with self._lock:
+            if not self._schema_known:
+                self._set_schema(theirs_in, theirs_out)
+            elif _sig(theirs_in, theirs_out) != _sig(self._in.fields, self._out.fields):
+                self._dropped["schema_mismatch"] += self._dropped["detached"]
+                self._dropped["detached"] = 0
+                raise ValueError(
+                    "the supervisor's model schema differs from this producer's config "
+                    f"(supervisor: {_sig(theirs_in, theirs_out)}, "
+                    f"producer: {_sig(self._in.fields, self._out.fields)})"
+                )
+            old = self._ring
+            if (
+                old is not None
+                and self._q is not None
+                and old.name == reply["lane"]
+                and old.epoch == reply.get("epoch", old.epoch)
+            ):
+                # The new supervisor adopted our lane: carry on, nothing lost.
+                self._sock = sock
+                self._attaches += 1
+                self._last_error = ""
+                return
+            if old is not None and self._q is not None:
+                # Our lane was not given back: what we wrote since the
+                # supervisor vanished went into a ring nobody reads.
+                self._dropped["lane_lost"] += self._seq - self._orphan_seq
+                self._detach_locked("lane not adopted by the new supervisor")
+            ring = Ring.attach(str(reply["lane"]), self.dtype)
+            self._ring = ring
+            w = self._writer = ring.writer()
+            self._seq, self._slot0, self._mask = w.seq, w._slot0, w._mask
+            self._slot_words, self._rec_size, self._fence = w._slot_words, w._rec_size, w._fence
+            self._buf = w._buf
+            self._q = w._q
+            self._sock = sock
+            self._attaches += 1
+            self._last_error = ""
+        log.debug("attached to lane %s", reply["lane"])
+
+    def _detach_locked(self, reason: str) -> None:
+        if self._writer is None:
+            return
+        self._writer = None
+        self._q = None
+        self._buf = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._last_error = reason
+        log.debug("detached: %s", reason)
+
+    # ----------------------------------------------------------------- state
+    @property
+    def attached(self) -> bool:
+        """True while records go to a lane."""
+        return self._writer is not None
+
+    def wait_attached(self, timeout: float = 5.0) -> bool:
+        """Block until attached (start-up code and tests; never on the inference path)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._writer is not None:
+                return True
+            time.sleep(0.01)
+        return self._writer is not None
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: written, dropped by reason, attaches, lane, last error."""
+        with self._lock:
+            return {
+                "attached": self._writer is not None,
+                "connected": self._sock is not None,
+                "lane": self._ring.name if self._ring is not None else None,
+                "written": self._written,
+                "dropped": dict(self._dropped),
+                "dropped_total": sum(self._dropped.values()),
+                "attaches": self._attaches,
+                "last_error": self._last_error,
+            }
+
+    def close(self) -> None:
+        """Detach and stop the background thread. Logging afterwards raises."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            self._detach_locked("closed")
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _after_fork_in_child(self) -> None:
+        # The child shares the parent's lane mapping but must not write into it
+        # (a lane has exactly one producer): it gets a lane of its own.
+        self._lock = threading.Lock()
+        self._acquire = self._lock.acquire
+        self._release = self._lock.release
+        self._writer = None
+        self._q = None
+        self._buf = None
+        self._ring = None
+        self._sock = None
+        self._pid = os.getpid()
+        if not self._closed:
+            self._start_thread()
+
+
+def _sig(inputs: Sequence[Field], outputs: Sequence[Field]) -> list[list[str]]:
+    return [[f.name + ":" + f.kind for f in inputs], [f.name + ":" + f.kind for f in outputs]]
+
+
+def _check_2d(label: str, x: npt.NDArray[Any], side: _Side) -> int:
+    if x.ndim != 2 or x.shape[1] != side.n:
+        raise ValueError(
+            f"{label}: expected a 2-D array of shape (n, {side.n}) for fields {side.names}, "
+            f"got shape {x.shape}"
+        )
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"{label}: array dtype must be numeric, got {x.dtype}")
+    return int(x.shape[0])
+
+
+_PRODUCERS: weakref.WeakSet[Producer] = weakref.WeakSet()
+_FORK_HOOKED = False
+
+
+def _register_fork_handler(p: Producer) -> None:
+    global _FORK_HOOKED
+    _PRODUCERS.add(p)
+    if not _FORK_HOOKED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork)
+        _FORK_HOOKED = True
+
+
+def _after_fork() -> None:
+    for p in list(_PRODUCERS):
+        p._after_fork_in_child()
+
+
+def connect(
+    config_path: str | os.PathLike[str] | None = None, instance: str | None = None
+) -> Producer:
+    """A producer for the supervisor of ``instance`` (from the config, default ``default``).
+
+    Returns at once, attached or not: see :class:`Producer`.
+    """
+    from edge_actors.config import load_config
+
+    cfg = load_config(config_path)
+    return Producer(
+        cfg.run_dir,
+        instance or cfg.instance,
+        cfg.model.inputs,
+        cfg.model.outputs,
+    )

@@ -1,0 +1,53 @@
+"""Human rendering of the supervisor's status (``edge-actors status``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.1f}{unit}"
+    return f"{v}{unit}"
+
+
+def render(status: dict[str, Any]) -> str:
+    """A compact multi-line summary of a status dict."""
+    lines = [
+        f"instance {status['instance']} (device {status.get('device_id', '?')}): "
+        f"{status['state']}, supervisor pid {status['pid']}, up {_fmt(status['uptime_s'], 's')}",
+        "",
+        f"{'WORKER':9} {'PID':>7} {'STATE':9} {'UP':>8} {'RESTARTS':>8} "
+        f"{'MEMORY/BUDGET':>15} {'HB AGE':>7}  LAST EXIT",
+    ]
+    for name, w in status["workers"].items():
+        mem = (
+            f"{_fmt(w['memory_mb'])}/{w['memory_limit_mb']:g}MB"
+            if w["memory_mb"] is not None
+            else f"-/{w['memory_limit_mb']:g}MB"
+        )
+        reasons = ",".join(f"{k}:{v}" for k, v in w["restart_reasons"].items())
+        lines.append(
+            f"{name:9} {_fmt(w['pid']):>7} {w['state']:9} {_fmt(w['uptime_s'], 's'):>8} "
+            f"{w['restarts']:>8} {mem:>15} {_fmt(w['heartbeat_age_s'], 's'):>7}  "
+            f"{w['last_exit'] or '-'}" + (f" [{reasons}]" if reasons else "")
+        )
+    lines += ["", f"{'RING':18} {'KIND':7} {'WRITTEN':>10} {'CAP':>7} {'FILL':>6} {'LOST':>8}"]
+    for r in status["rings"]:
+        fill = max((c["fill"] for c in r["consumers"]), default=0.0)
+        lost = sum(c["lost"] for c in r["consumers"])
+        lines.append(
+            f"{r['name']:18} {r['kind']:7} {r['written']:>10} {r['capacity']:>7} "
+            f"{fill * 100:>5.1f}% {lost:>8}" + (f"  ({r['state']})" if "state" in r else "")
+        )
+    producers = status.get("producers", [])
+    lines += ["", f"producers attached: {len(producers)}"]
+    for p in producers:
+        lines.append(f"  pid {p['pid']} -> {p['lane']} ({p['state']})")
+    for name, w in status["workers"].items():
+        extra = w.get("stats", {}).get("summary_lines")
+        if extra:
+            lines += ["", f"{name}:"] + [f"  {ln}" for ln in extra]
+    return "\n".join(lines)

@@ -1,0 +1,841 @@
+"""The supervisor: owns the rings, runs the workers, restarts them, serves the control socket.
+
+One process, one thread, one ``select`` loop over: the control socket and its
+clients, each worker's control channel, and a self-pipe that signals
+(SIGTERM, SIGINT, SIGCHLD) write to. Nothing here imports scipy or boto3.
+
+Restart reasons: ``exit`` (non-zero exit code), ``signal`` (killed by a
+signal it did not ask for), ``heartbeat`` (silent past
+``heartbeat_timeout_seconds``: hung or stopped), ``memory`` (over
+``memory_limit_mb``). See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from edge_actors import control, shm, topology
+from edge_actors.config import Config
+from edge_actors.restart_policy import Backoff, Intensity
+from edge_actors.ring import Ring, RingError
+from edge_actors.sdnotify import Notifier
+from edge_actors.topology import RingSpec
+from edge_actors.workers.base import EXIT_CRASH, MAX_PACKET, STOP_ORDER, child_main
+
+log = logging.getLogger(__name__)
+
+#: Exit code when the restart intensity was exceeded (systemd should restart us).
+EXIT_GAVE_UP = 3
+#: A worker gets this long to send "ready" after start (setup may load references).
+STARTUP_TIMEOUT = 30.0
+#: An adopted lane nobody claims within this time is drained and removed.
+ORPHAN_CLAIM_SECONDS = 30.0
+TICK = 0.1
+
+
+class SupervisorError(RuntimeError):
+    """The supervisor cannot start (already running, run dir unusable, ...)."""
+
+
+@dataclass
+class WorkerHandle:
+    """What the supervisor knows about one worker slot."""
+
+    name: str
+    enabled: bool
+    memory_limit_mb: float
+    backoff: Backoff
+    pid: int = 0
+    chan: socket.socket | None = None
+    state: str = "stopped"  # starting, running, stopping, backoff, stopped, disabled
+    started_at: float = 0.0
+    ready: bool = False
+    last_hb: float = 0.0
+    progress: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+    last_exits: deque[str] = field(default_factory=lambda: deque(maxlen=5))
+    next_start_at: float = 0.0
+    kill_at: float = 0.0
+    stop_reason: str = ""
+    memory_bytes: int = 0
+    crash_on_start: bool = False
+
+
+@dataclass
+class Client:
+    """One connection to the control socket."""
+
+    sock: socket.socket
+    pid: int = 0
+    reader: control.LineReader = field(default_factory=control.LineReader)
+    lane: str | None = None
+
+
+@dataclass
+class Lane:
+    """A producer's ring."""
+
+    ring: Ring
+    index: int
+    state: str  # active, orphaned, retired
+    client: Client | None = None
+    pid: int = 0
+    since: float = 0.0
+
+
+class Supervisor:
+    """Runs one instance until stopped; ``run()`` returns the process exit code."""
+
+    def __init__(self, cfg: Config, *, debug: bool = False) -> None:
+        self.cfg = cfg
+        self.debug = debug or os.environ.get("EDGE_ACTORS_DEBUG") == "1"
+        self.instance = cfg.instance
+        self.sock_path = control.socket_path(cfg.run_dir, cfg.instance)
+        self.pid_path = Path(cfg.run_dir) / f"{cfg.instance}.pid"
+        sc = cfg.supervisor
+        self.intensity = Intensity(sc.max_restarts, sc.restart_period_seconds)
+        self.workers: dict[str, WorkerHandle] = {}
+        for name in STOP_ORDER:
+            wc = getattr(cfg.workers, name)
+            self.workers[name] = WorkerHandle(
+                name=name,
+                enabled=wc.enabled,
+                memory_limit_mb=wc.memory_limit_mb,
+                backoff=Backoff(
+                    sc.restart_backoff_initial_seconds,
+                    sc.restart_backoff_max_seconds,
+                    sc.restart_stable_seconds,
+                ),
+                state="stopped" if wc.enabled else "disabled",
+            )
+        self.rings: dict[str, Ring] = {}
+        self.ring_kinds: dict[str, RingSpec] = {}
+        self.lanes: dict[str, Lane] = {}
+        self.clients: dict[int, Client] = {}
+        self.sel = selectors.DefaultSelector()
+        self.listener: socket.socket | None = None
+        self._pid_fd = -1
+        self._wake_r = self._wake_w = -1
+        self.stop_requested = ""
+        self.exit_code = 0
+        self.fatal_message = ""
+        self.started = time.monotonic()
+        self.ready_sent = False
+        self.notifier = Notifier()
+        self._next_watchdog = 0.0
+        self._next_mem_check = 0.0
+        self._next_status_note = 0.0
+        self._procs: dict[int, psutil.Process] = {}
+        self.state = "starting"
+
+    # ================================================================ set-up
+    def _prepare_run_dir(self) -> None:
+        run_dir = Path(self.cfg.run_dir)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise SupervisorError(f"cannot create run_dir {run_dir}: {exc.strerror}") from exc
+        self._pid_fd = os.open(self.pid_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._pid_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            other = os.pread(self._pid_fd, 32, 0).decode(errors="replace").strip()
+            os.close(self._pid_fd)
+            self._pid_fd = -1
+            raise SupervisorError(
+                f"instance {self.instance!r} is already running (pid {other or '?'}); "
+                f"lock file {self.pid_path}"
+            ) from exc
+        os.ftruncate(self._pid_fd, 0)
+        os.pwrite(self._pid_fd, f"{os.getpid()}\n".encode(), 0)
+
+    def _adopt_or_clean(self) -> None:
+        """Re-adopt the segments a killed predecessor left; remove what cannot be used."""
+        for name in shm.list_names(topology.prefix(self.instance)):
+            parsed = topology.parse_name(self.instance, name)
+            if parsed is None:
+                continue
+            kind, index = parsed
+            if kind == "lane":
+                try:
+                    ring = Ring.attach(name, topology.dtype_for("lane", self.cfg))
+                except RingError as exc:
+                    log.warning("removing stale lane %s: %s", name, exc)
+                    shm.unlink(name)
+                    continue
+                if ring.n_consumers != topology.consumers_for("lane"):
+                    ring.close()
+                    shm.unlink(name)
+                    continue
+                ring.adopted = True
+                self.lanes[name] = Lane(ring, index, "orphaned", pid=ring.producer_pid)
+                self.lanes[name].since = time.monotonic()
+                log.info(
+                    "adopted lane %s (producer pid %d, %d records written)",
+                    name,
+                    ring.producer_pid,
+                    ring.write_seq,
+                )
+            elif kind in ("system", "procs", "events"):
+                continue  # handled by _create_rings with adopt=True
+            else:
+                shm.unlink(name)
+
+    def _create_rings(self) -> None:
+        for kind in ("system", "procs", "events"):
+            name = topology.ring_name(self.instance, kind)
+            try:
+                ring = Ring.create(
+                    name,
+                    topology.dtype_for(kind, self.cfg),
+                    topology.capacity_for(kind, self.cfg),
+                    topology.consumers_for(kind),
+                    adopt=True,
+                )
+            except OSError as exc:
+                raise SupervisorError(str(exc)) from exc
+            if ring.adopted:
+                log.info("adopted ring %s (%d records written)", name, ring.write_seq)
+            self.rings[name] = ring
+            self.ring_kinds[name] = RingSpec(name, kind)
+
+    def _listen(self) -> None:
+        path = self.sock_path
+        if path.exists() or path.is_symlink():
+            path.unlink()  # we hold the instance lock: whoever made it is gone
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # created 0600, no window with wider rights
+        try:
+            sock.bind(os.fspath(path))
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        sock.listen(64)
+        sock.setblocking(False)
+        self.listener = sock
+        self.sel.register(sock, selectors.EVENT_READ, ("listen", None))
+
+    def _install_signals(self) -> None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        self._wake_r, self._wake_w = r, w
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self.sel.register(r, selectors.EVENT_READ, ("wake", None))
+
+        def on_stop(signum: int, _frame: object) -> None:
+            if not self.stop_requested:
+                self.stop_requested = signal.Signals(signum).name
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGCHLD, lambda *_: None)  # only to wake the loop
+        signal.signal(signal.SIGHUP, lambda *_: log.info("SIGHUP ignored (restart to reload)"))
+
+    # ================================================================ workers
+    def _inherited_fds(self, keep: socket.socket) -> list[int]:
+        fds = [self._wake_r, self._wake_w, self._pid_fd]
+        if self.listener is not None:
+            fds.append(self.listener.fileno())
+        fds += [c.sock.fileno() for c in self.clients.values()]
+        fds += [h.chan.fileno() for h in self.workers.values() if h.chan is not None]
+        return [fd for fd in fds if fd >= 0 and fd != keep.fileno()]
+
+    def _start_worker(self, h: WorkerHandle) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        close_fds = [*self._inherited_fds(child), parent.fileno()]
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # child
+            if h.crash_on_start:
+                os._exit(EXIT_CRASH)
+            child_main(h.name, self.cfg, child, close_fds, me)
+        child.close()
+        now = time.monotonic()
+        h.pid, h.chan, h.state = pid, parent, "starting"
+        h.started_at = h.last_hb = now
+        h.ready, h.stop_reason, h.kill_at, h.stats = False, "", 0.0, {}
+        self.sel.register(parent, selectors.EVENT_READ, ("worker", h))
+        log.info("started %s (pid %d)", h.name, pid)
+        self._send_rings(h)
+        self._send_processes()
+
+    def _send(self, h: WorkerHandle, msg: dict[str, Any]) -> None:
+        if h.chan is None:
+            return
+        try:
+            h.chan.send(json.dumps(msg).encode())
+        except OSError:
+            pass  # it is dying; the reaper will see it
+
+    def ring_specs(self, for_worker: str) -> list[RingSpec]:
+        """The rings a worker should have attached."""
+        specs = list(self.ring_kinds.values())
+        specs += [RingSpec(name, "lane", lane.index) for name, lane in self.lanes.items()]
+        return specs
+
+    def _send_rings(self, h: WorkerHandle | None = None) -> None:
+        targets = [h] if h is not None else list(self.workers.values())
+        for w in targets:
+            specs = self.ring_specs(w.name)
+            self._send(w, {"cmd": "rings", "rings": [s.as_dict() for s in specs]})
+
+    def _send_processes(self) -> None:
+        sampler = self.workers["sampler"]
+        if sampler.chan is None:
+            return
+        procs = {"supervisor": os.getpid()}
+        procs.update({h.name: h.pid for h in self.workers.values() if h.pid})
+        for name, lane in self.lanes.items():
+            if lane.pid and lane.state != "retired":
+                procs[f"producer:{name.rsplit('_', 1)[-1]}"] = lane.pid
+        self._send(sampler, {"cmd": "processes", "processes": procs})
+
+    def _on_worker_readable(self, h: WorkerHandle) -> None:
+        assert h.chan is not None
+        while True:
+            try:
+                data = h.chan.recv(MAX_PACKET, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._drop_chan(h)
+                return
+            try:
+                msg = json.loads(data)
+            except ValueError:
+                log.warning("%s sent an unreadable message", h.name)
+                continue
+            now = time.monotonic()
+            kind = msg.get("type")
+            if kind == "ready":
+                h.ready, h.state, h.last_hb = True, "running", now
+                log.info("%s ready (pid %d)", h.name, h.pid)
+            elif kind == "hb":
+                h.last_hb = now
+                h.progress = int(msg.get("progress", 0))
+                h.stats = msg.get("stats", {})
+            elif kind == "stopped":
+                h.last_hb = now
+
+    def _drop_chan(self, h: WorkerHandle) -> None:
+        if h.chan is not None:
+            try:
+                self.sel.unregister(h.chan)
+            except (KeyError, ValueError):
+                pass
+            h.chan.close()
+            h.chan = None
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            for h in self.workers.values():
+                if h.pid == pid:
+                    self._on_exit(h, os.waitstatus_to_exitcode(status))
+                    break
+
+    def _on_exit(self, h: WorkerHandle, code: int) -> None:
+        now = time.monotonic()
+        self._drop_chan(h)
+        ran = now - h.started_at
+        if code < 0:
+            try:
+                sig = signal.Signals(-code).name
+            except ValueError:
+                sig = f"signal {-code}"
+            how = f"killed by {sig}"
+        else:
+            how = f"exit code {code}"
+        self._procs.pop(h.pid, None)
+        h.pid = 0
+        if self.state == "stopping" or (h.state == "stopping" and not h.stop_reason):
+            h.state = "stopped"
+            log.info("%s stopped (%s)", h.name, how)
+            return
+        reason = h.stop_reason or ("signal" if code < 0 else "exit")
+        if reason in ("exit", "signal") and code == 0:
+            reason = "exit"
+        h.reasons[reason] += 1
+        h.last_exits.append(f"{reason}: {how} after {ran:.1f}s")
+        h.restarts += 1
+        delay = h.backoff.on_exit(ran)
+        log.warning(
+            "%s %s after %.1fs (reason: %s); restart #%d in %.2fs",
+            h.name,
+            how,
+            ran,
+            reason,
+            h.restarts,
+            delay,
+        )
+        if self.intensity.record(now):
+            self.fatal_message = (
+                f"giving up: more than {self.cfg.supervisor.max_restarts} restarts in "
+                f"{self.cfg.supervisor.restart_period_seconds:g}s; last: {h.name} "
+                f"({'; '.join(h.last_exits)})"
+            )
+            log.error("%s", self.fatal_message)
+            self.exit_code = EXIT_GAVE_UP
+            if not self.stop_requested:
+                self.stop_requested = "restart intensity exceeded"
+            h.state = "stopped"
+            return
+        h.state = "backoff"
+        h.next_start_at = now + delay
+
+    def _kill(self, h: WorkerHandle, reason: str) -> None:
+        if h.pid:
+            h.stop_reason = h.stop_reason or reason
+            try:
+                os.kill(h.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _check_workers(self, now: float) -> None:
+        timeout = self.cfg.supervisor.heartbeat_timeout_seconds
+        for h in self.workers.values():
+            if h.state == "backoff" and now >= h.next_start_at and not self.stop_requested:
+                self._start_worker(h)
+            elif h.state in ("starting", "running") and h.pid:
+                limit = timeout if h.ready else max(timeout, STARTUP_TIMEOUT)
+                if now - h.last_hb > limit:
+                    log.error(
+                        "%s (pid %d) silent for %.1fs (limit %.1fs): killing",
+                        h.name,
+                        h.pid,
+                        now - h.last_hb,
+                        limit,
+                    )
+                    self._kill(h, "heartbeat")
+            if h.kill_at and now >= h.kill_at and h.pid:
+                log.error("%s did not stop within the grace period: SIGKILL", h.name)
+                h.kill_at = 0.0
+                self._kill(h, h.stop_reason or "stop_timeout")
+
+    def _memory_of(self, pid: int) -> int:
+        proc = self._procs.get(pid)
+        if proc is None:
+            proc = self._procs[pid] = psutil.Process(pid)
+        metric = self.cfg.supervisor.memory_metric
+        if metric == "rss":
+            return int(proc.memory_info().rss)
+        info = proc.memory_full_info()
+        return int(getattr(info, metric, info.rss))
+
+    def _check_memory(self, now: float) -> None:
+        grace = self.cfg.supervisor.stop_grace_seconds
+        for h in self.workers.values():
+            if not h.pid or h.state not in ("starting", "running"):
+                continue
+            try:
+                h.memory_bytes = self._memory_of(h.pid)
+            except (psutil.Error, OSError):
+                continue
+            if h.memory_bytes > h.memory_limit_mb * 2**20 and not h.stop_reason:
+                log.error(
+                    "%s (pid %d) uses %.1f MB %s, over its %.0f MB budget: stopping it",
+                    h.name,
+                    h.pid,
+                    h.memory_bytes / 2**20,
+                    self.cfg.supervisor.memory_metric.upper(),
+                    h.memory_limit_mb,
+                )
+                h.stop_reason = "memory"
+                h.state = "stopping"
+                h.kill_at = now + grace
+                self._send(h, {"cmd": "stop"})
+        # Forget process handles of pids that are gone.
+        live = {h.pid for h in self.workers.values()}
+        for pid in list(self._procs):
+            if pid not in live:
+                del self._procs[pid]
+
+    # ================================================================ clients
+    def _accept(self) -> None:
+        assert self.listener is not None
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            uid = control.peer_uid(sock)
+            if uid is not None and uid != os.getuid():
+                log.warning("refused a control connection from uid %d", uid)
+                try:
+                    sock.sendall(control.encode({"ok": False, "error": "permission denied"}))
+                except OSError:
+                    pass
+                sock.close()
+                continue
+            sock.setblocking(False)
+            c = Client(sock, pid=control.peer_pid(sock) or 0)
+            self.clients[sock.fileno()] = c
+            self.sel.register(sock, selectors.EVENT_READ, ("client", c))
+
+    def _close_client(self, c: Client) -> None:
+        try:
+            self.sel.unregister(c.sock)
+        except (KeyError, ValueError):
+            pass
+        self.clients.pop(c.sock.fileno(), None)
+        c.sock.close()
+        if c.lane is not None and c.lane in self.lanes:
+            lane = self.lanes[c.lane]
+            if lane.client is c:
+                self._retire_lane(lane, "producer disconnected")
+
+    def _on_client_readable(self, c: Client) -> None:
+        try:
+            data = c.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_client(c)
+            return
+        try:
+            lines = c.reader.feed(data)
+            for line in lines:
+                reply = self._handle_request(c, control.decode(line))
+                c.sock.sendall(control.encode(reply))
+        except (ValueError, OSError) as exc:
+            try:
+                c.sock.sendall(control.encode({"ok": False, "error": f"bad request: {exc}"}))
+            except OSError:
+                pass
+            self._close_client(c)
+
+    def _handle_request(self, c: Client, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "ping":
+            return {"ok": True, "pid": os.getpid()}
+        if op == "status":
+            return {"ok": True, "status": self.status()}
+        if op == "stop":
+            if not self.stop_requested:
+                self.stop_requested = "stop requested"
+            return {"ok": True}
+        if op == "lane":
+            if self.stop_requested:
+                return {"ok": False, "error": "supervisor is shutting down"}
+            return self._give_lane(c, int(msg.get("pid") or c.pid), msg.get("prefer"))
+        if op == "debug" and self.debug:
+            return self._debug(msg)
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _debug(self, msg: dict[str, Any]) -> dict[str, Any]:
+        h = self.workers.get(str(msg.get("worker")))
+        if h is None:
+            return {"ok": False, "error": "unknown worker"}
+        if msg.get("action") == "crash_on_start":
+            h.crash_on_start = bool(msg.get("value", True))
+            return {"ok": True}
+        self._send(h, {"cmd": "debug", **msg})
+        return {"ok": True, "pid": h.pid}
+
+    # ================================================================== lanes
+    def _lane_reply(self, lane: Lane) -> dict[str, Any]:
+        model = self.cfg.model
+        return {
+            "ok": True,
+            "lane": lane.ring.name,
+            "capacity": lane.ring.capacity,
+            "epoch": lane.ring.epoch,
+            "inputs": [_field(f) for f in model.inputs],
+            "outputs": [_field(f) for f in model.outputs],
+        }
+
+    def _give_lane(self, c: Client, pid: int, prefer: Any) -> dict[str, Any]:
+        if c.lane is not None:
+            return {"ok": False, "error": "this connection already has a lane"}
+        lane = self.lanes.get(str(prefer)) if prefer else None
+        if lane is not None and lane.state == "orphaned":
+            lane.state, lane.client, lane.pid = "active", c, pid
+            c.lane = lane.ring.name
+            log.info("producer pid %d re-attached to lane %s", pid, lane.ring.name)
+            self._send_processes()
+            return self._lane_reply(lane)
+        used = {ln.index for ln in self.lanes.values()}
+        index = next(i for i in range(topology.MAX_LANES + 1) if i not in used)
+        if index >= topology.MAX_LANES:
+            return {"ok": False, "error": f"too many producers (max {topology.MAX_LANES})"}
+        name = topology.ring_name(self.instance, "lane", index)
+        try:
+            ring = Ring.create(
+                name,
+                topology.dtype_for("lane", self.cfg),
+                topology.capacity_for("lane", self.cfg),
+                topology.consumers_for("lane"),
+            )
+        except OSError as exc:
+            log.error("cannot create lane %s: %s", name, exc)
+            return {"ok": False, "error": str(exc)}
+        lane = Lane(ring, index, "active", c, pid, time.monotonic())
+        self.lanes[name] = lane
+        c.lane = name
+        log.info("lane %s for producer pid %d", name, pid)
+        self._send_rings()
+        self._send_processes()
+        return self._lane_reply(lane)
+
+    def _retire_lane(self, lane: Lane, why: str) -> None:
+        if lane.state == "retired":
+            return
+        lane.ring.retire()
+        lane.state, lane.client, lane.since = "retired", None, time.monotonic()
+        log.info("lane %s retired (%s); removed once drained", lane.ring.name, why)
+
+    def _lane_drained(self, lane: Lane) -> bool:
+        written = lane.ring.write_seq
+        for name, k in (("uploader", topology.UPLOADER), ("drift", topology.DRIFT)):
+            h = self.workers[name]
+            if not h.enabled:
+                continue
+            if lane.ring.consumer_line(k)["read_seq"] < written:
+                return False
+        return True
+
+    def _check_lanes(self, now: float) -> None:
+        removed = []
+        for name, lane in self.lanes.items():
+            if lane.state == "orphaned":
+                alive = _pid_alive(lane.pid)
+                if not alive or now - lane.since > ORPHAN_CLAIM_SECONDS:
+                    self._retire_lane(lane, "producer gone" if not alive else "not reclaimed")
+            if lane.state == "retired" and self._lane_drained(lane):
+                removed.append(name)
+        for name in removed:
+            lane = self.lanes.pop(name)
+            lane.ring.unlink()
+            lane.ring.close()
+            log.info("lane %s drained and removed", name)
+        if removed:
+            self._send_rings()
+            self._send_processes()
+
+    # ================================================================= status
+    def status(self) -> dict[str, Any]:
+        """Everything ``edge-actors status`` shows."""
+        now = time.monotonic()
+        workers = {}
+        for h in self.workers.values():
+            workers[h.name] = {
+                "pid": h.pid or None,
+                "state": h.state,
+                "uptime_s": round(now - h.started_at, 1) if h.pid else None,
+                "restarts": h.restarts,
+                "restart_reasons": dict(h.reasons),
+                "last_exit": h.last_exits[-1] if h.last_exits else None,
+                "memory_mb": round(h.memory_bytes / 2**20, 1) if h.pid else None,
+                "memory_limit_mb": h.memory_limit_mb,
+                "memory_metric": self.cfg.supervisor.memory_metric,
+                "heartbeat_age_s": round(now - h.last_hb, 2) if h.pid else None,
+                "progress": h.progress,
+                "stats": h.stats,
+            }
+        rings = []
+        for name, ring in self.rings.items():
+            rings.append({"kind": self.ring_kinds[name].kind, **ring.stats()})
+        for lane in self.lanes.values():
+            rings.append({"kind": "lane", "state": lane.state, **lane.ring.stats()})
+        producers = [
+            {"lane": name, "pid": lane.pid, "state": lane.state}
+            for name, lane in self.lanes.items()
+            if lane.state != "retired"
+        ]
+        return {
+            "instance": self.instance,
+            "device_id": self.cfg.device_id,
+            "pid": os.getpid(),
+            "state": self.state,
+            "uptime_s": round(now - self.started, 1),
+            "workers": workers,
+            "rings": rings,
+            "producers": producers,
+        }
+
+    def _status_line(self) -> str:
+        parts = []
+        for h in self.workers.values():
+            if h.enabled:
+                parts.append(f"{h.name}={h.state}" + (f"({h.restarts}r)" if h.restarts else ""))
+        return f"{len(self.lanes)} producers; " + " ".join(parts)
+
+    # =================================================================== loop
+    def _tick(self, now: float) -> None:
+        self._check_workers(now)
+        if now >= self._next_mem_check:
+            self._next_mem_check = now + self.cfg.supervisor.memory_check_interval_seconds
+            self._check_memory(now)
+        self._check_lanes(now)
+        if not self.ready_sent and all(h.ready for h in self.workers.values() if h.enabled):
+            self.ready_sent = True
+            self.state = "running"
+            log.info("all workers up (%.2fs after start)", now - self.started)
+            self.notifier.send(READY="1", STATUS=self._status_line())
+        if self.notifier.watchdog_interval and now >= self._next_watchdog:
+            self._next_watchdog = now + self.notifier.watchdog_interval
+            self.notifier.send(WATCHDOG="1")
+        if self.notifier.enabled and now >= self._next_status_note:
+            self._next_status_note = now + 10.0
+            self.notifier.send(STATUS=self._status_line())
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 512):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _poll_once(self, timeout: float) -> None:
+        for key, _ in self.sel.select(timeout):
+            kind, obj = key.data
+            if kind == "wake":
+                self._drain_wakeups()
+            elif kind == "listen":
+                self._accept()
+            elif kind == "client":
+                self._on_client_readable(obj)
+            elif kind == "worker":
+                self._on_worker_readable(obj)
+        self._reap()
+
+    def run(self) -> int:
+        """Start everything, loop until stopped, shut down in order; returns the exit code."""
+        self._prepare_run_dir()
+        try:
+            self._install_signals()
+            self._adopt_or_clean()
+            self._create_rings()
+            self._listen()
+            for h in self.workers.values():
+                if h.enabled:
+                    self._start_worker(h)
+            log.info(
+                "supervisor pid %d for instance %r up; control socket %s",
+                os.getpid(),
+                self.instance,
+                self.sock_path,
+            )
+            while not self.stop_requested:
+                self._poll_once(TICK)
+                self._tick(time.monotonic())
+            log.info("shutting down (%s)", self.stop_requested)
+            self._shutdown()
+        finally:
+            self._cleanup()
+        if self.fatal_message:
+            log.error("%s", self.fatal_message)
+        return self.exit_code
+
+    def _shutdown(self) -> None:
+        self.state = "stopping"
+        self.notifier.send(STOPPING="1", STATUS="stopping")
+        for lane in self.lanes.values():
+            self._retire_lane(lane, "shutdown")
+        # Let a producer that read "not retired" just before finish its write.
+        time.sleep(0.05)
+        timeout = self.cfg.supervisor.shutdown_timeout_seconds
+        for name in STOP_ORDER:
+            h = self.workers[name]
+            if not h.pid:
+                h.state = "stopped" if h.enabled else h.state
+                continue
+            h.state = "stopping"
+            self._send(h, {"cmd": "stop"})
+            deadline = time.monotonic() + timeout
+            while h.pid and time.monotonic() < deadline:
+                self._poll_once(0.05)
+            if h.pid:
+                log.error("%s did not stop within %.0fs: SIGKILL", name, timeout)
+                self._kill(h, "stop_timeout")
+                while h.pid:
+                    self._poll_once(0.05)
+        self._report_unflushed()
+
+    def _report_unflushed(self) -> None:
+        if not self.workers["uploader"].enabled:
+            return
+        for ring in [*self.rings.values(), *(ln.ring for ln in self.lanes.values())]:
+            behind = ring.write_seq - ring.consumer_line(topology.UPLOADER)["read_seq"]
+            if behind > 0:
+                log.warning(
+                    "%d records in %s were written after the uploader's last drain "
+                    "and are not in the outbox",
+                    behind,
+                    ring.name,
+                )
+
+    def _cleanup(self) -> None:
+        for c in list(self.clients.values()):
+            c.sock.close()
+        self.clients.clear()
+        if self.listener is not None:
+            self.listener.close()
+            try:
+                self.sock_path.unlink()
+            except FileNotFoundError:
+                pass
+        for ring in [*self.rings.values(), *(ln.ring for ln in self.lanes.values())]:
+            try:
+                ring.unlink()
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    log.warning("cannot unlink %s: %s", ring.name, exc)
+            ring.close()
+        self.rings.clear()
+        self.lanes.clear()
+        if self._pid_fd >= 0:
+            try:
+                self.pid_path.unlink()
+            except FileNotFoundError:
+                pass
+            os.close(self._pid_fd)
+            self._pid_fd = -1
+        if self._wake_w >= 0:
+            signal.set_wakeup_fd(-1)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+        self.sel.close()
+
+
+def _field(f: Any) -> dict[str, Any]:
+    return {"name": f.name, "kind": f.kind, "categories": list(f.categories)}
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,1 @@
+"""Worker processes: sampler (system health), drift, uploader."""

@@ -1,0 +1,212 @@
+"""The worker base class and the code that runs first in a freshly forked worker.
+
+A worker is one process with one job. It talks to the supervisor over a
+``SOCK_SEQPACKET`` socket pair (one JSON message per packet): heartbeats with a
+progress counter and stats go up; ``stop``, ``rings`` (the set of rings to
+read changed) and ``debug`` commands come down. It keeps no state that dies
+with it: cursors live in ring headers or the outbox.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from edge_actors.topology import RingSpec
+
+if TYPE_CHECKING:
+    from edge_actors.config import Config
+
+log = logging.getLogger(__name__)
+
+#: Where each worker's class lives; imported only in that worker's process, so
+#: scipy stays in the drift worker and boto3 in the uploader.
+WORKER_CLASSES = {
+    "sampler": "edge_actors.workers.sampler:SamplerWorker",
+    "drift": "edge_actors.workers.drift:DriftWorker",
+    "uploader": "edge_actors.workers.uploader:UploaderWorker",
+}
+#: Shutdown order: producers of data first, the uploader (which flushes) last.
+STOP_ORDER = ("sampler", "drift", "uploader")
+
+EXIT_OK = 0
+EXIT_CRASH = 70  # EX_SOFTWARE
+MAX_PACKET = 1 << 20
+
+
+class Worker:
+    """Base class: subclasses implement :meth:`step` (bounded work, returns records done)."""
+
+    name = "worker"
+    #: How long to wait for commands when a step did nothing.
+    idle_wait = 0.05
+
+    def __init__(self, cfg: Config, chan: socket.socket) -> None:
+        self.cfg = cfg
+        self.chan = chan
+        self.stopping = False
+        self.progress = 0
+        self.rings: dict[str, RingSpec] = {}
+        self._hb_every = cfg.supervisor.heartbeat_interval_seconds
+        self._next_hb = 0.0
+        self._ballast: list[bytearray] = []
+        self._hang = False
+
+    # ------------------------------------------------------------ subclass API
+    def setup(self) -> None:
+        """Attach resources; runs once in the new process before the first heartbeat."""
+
+    def step(self) -> int:
+        """Do a bounded amount of work (well under the heartbeat interval); return records done."""
+        return 0
+
+    def set_rings(self, specs: list[RingSpec]) -> None:
+        """The supervisor's current ring set; attach new ones, drop the others."""
+        self.rings = {s.name: s for s in specs}
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for ``status`` (JSON-able)."""
+        return {}
+
+    def flush(self) -> None:
+        """Last work before a clean exit (the uploader drains the rings here)."""
+
+    def close(self) -> None:
+        """Release resources; runs after :meth:`flush`."""
+
+    # ----------------------------------------------------------------- loop
+    def send(self, msg: dict[str, Any]) -> None:
+        """One message to the supervisor; a gone supervisor ends this worker."""
+        try:
+            self.chan.send(json.dumps(msg, separators=(",", ":"), default=str).encode())
+        except (BrokenPipeError, ConnectionResetError):
+            self.stopping = True
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor we are alive, how far we got, and our stats."""
+        self.send({"type": "hb", "progress": self.progress, "stats": self.stats()})
+        self._next_hb = time.monotonic() + self._hb_every
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        """Act on one command from the supervisor."""
+        cmd = msg.get("cmd")
+        if cmd == "stop":
+            self.stopping = True
+        elif cmd == "rings":
+            self.set_rings([RingSpec.from_dict(d) for d in msg.get("rings", [])])
+        elif cmd == "debug":
+            self._debug(msg)
+        else:
+            log.warning("%s: unknown command %r", self.name, cmd)
+
+    def _debug(self, msg: dict[str, Any]) -> None:
+        # Test hooks, reachable only when the supervisor runs with EDGE_ACTORS_DEBUG=1.
+        action = msg.get("action")
+        if action == "alloc":
+            block = bytearray(int(msg.get("mb", 1)) * 2**20)
+            block[::4096] = b"\1" * len(block[::4096])  # touch every page
+            self._ballast.append(block)
+        elif action == "hang":
+            self._hang = True
+        elif action == "crash":
+            os._exit(EXIT_CRASH)
+
+    def _poll(self, timeout: float) -> None:
+        ready, _, _ = select.select([self.chan], [], [], timeout)
+        if not ready:
+            return
+        while True:
+            try:
+                data = self.chan.recv(MAX_PACKET, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            if not data:  # supervisor gone
+                self.stopping = True
+                return
+            self.handle(json.loads(data))
+
+    def run(self) -> int:
+        """Set up, then loop until told to stop; flush, close, return an exit code."""
+        self.setup()
+        self.send({"type": "ready", "pid": os.getpid()})
+        self.heartbeat()
+        while not self.stopping:
+            if self._hang:
+                time.sleep(3600)
+                continue
+            n = self.step()
+            self.progress += n
+            if time.monotonic() >= self._next_hb:
+                self.heartbeat()
+            self._poll(0 if n else self.idle_wait)
+        self.flush()
+        self.heartbeat()
+        self.close()
+        self.send({"type": "stopped"})
+        return EXIT_OK
+
+
+def _set_parent_death_signal(expected_ppid: int) -> None:
+    """Die with the supervisor, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != expected_ppid:  # the parent died before prctl took effect
+        os._exit(EXIT_CRASH)
+
+
+def child_main(
+    name: str, cfg: Config, chan: socket.socket, close_fds: list[int], parent_pid: int
+) -> None:
+    """Entry point in the forked child: never returns."""
+    code = EXIT_CRASH
+    try:
+        _set_parent_death_signal(parent_pid)
+        for fd in close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        # Ctrl-C reaches the whole process group: the supervisor orders the
+        # shutdown, so workers ignore SIGINT; a direct SIGTERM means "stop cleanly".
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        worker_ref: list[Worker] = []
+
+        def on_term(_sig: int, _frame: object) -> None:
+            if worker_ref:
+                worker_ref[0].stopping = True
+            else:
+                os._exit(EXIT_OK)
+
+        signal.signal(signal.SIGTERM, on_term)
+        module, _, cls_name = WORKER_CLASSES[name].partition(":")
+        cls = getattr(importlib.import_module(module), cls_name)
+        worker: Worker = cls(cfg, chan)
+        worker_ref.append(worker)
+        code = worker.run()
+    except BaseException as exc:
+        if not isinstance(exc, SystemExit):
+            log.error("worker %s crashed: %s", name, exc)
+            traceback.print_exc()
+        code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else code
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -1,0 +1,206 @@
+"""The supervisor with real worker processes: restarts, budgets, heartbeats, adoption, shutdown."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from edge_actors.producer import Producer
+from edge_actors.ring import Ring
+from tests.conftest import MODEL, cli
+
+ONLY_SAMPLER = {"workers": {"drift": {"enabled": False}, "uploader": {"enabled": False}}}
+
+
+def _segments(instance: str) -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith(f"ea_{instance}_")]
+
+
+def _sys_written(status: dict[str, Any]) -> int:
+    return next(r["written"] for r in status["rings"] if r["kind"] == "system")
+
+
+def test_start_status_and_clean_sigterm(make_config, agent) -> None:
+    a = agent(make_config(ONLY_SAMPLER))
+    st = a.wait_for(lambda s: _sys_written(s) >= 2)
+    assert st["workers"]["sampler"]["state"] == "running"
+    assert st["workers"]["drift"]["state"] == "disabled"
+    inst = a.cfg["instance"]
+    assert _segments(inst), "rings exist while running"
+    out = cli("status", "-c", str(a.config))
+    assert out.returncode == 0, out.stderr
+    assert "sampler" in out.stdout and "running" in out.stdout
+    assert a.stop() == 0
+    assert _segments(inst) == []
+    run_dir = Path(a.cfg["run_dir"])
+    assert list(run_dir.iterdir()) == [], "socket and pid file removed"
+    out = cli("status", "-c", str(a.config))
+    assert out.returncode == 4
+    assert "not running" in out.stdout
+
+
+def test_sigkill_worker_is_restarted_and_ring_survives(make_config, agent) -> None:
+    a = agent(make_config(ONLY_SAMPLER))
+    before = a.wait_for(lambda s: _sys_written(s) >= 3)
+    old = a.worker_pid("sampler")
+    os.kill(old, signal.SIGKILL)
+    st = a.wait_for(
+        lambda s: (
+            s["workers"]["sampler"]["pid"] not in (None, old)
+            and s["workers"]["sampler"]["state"] == "running"
+        )
+    )
+    w = st["workers"]["sampler"]
+    assert w["restarts"] == 1
+    assert w["restart_reasons"] == {"signal": 1}
+    assert "SIGKILL" in w["last_exit"]
+    # The ring outlived the worker: its count continues from where it was.
+    after = a.wait_for(lambda s: _sys_written(s) > _sys_written(before) + 2)
+    assert _sys_written(after) > _sys_written(before)
+    assert "restart #1" in a.log()
+
+
+def test_memory_budget_kills_only_the_leaker(make_config, agent) -> None:
+    cfg = make_config(
+        {
+            "workers": {
+                "sampler": {"memory_limit_mb": 60},
+                "drift": {"enabled": False},
+                "uploader": {"enabled": False},
+            }
+        }
+    )
+    a = agent(cfg)
+    st = a.wait_for(lambda s: s["workers"]["sampler"]["memory_mb"] is not None)
+    assert st["workers"]["sampler"]["memory_mb"] < 60
+    old = a.worker_pid("sampler")
+    a.request({"op": "debug", "worker": "sampler", "action": "alloc", "mb": 100})
+    t0 = time.monotonic()
+    st = a.wait_for(
+        lambda s: (
+            s["workers"]["sampler"]["restart_reasons"].get("memory") == 1
+            and s["workers"]["sampler"]["state"] == "running"
+        ),
+        timeout=15,
+    )
+    # One check interval (0.2 s) plus the grace period (1 s), with slack for a busy box.
+    assert time.monotonic() - t0 < 6
+    assert st["workers"]["sampler"]["pid"] != old
+    assert "over its 60 MB budget" in a.log()
+
+
+def test_memory_budget_leaves_other_workers_alone(make_config, agent) -> None:
+    # Two live workers: the sampler leaks, the uploader must keep its pid.
+    pytest.importorskip("edge_actors.workers.uploader")
+    cfg = make_config(
+        {"workers": {"sampler": {"memory_limit_mb": 60}, "drift": {"enabled": False}}}
+    )
+    a = agent(cfg)
+    up = a.worker_pid("uploader")
+    a.request({"op": "debug", "worker": "sampler", "action": "alloc", "mb": 100})
+    a.wait_for(lambda s: s["workers"]["sampler"]["restart_reasons"].get("memory") == 1)
+    assert a.worker_pid("uploader") == up
+
+
+def test_sigstop_is_killed_after_heartbeat_timeout(make_config, agent) -> None:
+    a = agent(make_config(ONLY_SAMPLER))
+    old = a.worker_pid("sampler")
+    os.kill(old, signal.SIGSTOP)
+    st = a.wait_for(
+        lambda s: (
+            s["workers"]["sampler"]["restart_reasons"].get("heartbeat") == 1
+            and s["workers"]["sampler"]["state"] == "running"
+        ),
+        timeout=15,
+    )
+    assert st["workers"]["sampler"]["pid"] != old
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    assert "silent for" in a.log()
+
+
+def test_crash_loop_makes_the_supervisor_give_up(make_config, agent) -> None:
+    cfg = make_config(
+        {**ONLY_SAMPLER, "supervisor": {"max_restarts": 3, "restart_period_seconds": 30}}
+    )
+    a = agent(cfg)
+    a.request({"op": "debug", "worker": "sampler", "action": "crash_on_start"})
+    a.request({"op": "debug", "worker": "sampler", "action": "crash"})
+    assert a.proc is not None
+    code = a.proc.wait(30)
+    assert code == 3
+    log = a.log()
+    assert "giving up: more than 3 restarts" in log
+    assert "sampler" in log.split("giving up")[-1]
+    assert _segments(a.cfg["instance"]) == []
+
+
+def test_supervisor_kill9_no_orphans_and_readoption(make_config, agent) -> None:
+    cfg = make_config(ONLY_SAMPLER)
+    a = agent(cfg)
+    st = a.wait_for(lambda s: _sys_written(s) >= 2)
+    workers = [w["pid"] for w in st["workers"].values() if w["pid"]]
+    run_dir, inst = a.cfg["run_dir"], a.cfg["instance"]
+    p = Producer(run_dir, inst, MODEL["inputs"], MODEL["outputs"])
+    try:
+        assert p.wait_attached(5)
+        for i in range(100):
+            p.log([1, 2, 3, float(i)], [100.0, 0.5])
+        lane = p.stats()["lane"]
+        ring = Ring.attach(lane)
+        epoch = ring.epoch
+        ring.close()
+        os.kill(a.pid, signal.SIGKILL)
+        a.proc.wait(5)  # type: ignore[union-attr]
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(psutil.pid_exists(w) for w in workers):
+            time.sleep(0.05)
+        alive = [
+            w for w in workers if psutil.pid_exists(w) and psutil.Process(w).status() != "zombie"
+        ]
+        assert alive == [], "workers died with their supervisor"
+        # The producer keeps writing while no supervisor runs...
+        for i in range(100, 150):
+            p.log([1, 2, 3, float(i)], [100.0, 0.5])
+        # ...and a new supervisor re-adopts rings and lane; the producer re-attaches.
+        b = agent(cfg)
+        st2 = b.wait_for(lambda s: any(pr["lane"] == lane for pr in s["producers"]))
+        lane_ring = next(r for r in st2["rings"] if r["name"] == lane)
+        assert lane_ring["epoch"] == epoch
+        assert lane_ring["written"] == 150
+        assert _sys_written(st2) >= 2
+        assert p.stats()["dropped_total"] == 0
+        p.log([1, 2, 3, 4.0], [1.0, 1.0])
+        assert b.wait_for(
+            lambda s: next(r for r in s["rings"] if r["name"] == lane)["written"] == 151
+        )
+    finally:
+        p.close()
+
+
+def test_stop_command_and_lane_reclaimed(make_config, agent) -> None:
+    a = agent(make_config(ONLY_SAMPLER))
+    p = Producer(a.cfg["run_dir"], a.cfg["instance"], MODEL["inputs"], MODEL["outputs"])
+    assert p.wait_attached(5)
+    p.log([1, 2, 3, 4], [5, 6])
+    st = a.status()
+    assert len(st["producers"]) == 1 and st["producers"][0]["pid"] == os.getpid()
+    p.close()
+    # No consumer is enabled, so the retired lane counts as drained at once.
+    a.wait_for(lambda s: not any(r["kind"] == "lane" for r in s["rings"]))
+    out = cli("stop", "-c", str(a.config))
+    assert out.returncode == 0, out.stderr
+    assert a.proc is not None and a.proc.wait(10) == 0
+
+
+def test_second_supervisor_for_same_instance_is_refused(make_config, agent) -> None:
+    cfg = make_config(ONLY_SAMPLER)
+    agent(cfg)
+    out = cli("run", "-c", str(cfg), timeout=20)
+    assert out.returncode == 4
+    assert "already running" in out.stderr
