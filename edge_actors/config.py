@@ -915,7 +915,7 @@ class SupervisorConfig:
     )
     hard_memory_limit: bool = _opt(
         False,
-        doc="Also set an rlimit backstop on each worker at a multiple of its budget.",
+        doc="Also set a kernel rlimit backstop on each worker, above its budget.",
         conv=_boolean(),
         type_="boolean",
     )
