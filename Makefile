@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m edge_actors.demo -c $(CONFIG)
+	$(BIN)/python examples/run_demo.py -c $(CONFIG)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge_actors tests benchmarks examples

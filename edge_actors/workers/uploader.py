@@ -1,0 +1,333 @@
+"""The uploader worker: every ring → SQLite outbox → sink (S3 or a local directory).
+
+Two loops, two SQLite connections on one WAL database:
+
+- The worker's own loop *ingests*: it reads each ring with ``commit=False``,
+  turns records into rows and stores them together with every ring's cursor
+  in one outbox transaction; only then does it publish the cursors to the
+  ring headers. After a kill at any instant the next incarnation resumes at
+  the outbox's cursors: nothing lost or stored twice between ring and outbox.
+- A *shipper* thread uploads: batches of at most ``telemetry.max_batch_size``
+  records per stream, deterministic keys, acked only after the sink confirmed.
+  It runs in a thread so that a slow network never delays ingestion or the
+  heartbeat (a put may legitimately take the read timeout).
+
+``storage.type: sqlite`` keeps everything in the outbox (no shipper): the
+seed's local-only mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_actors.outbox import Cursor, Outbox, OutboxFull
+from edge_actors.retry import Backoff, RetryPolicy
+from edge_actors.ring import Ring, RingConsumer, RingError
+from edge_actors.rows import ModelRows, event_rows, process_rows, system_rows
+from edge_actors.topology import UPLOADER, RingSpec, dtype_for
+from edge_actors.workers.base import Worker
+
+log = logging.getLogger(__name__)
+
+#: Records read from one ring per step: bounds one outbox transaction.
+INGEST_BATCH = 5000
+#: Upload order: what matters most leaves first on a thin link.
+UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
+
+
+@dataclass
+class _Source:
+    spec: RingSpec
+    ring: Ring
+    cons: RingConsumer
+
+
+@dataclass
+class ShipperState:
+    """Figures the shipper thread publishes for ``status`` (written by it, read by the worker)."""
+
+    uploaded_records: int = 0
+    uploaded_objects: int = 0
+    last_success: float | None = None
+    last_error: str = ""
+    last_error_hint: str = ""
+    attempts: int = 0
+    next_attempt_in: float = 0.0
+    per_stream: dict[str, int] = field(default_factory=dict)
+
+
+class Shipper(threading.Thread):
+    """Uploads outbox batches to the sink, with backoff; never drops anything."""
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(name="edge-actors-shipper", daemon=True)
+        self.cfg = cfg
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.state = ShipperState()
+        tm = cfg.telemetry
+        self.backoff = Backoff(
+            RetryPolicy(
+                base=tm.retry_base_delay_seconds,
+                max_delay=tm.retry_max_delay_seconds,
+                max_attempts=tm.retry_max_attempts,
+                cycle_interval=tm.upload_interval_seconds,
+            )
+        )
+
+    def run(self) -> None:
+        """Upload cycle every ``upload_interval_seconds`` (or when woken), until stopped."""
+        from edge_actors.sinks import (
+            PermanentSinkError,
+            TransientSinkError,
+            deliver_batch,
+            make_sink,
+        )
+
+        st = self.cfg.storage
+        try:
+            outbox = Outbox.open(
+                st.sqlite_path,
+                max_bytes=int(st.max_sqlite_size_mb * 2**20),
+                synchronous=st.synchronous,
+            )
+            sink = make_sink(
+                st.type,
+                bucket=st.bucket,
+                prefix=st.prefix,
+                local_path=st.local_path,
+                endpoint_url=st.endpoint_url,
+                region=st.region,
+            )
+        except (OSError, ValueError) as exc:
+            self.state.last_error = f"cannot start uploads: {exc}"
+            log.error("%s", self.state.last_error)
+            return
+        interval = self.cfg.telemetry.upload_interval_seconds
+        max_records = self.cfg.telemetry.max_batch_size
+        device = self.cfg.device_id
+        next_cycle = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                wait = max(next_cycle, self.backoff.next_attempt_at(now)) - now
+                self.state.next_attempt_in = max(0.0, wait)
+                if wait > 0:
+                    self.wake.wait(min(wait, 1.0))
+                    self.wake.clear()
+                    continue
+                failed = False
+                for stream in UPLOAD_ORDER:
+                    while not self.stop_event.is_set():
+                        try:
+                            batch = deliver_batch(
+                                outbox, sink, stream, device_id=device, max_records=max_records
+                            )
+                        except PermanentSinkError as exc:
+                            self._failed(outbox, stream, exc, permanent=True)
+                            failed = True
+                            break
+                        except (TransientSinkError, OutboxFull) as exc:
+                            self._failed(outbox, stream, exc, permanent=False)
+                            failed = True
+                            break
+                        if batch is None:
+                            break
+                        self.backoff.on_success()
+                        s = self.state
+                        s.uploaded_records += batch.n
+                        s.uploaded_objects += 1
+                        s.per_stream[stream] = s.per_stream.get(stream, 0) + batch.n
+                        s.last_success = time.time()
+                        s.last_error = s.last_error_hint = ""
+                    if failed:
+                        break
+                if not failed:
+                    next_cycle = time.monotonic() + interval
+        finally:
+            sink.close()
+            outbox.close()
+
+    def _failed(self, outbox: Outbox, stream: str, exc: Exception, *, permanent: bool) -> None:
+        now = time.monotonic()
+        self.backoff.on_failure(now, permanent=permanent)
+        hint = str(getattr(exc, "hint", "") or "")
+        msg = f"upload of {stream} failed: {exc}"
+        self.state.attempts += 1
+        if msg != self.state.last_error:
+            (log.error if permanent else log.warning)("%s%s", msg, f" ({hint})" if hint else "")
+        self.state.last_error, self.state.last_error_hint = msg, hint
+        try:
+            outbox.record_error(stream, msg)
+        except Exception:
+            pass
+
+    def stop(self, timeout: float) -> None:
+        """Ask the thread to finish its current put and exit."""
+        self.stop_event.set()
+        self.wake.set()
+        self.join(timeout)
+
+
+class UploaderWorker(Worker):
+    """Drains all rings into the outbox; the shipper thread forwards it."""
+
+    name = "uploader"
+
+    def setup(self) -> None:
+        """Open the outbox and start the shipper."""
+        st = self.cfg.storage
+        self.outbox = Outbox.open(
+            st.sqlite_path,
+            max_bytes=int(st.max_sqlite_size_mb * 2**20),
+            synchronous=st.synchronous,
+        )
+        self.saved = self.outbox.cursors()
+        self.sources: dict[str, _Source] = {}
+        m = self.cfg.model
+        self.model_rows = ModelRows(self.cfg.device_id, m.name, m.inputs, m.outputs)
+        self.sample_rate = self.cfg.telemetry.model_sample_rate
+        self.rng = random.Random()
+        self.ingested = 0
+        self.full_events = 0
+        self.ring_lost: dict[str, int] = {}
+        self.shipper: Shipper | None = None
+        if st.type != "sqlite":
+            self.shipper = Shipper(self.cfg)
+            self.shipper.start()
+
+    # ----------------------------------------------------------------- rings
+    def set_rings(self, specs: list[RingSpec]) -> None:
+        """Attach every ring as the uploader consumer, resuming at the outbox's cursor."""
+        super().set_rings(specs)
+        wanted = {s.name for s in specs}
+        for name in list(self.sources):
+            if name not in wanted:
+                src = self.sources.pop(name)
+                src.ring.close()
+        for spec in specs:
+            if spec.name in self.sources or spec.kind == "payload":
+                continue
+            try:
+                ring = Ring.attach(spec.name, dtype_for(spec.kind, self.cfg))
+            except RingError as exc:
+                log.error("uploader cannot attach %s: %s", spec.name, exc)
+                continue
+            cons = ring.consumer(UPLOADER)
+            saved = self.saved.get(spec.name)
+            if saved is not None and saved.epoch == ring.epoch:
+                if saved.seq <= ring.write_seq:
+                    cons.seek(saved.seq)
+            elif saved is not None:
+                log.warning(
+                    "ring %s was re-created (epoch changed): records of the old ring "
+                    "after the outbox cursor %d are gone",
+                    spec.name,
+                    saved.seq,
+                )
+            self.sources[spec.name] = _Source(spec, ring, cons)
+
+    def _rows(self, src: _Source, records: Any, seqs: Any) -> list[dict[str, Any]]:
+        kind = src.spec.kind
+        dev = self.cfg.device_id
+        if kind == "lane":
+            rows = self.model_rows.rows(src.ring.name, records, seqs)
+            if self.sample_rate < 1.0:
+                kept = [r for r in rows if self.rng.random() < self.sample_rate]
+                self.ring_lost["model:sampled"] = (
+                    self.ring_lost.get("model:sampled", 0) + len(rows) - len(kept)
+                )
+                rows = kept
+            return rows
+        if kind == "system":
+            return system_rows(dev, records)
+        if kind == "procs":
+            return process_rows(dev, records)
+        if kind == "events":
+            return event_rows(dev, self.cfg.model.name, records)
+        return []
+
+    # ------------------------------------------------------------------ work
+    def step(self) -> int:
+        """One outbox transaction with the new records of every ring."""
+        batches: dict[str, list[dict[str, Any]]] = {}
+        cursors: dict[str, Cursor] = {}
+        rollback: list[tuple[_Source, int, int]] = []
+        n = 0
+        for src in self.sources.values():
+            before = (src.cons.pos, src.cons.lost)
+            b = src.cons.read(INGEST_BATCH, commit=False)
+            if not len(b) and not b.lost:
+                continue
+            rollback.append((src, *before))
+            if b.lost:
+                key = f"{src.spec.stream}:ring_overrun"
+                self.ring_lost[key] = self.ring_lost.get(key, 0) + b.lost
+            if len(b):
+                batches.setdefault(src.spec.stream, []).extend(self._rows(src, b.records, b.seqs))
+            cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
+            n += len(b)
+        if not cursors:
+            return 0
+        try:
+            self.outbox.append(batches, cursors)
+        except OutboxFull as exc:
+            # Keep the records in the rings; try again next step.
+            self.full_events += 1
+            if self.full_events == 1 or self.full_events % 100 == 0:
+                log.error("outbox full, records stay in the rings: %s", exc)
+            for src, pos, lost in rollback:
+                src.cons.seek(pos, lost)
+            self.idle_wait = 1.0
+            return 0
+        for src, _pos, _lost in rollback:
+            src.cons.commit()
+        self.ingested += n
+        self.idle_wait = 0.05
+        if self.shipper is not None and n >= self.cfg.telemetry.max_batch_size:
+            self.shipper.wake.set()
+        return n
+
+    def flush(self) -> None:
+        """Drain every ring into the outbox before exiting."""
+        for _ in range(1000):
+            if self.step() == 0:
+                break
+
+    def stats(self) -> dict[str, Any]:
+        """Outbox backlog and drops, uploads, last error."""
+        ob = self.outbox.stats()
+        sh = self.shipper.state if self.shipper is not None else ShipperState()
+        backlog = sum(int(s.get("records", 0)) for s in ob.get("streams", {}).values())
+        return {
+            "ingested": self.ingested,
+            "backlog_records": backlog,
+            "outbox": ob,
+            "uploaded_records": sh.uploaded_records,
+            "uploaded_objects": sh.uploaded_objects,
+            "last_success": sh.last_success,
+            "last_error": sh.last_error,
+            "last_error_hint": sh.last_error_hint,
+            "next_attempt_in": round(sh.next_attempt_in, 1),
+            "ring_lost": dict(self.ring_lost),
+            "outbox_full_events": self.full_events,
+            "summary_lines": [
+                f"outbox backlog {backlog} records; uploaded {sh.uploaded_records} records "
+                f"in {sh.uploaded_objects} objects"
+                + (f"; last error: {sh.last_error}" if sh.last_error else "")
+            ],
+        }
+
+    def close(self) -> None:
+        """Stop the shipper, close the outbox and rings."""
+        if self.shipper is not None:
+            self.shipper.stop(timeout=5.0)
+        self.outbox.close()
+        for src in self.sources.values():
+            src.ring.close()
+        self.sources.clear()
