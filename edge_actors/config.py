@@ -884,7 +884,7 @@ class SupervisorConfig:
         60.0, doc="Window of the restart-intensity limit.", conv=_positive(), type_="number"
     )
     heartbeat_interval_seconds: float = _opt(
-        0.5, doc="Seconds between two worker heartbeats.", conv=_positive(), type_="number"
+        1.0, doc="Seconds between two worker heartbeats.", conv=_positive(), type_="number"
     )
     heartbeat_timeout_seconds: float = _opt(
         10.0,
@@ -893,7 +893,7 @@ class SupervisorConfig:
         type_="number",
     )
     memory_check_interval_seconds: float = _opt(
-        1.0, doc="Seconds between two memory measurements.", conv=_positive(), type_="number"
+        2.0, doc="Seconds between two memory measurements.", conv=_positive(), type_="number"
     )
     memory_metric: str = _opt(
         "uss",

@@ -44,7 +44,7 @@ EXIT_GAVE_UP = 3
 STARTUP_TIMEOUT = 30.0
 #: An adopted lane nobody claims within this time is drained and removed.
 ORPHAN_CLAIM_SECONDS = 30.0
-TICK = 0.1
+TICK = 0.25
 
 
 class SupervisorError(RuntimeError):
@@ -332,7 +332,8 @@ class Supervisor:
             elif kind == "hb":
                 h.last_hb = now
                 h.progress = int(msg.get("progress", 0))
-                h.stats = msg.get("stats", {})
+                if "stats" in msg:
+                    h.stats = msg["stats"]
             elif kind == "stopped":
                 h.last_hb = now
 

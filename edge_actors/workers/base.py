@@ -39,6 +39,8 @@ WORKER_CLASSES = {
 #: Shutdown order: producers of data first, the uploader (which flushes) last.
 STOP_ORDER = ("sampler", "drift", "uploader")
 
+#: Seconds between two stats reports riding on heartbeats.
+STATS_SECONDS = 2.0
 EXIT_OK = 0
 EXIT_CRASH = 70  # EX_SOFTWARE
 MAX_PACKET = 1 << 20
@@ -59,6 +61,7 @@ class Worker:
         self.rings: dict[str, RingSpec] = {}
         self._hb_every = cfg.supervisor.heartbeat_interval_seconds
         self._next_hb = 0.0
+        self._next_stats = 0.0
         self._ballast: list[bytearray] = []
         self._hang = False
 
@@ -93,9 +96,18 @@ class Worker:
             self.stopping = True
 
     def heartbeat(self) -> None:
-        """Tell the supervisor we are alive, how far we got, and our stats."""
-        self.send({"type": "hb", "progress": self.progress, "stats": self.stats()})
-        self._next_hb = time.monotonic() + self._hb_every
+        """Tell the supervisor we are alive and how far we got; stats every few seconds.
+
+        Stats can cost a query (the uploader's outbox backlog), so they ride
+        along at most every ``STATS_SECONDS``; the bare heartbeat is cheap.
+        """
+        now = time.monotonic()
+        msg: dict[str, Any] = {"type": "hb", "progress": self.progress}
+        if now >= self._next_stats:
+            msg["stats"] = self.stats()
+            self._next_stats = now + STATS_SECONDS
+        self.send(msg)
+        self._next_hb = now + self._hb_every
 
     def handle(self, msg: dict[str, Any]) -> None:
         """Act on one command from the supervisor."""
@@ -150,6 +162,7 @@ class Worker:
                 self.heartbeat()
             self._poll(0 if n else self.idle_wait)
         self.flush()
+        self._next_stats = 0.0
         self.heartbeat()
         self.close()
         self.send({"type": "stopped"})

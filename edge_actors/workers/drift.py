@@ -347,7 +347,7 @@ class DriftWorker(Worker):
             self._pending = []
         elif self._dirty and now >= self._next_ckpt:
             self._save_checkpoint()
-        self.idle_wait = 0.05
+        self.idle_wait = 0.05 if done else 0.1
         return done
 
     def flush(self) -> None:

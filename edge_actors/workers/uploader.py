@@ -273,6 +273,8 @@ class UploaderWorker(Worker):
             cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
             n += len(b)
         if not cursors:
+            # Idle: poll the rings less often (records wait in the ring, not lost).
+            self.idle_wait = 0.2
             return 0
         try:
             self.outbox.append(batches, cursors)

@@ -1,0 +1,1 @@
+"""Drift detection: statistical tests, distances and the streaming detector."""
