@@ -1,4 +1,4 @@
-"""Memory and idle CPU of the whole agent, start-up time, and what the producer adds to an ML process.
+"""Memory and idle CPU of the whole agent, start-up time, and what the producer adds to an app.
 
 - Default config, all workers up, no producer: after ``--settle`` seconds (30),
   the sum of PSS of the supervisor and every worker, and their CPU time over
@@ -80,7 +80,9 @@ def main() -> None:
         time.sleep(args.window)
         cpu1 = {p.pid: sum(p.cpu_times()[:2]) for p in procs}
         elapsed = time.monotonic() - t0
-        cpu_pct = {names.get(pid, str(pid)): 100 * (cpu1[pid] - cpu0[pid]) / elapsed for pid in cpu0}
+        cpu_pct = {
+            names.get(pid, str(pid)): 100 * (cpu1[pid] - cpu0[pid]) / elapsed for pid in cpu0
+        }
         probe = subprocess.run(
             [sys.executable, "-c", PRODUCER_PROBE, str(agent.path)],
             capture_output=True,

@@ -56,15 +56,18 @@ def main() -> None:
             t0 = time.perf_counter()
             os.kill(old, signal.SIGKILL)
             agent.wait(
-                lambda s, n=name, o=old: s["workers"][n]["pid"] not in (None, o)
-                and s["workers"][n]["state"] == "running",
+                lambda s, n=name, o=old: (
+                    s["workers"][n]["pid"] not in (None, o)
+                    and s["workers"][n]["state"] == "running"
+                ),
                 poll=0.002,
             )
             ready[name].append(time.perf_counter() - t0)
             if name != "sampler":
                 agent.wait(
-                    lambda s, n=name, o=old: s["workers"][n]["pid"] not in (None, o)
-                    and s["workers"][n]["progress"] > 0,
+                    lambda s, n=name, o=old: (
+                        s["workers"][n]["pid"] not in (None, o) and s["workers"][n]["progress"] > 0
+                    ),
                     poll=0.002,
                 )
                 consuming[name].append(time.perf_counter() - t0)

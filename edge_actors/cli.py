@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_actors import __version__
+from edge_actors.reference_cli import add_reference_parser
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("check-config", help="validate a config file")
     sp.add_argument("file")
     sp.set_defaults(func=cmd_check_config)
+    add_reference_parser(sub)
     return p
 
 

@@ -237,9 +237,13 @@ class Producer:
         # struct validates their values while packing.
         t = type(inputs)
         if not ((t is list or t is tuple) and self._in_plain == len(inputs)):
+            if not self._schema_known:
+                return self._drop_unknown_schema()
             inputs = self._in.values(inputs)
         t = type(outputs)
         if not ((t is list or t is tuple) and self._out_plain == len(outputs)):
+            if not self._schema_known:
+                return self._drop_unknown_schema()
             outputs = self._out.values(outputs)
         # _put's body for a new record, inlined: a Python call costs ~60 ns here.
         self._acquire()
@@ -271,6 +275,16 @@ class Producer:
             return rid
         finally:
             self._release()
+
+    def _drop_unknown_schema(self) -> int:
+        """No config declared fields and no supervisor told us yet: count, cannot validate."""
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError(CLOSED_MESSAGE)
+            rid = self._next_id
+            self._next_id = rid + 1
+            self._dropped["detached"] += 1
+            return rid
 
     def log_input(self, inputs: Any) -> int:
         """Log inputs alone (outputs follow with :meth:`log_output`); returns the id."""

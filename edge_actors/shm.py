@@ -26,7 +26,7 @@ _posixshmem: Any = importlib.import_module("_posixshmem")
 
 #: macOS limits POSIX shm names to 31 bytes including the leading slash.
 MAX_NAME_LEN = 30
-_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,30}\Z")  # \Z: "$" would accept a trailing newline
 _SHM_DIR = Path("/dev/shm")
 
 
