@@ -28,7 +28,7 @@ from typing import Any
 from edge_actors.outbox import Cursor, Outbox, OutboxFull
 from edge_actors.retry import Backoff, RetryPolicy
 from edge_actors.ring import Ring, RingConsumer, RingError
-from edge_actors.rows import ModelRows, event_rows, process_rows, system_rows
+from edge_actors.rows import ModelRows, event_rows, iso, process_rows, system_rows
 from edge_actors.topology import UPLOADER, RingSpec, dtype_for
 from edge_actors.workers.base import Worker
 
@@ -38,6 +38,22 @@ log = logging.getLogger(__name__)
 INGEST_BATCH = 5000
 #: Upload order: what matters most leaves first on a thin link.
 UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
+
+
+#: Seconds between two drop reports (records of the "drops" stream).
+DROP_REPORT_SECONDS = 10.0
+
+
+def open_outbox(cfg: Any) -> Outbox:
+    """The outbox of this config (one per connection user: worker loop, shipper thread)."""
+    st = cfg.storage
+    return Outbox.open(
+        st.sqlite_path,
+        max_bytes=int(st.max_sqlite_size_mb * 2**20),
+        synchronous=st.synchronous,
+        # A batch is built from whole chunks: a chunk must not exceed a batch.
+        chunk_records=min(1000, cfg.telemetry.max_batch_size),
+    )
 
 
 @dataclass
@@ -91,11 +107,7 @@ class Shipper(threading.Thread):
 
         st = self.cfg.storage
         try:
-            outbox = Outbox.open(
-                st.sqlite_path,
-                max_bytes=int(st.max_sqlite_size_mb * 2**20),
-                synchronous=st.synchronous,
-            )
+            outbox = open_outbox(self.cfg)
             sink = make_sink(
                 st.type,
                 bucket=st.bucket,
@@ -181,12 +193,7 @@ class UploaderWorker(Worker):
 
     def setup(self) -> None:
         """Open the outbox and start the shipper."""
-        st = self.cfg.storage
-        self.outbox = Outbox.open(
-            st.sqlite_path,
-            max_bytes=int(st.max_sqlite_size_mb * 2**20),
-            synchronous=st.synchronous,
-        )
+        self.outbox = open_outbox(self.cfg)
         self.saved = self.outbox.cursors()
         self.sources: dict[str, _Source] = {}
         m = self.cfg.model
@@ -195,9 +202,10 @@ class UploaderWorker(Worker):
         self.rng = random.Random()
         self.ingested = 0
         self.full_events = 0
-        self.ring_lost: dict[str, int] = {}
+        self._drops: dict[tuple[str, str], int] = {}
+        self._next_drop_report = time.monotonic() + DROP_REPORT_SECONDS
         self.shipper: Shipper | None = None
-        if st.type != "sqlite":
+        if self.cfg.storage.type != "sqlite":
             self.shipper = Shipper(self.cfg)
             self.shipper.start()
 
@@ -239,9 +247,8 @@ class UploaderWorker(Worker):
             rows = self.model_rows.rows(src.ring.name, records, seqs)
             if self.sample_rate < 1.0:
                 kept = [r for r in rows if self.rng.random() < self.sample_rate]
-                self.ring_lost["model:sampled"] = (
-                    self.ring_lost.get("model:sampled", 0) + len(rows) - len(kept)
-                )
+                key = ("model", "sampled")
+                self._drops[key] = self._drops.get(key, 0) + len(rows) - len(kept)
                 rows = kept
             return rows
         if kind == "system":
@@ -257,6 +264,7 @@ class UploaderWorker(Worker):
         """One outbox transaction with the new records of every ring."""
         batches: dict[str, list[dict[str, Any]]] = {}
         cursors: dict[str, Cursor] = {}
+        self._drops = {}
         rollback: list[tuple[_Source, int, int]] = []
         n = 0
         for src in self.sources.values():
@@ -266,8 +274,8 @@ class UploaderWorker(Worker):
                 continue
             rollback.append((src, *before))
             if b.lost:
-                key = f"{src.spec.stream}:ring_overrun"
-                self.ring_lost[key] = self.ring_lost.get(key, 0) + b.lost
+                key = (src.spec.stream, "ring_overrun")
+                self._drops[key] = self._drops.get(key, 0) + b.lost
             if len(b):
                 batches.setdefault(src.spec.stream, []).extend(self._rows(src, b.records, b.seqs))
             cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
@@ -275,9 +283,10 @@ class UploaderWorker(Worker):
         if not cursors:
             # Idle: poll the rings less often (records wait in the ring, not lost).
             self.idle_wait = 0.2
+            self._report_drops()
             return 0
         try:
-            self.outbox.append(batches, cursors)
+            self.outbox.append(batches, cursors, self._drops)
         except OutboxFull as exc:
             # Keep the records in the rings; try again next step.
             self.full_events += 1
@@ -289,17 +298,36 @@ class UploaderWorker(Worker):
             return 0
         for src, _pos, _lost in rollback:
             src.cons.commit()
+        for (stream, reason), k in self._drops.items():
+            if k and reason == "ring_overrun":
+                log.warning("%d %s records were overwritten in their ring before upload", k, stream)
         self.ingested += n
+        self._report_drops()
         self.idle_wait = 0.05
         if self.shipper is not None and n >= self.cfg.telemetry.max_batch_size:
             self.shipper.wake.set()
         return n
+
+    def _report_drops(self) -> None:
+        """Every few seconds, store pending drop counts as records of the drops stream."""
+        now = time.monotonic()
+        if now < self._next_drop_report:
+            return
+        self._next_drop_report = now + DROP_REPORT_SECONDS
+        try:
+            self.outbox.append_drop_report(
+                {"device_id": self.cfg.device_id, "time": iso(time.time_ns())}
+            )
+        except OutboxFull:
+            pass  # the counts stay pending in the database
 
     def flush(self) -> None:
         """Drain every ring into the outbox before exiting."""
         for _ in range(1000):
             if self.step() == 0:
                 break
+        self._next_drop_report = 0.0
+        self._report_drops()
 
     def stats(self) -> dict[str, Any]:
         """Outbox backlog and drops, uploads, last error."""
@@ -316,7 +344,8 @@ class UploaderWorker(Worker):
             "last_error": sh.last_error,
             "last_error_hint": sh.last_error_hint,
             "next_attempt_in": round(sh.next_attempt_in, 1),
-            "ring_lost": dict(self.ring_lost),
+            "drops": ob.get("drops", {}),
+            "dropped_total": ob.get("dropped_total", 0),
             "outbox_full_events": self.full_events,
             "summary_lines": [
                 f"outbox backlog {backlog} records; uploaded {sh.uploaded_records} records "

@@ -1,0 +1,156 @@
+"""Object key layout shared by every sink.
+
+One batch of one stream becomes one object::
+
+    {prefix}{stream}/device={device_id}/date=YYYY-MM-DD/{first_seq:020d}-{last_seq:020d}.ndjson.gz
+
+The key is a pure function of the batch (stream, sequence range, date of its
+oldest record), so a retried upload overwrites the same object instead of
+creating a duplicate, and the ``device=``/``date=`` directories are Hive
+partitions that Athena, Spark, Trino or DuckDB read directly.
+
+Every component is validated so that no value can escape its place: a
+``device_id`` of ``../x`` or ``a/b`` would otherwise write into another
+device's partition, or outside the local sink's root directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_SEQ",
+    "object_key",
+    "parse_key",
+    "validate_prefix",
+]
+
+#: S3's limit on the UTF-8 length of an object key.
+MAX_KEY_BYTES = 1024
+#: Largest sequence number that fits the fixed-width (20 digit) key field.
+MAX_SEQ = 10**20 - 1
+
+# Streams become directory names that ops people type into queries: keep them boring.
+_STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# C0 controls, DEL and C1 controls: invisible in logs and consoles, refused everywhere.
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_KEY_RE = re.compile(
+    r"^(?P<prefix>.*?)(?P<stream>[^/]+)/device=(?P<device>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/"
+    r"(?P<first>\d{20})-(?P<last>\d{20})\.ndjson\.gz$"
+)
+
+
+def _check_text(component: str, value: str) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{component}: must be a string, got {type(value).__name__}")
+    if _CONTROL_RE.search(value):
+        raise ValueError(f"{component}: contains a NUL or control character: {value!r}")
+    if "\\" in value:
+        raise ValueError(f"{component}: contains a backslash: {value!r}")
+
+
+def validate_prefix(prefix: str) -> str:
+    """Check a key prefix and return it unchanged.
+
+    The prefix may be empty or contain ``/``-separated segments (``"fleet/eu/"``);
+    it must not start with ``/``, contain empty, ``.`` or ``..`` segments, or
+    control characters. A non-empty prefix normally ends with ``/``; one that
+    does not is glued to the stream name, which is allowed (``"tele-"``).
+
+    Raises:
+        ValueError: naming ``prefix`` and the offending value.
+    """
+    _check_text("prefix", prefix)
+    if not prefix:
+        return prefix
+    if prefix.startswith("/"):
+        raise ValueError(f"prefix: must not start with '/': {prefix!r}")
+    segments = prefix.split("/")
+    # The last segment is empty when the prefix ends with '/', which is the normal case.
+    for segment in segments[:-1]:
+        if segment in ("", ".", ".."):
+            raise ValueError(f"prefix: has an empty, '.' or '..' segment: {prefix!r}")
+    if segments[-1] in (".", ".."):
+        raise ValueError(f"prefix: has a '.' or '..' segment: {prefix!r}")
+    return prefix
+
+
+def _check_seq(component: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{component}: must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_SEQ:
+        raise ValueError(f"{component}: must be in [0, {MAX_SEQ}], got {value}")
+
+
+def object_key(
+    prefix: str,
+    stream: str,
+    device_id: str,
+    date_utc: datetime.date,
+    first_seq: int,
+    last_seq: int,
+) -> str:
+    """Return the object key of the batch ``first_seq..last_seq`` of ``stream``.
+
+    Args:
+        prefix: key prefix, see :func:`validate_prefix`.
+        stream: stream name, ``[A-Za-z0-9][A-Za-z0-9_.-]*``, at most 64 characters.
+        device_id: any printable text without ``/``, ``\\``, or control characters,
+            not ``.`` or ``..``.
+        date_utc: UTC date of the oldest record of the batch (the ``date=`` partition).
+        first_seq: outbox sequence number of the first record (inclusive).
+        last_seq: outbox sequence number of the last record (inclusive).
+
+    Raises:
+        ValueError: naming the component that is invalid, or ``key`` when the
+            whole key is longer than :data:`MAX_KEY_BYTES` bytes in UTF-8.
+    """
+    validate_prefix(prefix)
+    _check_text("stream", stream)
+    if not _STREAM_RE.match(stream) or stream in (".", ".."):
+        raise ValueError(
+            f"stream: must match [A-Za-z0-9][A-Za-z0-9_.-]* (at most 64 chars), got {stream!r}"
+        )
+    _check_text("device_id", device_id)
+    if not device_id or device_id in (".", "..") or "/" in device_id:
+        raise ValueError(
+            f"device_id: must be non-empty, without '/', not '.' or '..': {device_id!r}"
+        )
+    # datetime is a subclass of date; its time part would be silently dropped.
+    if not isinstance(date_utc, datetime.date) or isinstance(date_utc, datetime.datetime):
+        raise ValueError(f"date_utc: must be a datetime.date, got {type(date_utc).__name__}")
+    _check_seq("first_seq", first_seq)
+    _check_seq("last_seq", last_seq)
+    if last_seq < first_seq:
+        raise ValueError(f"last_seq: must be >= first_seq ({first_seq}), got {last_seq}")
+    key = (
+        f"{prefix}{stream}/device={device_id}/date={date_utc.isoformat()}/"
+        f"{first_seq:020d}-{last_seq:020d}.ndjson.gz"
+    )
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+        raise ValueError(f"key: longer than {MAX_KEY_BYTES} bytes in UTF-8: {key[:80]!r}...")
+    return key
+
+
+def parse_key(key: str) -> tuple[str, str, str, datetime.date, int, int]:
+    """Split a key made by :func:`object_key` back into its components.
+
+    Returns:
+        ``(prefix, stream, device_id, date_utc, first_seq, last_seq)``.
+
+    Raises:
+        ValueError: if ``key`` does not have the layout of :func:`object_key`.
+    """
+    match = _KEY_RE.match(key)
+    if match is None:
+        raise ValueError(f"key: not an edge-actors object key: {key!r}")
+    return (
+        match["prefix"],
+        match["stream"],
+        match["device"],
+        datetime.date.fromisoformat(match["date"]),
+        int(match["first"]),
+        int(match["last"]),
+    )

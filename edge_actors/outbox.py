@@ -1,0 +1,1302 @@
+"""Durable outbox: records between the rings and the sink, in one SQLite file.
+
+Guarantees (DESIGN.md §5):
+
+- **Exactly once between ring and outbox.** :meth:`Outbox.append` writes the
+  new records of every stream *and* the ring consumer cursors in one
+  transaction. After a kill -9 at any instant, :meth:`Outbox.cursors` returns
+  the position just after the last record stored, and the caller re-reads the
+  rings from there: nothing lost, nothing stored twice.
+- **Deterministic batches.** :meth:`Outbox.next_batch` records the range it
+  hands out in the ``inflight`` table before returning it, and hands out that
+  exact range again until :meth:`Outbox.ack`. A crash between the sink's PUT
+  and the ack therefore rebuilds the same bytes under the same object key:
+  the retry overwrites the object, the bucket holds no duplicate.
+- **Rows leave only after the sink confirmed** (:meth:`Outbox.ack`).
+- **Bounded disk.** ``max_bytes`` bounds the database file plus its WAL. When
+  over, the oldest chunks of the lowest-priority stream are dropped first
+  (``system < payload < model < events < drops``), in-flight data only when
+  nothing else is left; every dropped record is counted per (stream, reason)
+  in the database and reported as records of the ``drops`` stream
+  (:meth:`Outbox.append_drop_report`).
+- **Disk full never crash-loops.** ``append`` drops per policy with reason
+  ``disk_full`` and retries once; if the write still fails it raises
+  :class:`OutboxFull`. The caller must then *not* advance its ring cursors:
+  the records stay in the ring (which may overwrite and count them as lost
+  if it fills) and the next ``append`` tries again; the outbox recovers by
+  itself when space returns. ``OutboxFull`` is the only exception ``append``
+  raises for a storage problem. A small reserve file ``<name>-reserve``
+  (``max_bytes / 32``, 32 KiB..1 MiB, outside the budget) is deleted first on
+  a full disk, so that SQLite has room to write the drops that make space;
+  it is re-created once the file system has room again.
+- **Corrupt database.** At open, ``PRAGMA quick_check``; a file that fails
+  it (or is not a database) is moved aside as ``<name>.corrupt-<UTC time>``
+  (with its ``-wal``/``-shm``), an error is logged, ``corrupt_recovered`` is
+  counted, and a fresh outbox starts. Its cursors are then empty: the caller
+  resumes from the rings' own read positions. The same happens if
+  corruption is detected by ``append`` while running.
+
+Storage layout: one row of ``chunks`` holds up to ``chunk_records``
+consecutive records of one stream as NDJSON (each record gets its outbox
+sequence number as field ``seq``), zlib-compressed (``codec`` 1) to cut
+the bytes written to flash. Sequence numbers are per stream, persisted in
+``streams.next_seq`` and never reused, even after deletes or drops.
+
+One :class:`Outbox` (one connection, one thread) per file: it is the single
+writer, which lets it cache the next sequence numbers in memory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import errno
+import functools
+import logging
+import math
+import os
+import sqlite3
+import time
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
+
+import orjson
+
+__all__ = [
+    "DEFAULT_PRIORITIES",
+    "DROP_REASONS",
+    "Batch",
+    "Cursor",
+    "Outbox",
+    "OutboxError",
+    "OutboxFull",
+]
+
+logger = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: Drop order: lower drops first. Unknown streams get 0 (dropped with "system").
+DEFAULT_PRIORITIES: Mapping[str, int] = {
+    "system": 0,
+    "payload": 1,
+    "model": 2,
+    "events": 3,
+    "drops": 4,
+}
+#: Reasons a record can be dropped for.
+DROP_REASONS = ("budget", "disk_full", "ring_overrun", "sampled")
+
+_SCHEMA_VERSION = 1
+_CODEC_RAW = 0
+_CODEC_ZLIB = 1
+# Estimated b-tree/index cost of one chunk row beyond its body, for drop planning.
+_ROW_OVERHEAD = 96
+# Drop down to this fraction of the budget, so that a full outbox drops in
+# bursts instead of on every append (each drop costs a checkpoint and a vacuum).
+_LOW_WATER = 0.95
+_SQLITE_FULL = 13
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+_ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(
+    key TEXT PRIMARY KEY,
+    value
+);
+CREATE TABLE IF NOT EXISTS chunks(
+    id INTEGER PRIMARY KEY,
+    stream TEXT NOT NULL,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    t_min REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    codec INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+-- Covering index: batching, dropping and stats never read the bodies' pages.
+CREATE INDEX IF NOT EXISTS chunks_by_stream
+    ON chunks(stream, first_seq, last_seq, n, t_min, bytes);
+CREATE TABLE IF NOT EXISTS streams(
+    stream TEXT PRIMARY KEY,
+    next_seq INTEGER NOT NULL DEFAULT 0,
+    rows INTEGER NOT NULL DEFAULT 0,
+    records INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    last_success REAL,
+    last_error TEXT,
+    last_error_at REAL
+);
+CREATE TABLE IF NOT EXISTS cursors(
+    ring TEXT PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS inflight(
+    stream TEXT PRIMARY KEY,
+    first_seq INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drops(
+    stream TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 0,
+    reported INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(stream, reason)
+);
+"""
+
+
+class OutboxError(Exception):
+    """Base class of the outbox's own errors."""
+
+
+class OutboxFull(OutboxError):
+    """The disk is full even after dropping per policy; nothing was written.
+
+    The caller must not advance its ring cursors (the records stay in the
+    ring) and should try again later; see the module doc.
+    """
+
+
+class Cursor(NamedTuple):
+    """Position of a ring consumer: the ring's ``epoch`` and the next ``seq`` to read."""
+
+    epoch: int
+    seq: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A range of records of one stream, ready to upload as one object.
+
+    Attributes:
+        stream: stream name.
+        first_seq: sequence number of the first record (inclusive).
+        last_seq: sequence number of the last record (inclusive).
+        n: number of records (``last_seq - first_seq + 1`` unless drops left gaps).
+        body: the records as NDJSON, one ``\\n``-terminated line each.
+        t_min: a lower bound of the records' time (seconds since the epoch),
+            stable for the range: it names the ``date=`` partition.
+    """
+
+    stream: str
+    first_seq: int
+    last_seq: int
+    n: int
+    body: bytes
+    t_min: float
+
+    @property
+    def date_utc(self) -> datetime.date:
+        """UTC date of ``t_min``, for the object key."""
+        t = self.t_min if math.isfinite(self.t_min) else 0.0
+        return datetime.datetime.fromtimestamp(max(t, 0.0), tz=datetime.timezone.utc).date()
+
+
+class _ChunkRow(NamedTuple):
+    stream: str
+    first_seq: int
+    last_seq: int
+    n: int
+    t_min: float
+    nbytes: int
+    codec: int
+    body: bytes
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars outside OPT_SERIALIZE_NUMPY's set, Decimal, Path, ...:
+    # a record must never fail to serialize inside the uploader.
+    item = getattr(obj, "item", None)
+    if callable(item):
+        return item()
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).hex()
+    if isinstance(obj, set | frozenset | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def _to_seconds(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return None
+    t = float(value)
+    if not math.isfinite(t):
+        return None
+    # Accept ms / µs / ns timestamps as well: anything beyond year ~5000 in seconds
+    # is not seconds.
+    if t > 1e17:
+        return t / 1e9
+    if t > 1e14:
+        return t / 1e6
+    if t > 1e11:
+        return t / 1e3
+    return t
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and not isinstance(exc, sqlite3.Error):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == _SQLITE_FULL:
+        return True
+    text = str(exc).lower()
+    return "database or disk is full" in text or "no space left" in text
+
+
+def _is_corrupt(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return True
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _decode(codec: int, body: bytes) -> bytes:
+    return zlib.decompress(body) if codec == _CODEC_ZLIB else bytes(body)
+
+
+def _split_lines(raw: bytes) -> list[bytes]:
+    # Every line ends with b"\n"; orjson escapes newlines inside strings.
+    lines = raw.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _heals(method: Callable[Concatenate[Outbox, _P], _R]) -> Callable[Concatenate[Outbox, _P], _R]:
+    """Recover from corruption found while running: move the file aside, retry once."""
+
+    @functools.wraps(method)
+    def wrapper(self: Outbox, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) or not _is_corrupt(exc):
+                raise
+            self._recover_corrupt_runtime(exc)
+            # The fresh file starts empty: an append is stored anew (with its
+            # cursors), a read sees nothing, an ack has nothing left to delete.
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+class Outbox:
+    """SQLite outbox; see the module doc. Create with :meth:`Outbox.open`."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        *,
+        max_bytes: int,
+        chunk_records: int,
+        chunk_max_bytes: int,
+        compress_level: int,
+        time_field: str,
+        priorities: Mapping[str, int],
+        clock: Callable[[], float],
+        synchronous: str,
+        busy_timeout_ms: int,
+    ) -> None:
+        """Use :meth:`Outbox.open`; this only wires an already prepared connection."""
+        self._conn = conn
+        self.path = path
+        self.max_bytes = max_bytes
+        self.chunk_records = chunk_records
+        self.chunk_max_bytes = chunk_max_bytes
+        self.compress_level = compress_level
+        self.time_field = time_field
+        self.priorities = dict(priorities)
+        self._clock = clock
+        self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
+        self._next_seq: dict[str, int] = {}
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None
+        self.disk_full_events = 0
+        self.corrupt_recovered = 0
+        self._page_size = 4096
+        self._wal_limit_bytes = 0
+        self._ballast_bytes = max(32 * 1024, min(1 << 20, max_bytes // 32))
+        self._ballast_ok = False
+        self._load_state()
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        max_bytes: int,
+        synchronous: str = "FULL",
+        chunk_records: int = 1000,
+        chunk_max_bytes: int = 1 << 20,
+        compress_level: int = 1,
+        time_field: str = "ts",
+        priorities: Mapping[str, int] | None = None,
+        busy_timeout_ms: int = 5000,
+        clock: Callable[[], float] = time.time,
+    ) -> Outbox:
+        """Open (or create) the outbox at ``path``, recovering from corruption.
+
+        Args:
+            path: database file; its directory is created if missing.
+            max_bytes: budget for the database file plus its WAL (>= 64 KiB).
+            synchronous: SQLite ``synchronous`` level: ``FULL`` (default; a
+                committed append survives a power cut), ``NORMAL`` (may lose
+                the last transactions on power loss, never corrupts), ``OFF``.
+            chunk_records: records per stored row at most. Keep it <= the
+                uploader's batch size so batches are made of whole rows.
+            chunk_max_bytes: uncompressed NDJSON bytes per row at most.
+            compress_level: zlib level of stored rows (0 = store raw NDJSON).
+            time_field: record field holding the record time (seconds, or
+                ms/µs/ns since the epoch); gives the ``date=`` partition.
+                Records without it use the append time.
+            priorities: drop order, lower first; default :data:`DEFAULT_PRIORITIES`.
+            busy_timeout_ms: SQLite busy timeout (other readers, e.g. a CLI).
+            clock: wall clock, seconds since the epoch (tests inject one).
+        """
+        if max_bytes < 64 * 1024:
+            raise ValueError(f"max_bytes: must be >= 65536, got {max_bytes}")
+        sync = synchronous.upper()
+        if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ValueError(
+                f"synchronous: must be OFF, NORMAL, FULL or EXTRA, got {synchronous!r}"
+            )
+        if chunk_records < 1:
+            raise ValueError(f"chunk_records: must be >= 1, got {chunk_records}")
+        if not 0 <= compress_level <= 9:
+            raise ValueError(f"compress_level: must be in [0, 9], got {compress_level}")
+        db_path = Path(path)
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        corrupt = False
+        if db_path.exists() and db_path.stat().st_size > 0:
+            problem = _quick_check(db_path)
+            if problem is not None:
+                _move_aside(db_path, problem)
+                corrupt = True
+        conn = _connect(db_path, sync, busy_timeout_ms)
+        outbox = cls(
+            conn,
+            db_path,
+            max_bytes=max_bytes,
+            chunk_records=chunk_records,
+            chunk_max_bytes=chunk_max_bytes,
+            compress_level=compress_level,
+            time_field=time_field,
+            priorities=DEFAULT_PRIORITIES if priorities is None else priorities,
+            clock=clock,
+            synchronous=sync,
+            busy_timeout_ms=busy_timeout_ms,
+        )
+        if corrupt:
+            outbox._count_corrupt()
+        try:
+            # The budget may have shrunk in the config since the last run.
+            outbox._enforce_budget()
+            outbox._ensure_ballast()
+        except sqlite3.Error as exc:
+            logger.error("outbox %s: cannot enforce the budget at open: %s", db_path, exc)
+        return outbox
+
+    def _load_state(self) -> None:
+        conn = self._conn
+        self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        # Keep the WAL small relative to the budget (it counts against it) and no
+        # larger than the reserve file: on a full disk, releasing the reserve must
+        # leave room for a checkpoint to move the whole WAL into the database.
+        wal_bytes = min(256 * self._page_size, self.max_bytes // 8, self._ballast_bytes)
+        wal_pages = max(4, wal_bytes // self._page_size)
+        self._wal_limit_bytes = wal_pages * self._page_size
+        conn.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+        conn.execute(f"PRAGMA journal_size_limit={self._wal_limit_bytes}")
+        self._next_seq = {
+            str(s): int(n) for s, n in conn.execute("SELECT stream, next_seq FROM streams")
+        }
+        row = conn.execute("SELECT value FROM meta WHERE key='corrupt_recovered'").fetchone()
+        self.corrupt_recovered = int(row[0]) if row else 0
+
+    def _count_corrupt(self) -> None:
+        self.corrupt_recovered += 1
+        with self._txn():
+            self._conn.execute(
+                "INSERT INTO meta(key, value) VALUES('corrupt_recovered', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (self.corrupt_recovered,),
+            )
+
+    def close(self) -> None:
+        """Close the database (SQLite checkpoints and removes the WAL)."""
+        try:
+            self._conn.close()
+        except sqlite3.Error as exc:
+            logger.warning("closing outbox %s: %s", self.path, exc)
+
+    def __enter__(self) -> Outbox:
+        """Use as a context manager that closes on exit."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the outbox."""
+        self.close()
+
+    # ------------------------------------------------------------- transactions
+
+    @contextmanager
+    def _txn(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                logger.debug("rollback failed: %s", exc)
+
+    def _note_error(self, message: str) -> None:
+        self.last_error = message
+        self.last_error_at = self._clock()
+
+    # ------------------------------------------------------------------ append
+
+    def _encode(
+        self, stream: str, records: Sequence[Mapping[str, Any]], now: float
+    ) -> list[_ChunkRow]:
+        rows: list[_ChunkRow] = []
+        seq = self._next_seq.get(stream, 0)
+        dumps = orjson.dumps
+        time_field = self.time_field
+        limit_n = self.chunk_records
+        limit_bytes = self.chunk_max_bytes
+        lines: list[bytes] = []
+        size = 0
+        first = seq
+        t_min = math.inf
+
+        def flush() -> None:
+            raw = b"".join(lines)
+            if self.compress_level:
+                body, codec = zlib.compress(raw, self.compress_level), _CODEC_ZLIB
+            else:
+                body, codec = raw, _CODEC_RAW
+            rows.append(
+                _ChunkRow(
+                    stream,
+                    first,
+                    seq - 1,
+                    len(lines),
+                    t_min if t_min != math.inf else now,
+                    len(body),
+                    codec,
+                    body,
+                )
+            )
+
+        for rec in records:
+            if "seq" in rec or type(rec) is not dict:
+                # The record's own "seq" (e.g. the ring's) would be ambiguous next to ours.
+                data = {k: v for k, v in rec.items() if k != "seq"}
+                line = (
+                    b'{"seq":%d,' % seq
+                    + dumps(data, default=_json_default, option=_ORJSON_OPTS)[1:]
+                )
+            else:
+                encoded = dumps(rec, default=_json_default, option=_ORJSON_OPTS)
+                line = b'{"seq":%d,' % seq + encoded[1:]
+            if line.endswith(b",}"):  # the record was empty
+                line = line[:-2] + b"}"
+            t = rec.get(time_field)
+            if t is not None:
+                ts = _to_seconds(t)
+                if ts is not None and ts < t_min:
+                    t_min = ts
+            lines.append(line + b"\n")
+            size += len(line) + 1
+            seq += 1
+            if len(lines) >= limit_n or size >= limit_bytes:
+                flush()
+                lines, size, first, t_min = [], 0, seq, math.inf
+        if lines:
+            flush()
+        return rows
+
+    @_heals
+    def append(
+        self,
+        batches: Mapping[str, Sequence[Mapping[str, Any]]],
+        cursors: Mapping[str, Cursor] | None = None,
+        drops: Mapping[tuple[str, str], int] | None = None,
+    ) -> int:
+        """Store new records of every stream and the ring cursors in ONE transaction.
+
+        Args:
+            batches: stream name -> records (dicts of JSON-able values) in
+                ring order. Each record is stored with its outbox sequence
+                number as field ``seq`` (replacing a ``seq`` of its own).
+            cursors: ring name -> position after the last record of that ring
+                included in ``batches``.
+            drops: ``(stream, reason)`` -> records lost before they reached
+                the outbox (ring overrun, sampling), counted in the same
+                transaction as the cursors that skip them, so a crash can
+                neither lose nor double a count.
+
+        Returns:
+            Number of records stored.
+
+        Raises:
+            OutboxFull: disk full even after dropping per policy; nothing was
+                stored, cursors not advanced. Keep the records in the ring.
+        """
+        now = self._clock()
+        rows: list[_ChunkRow] = []
+        for stream, records in batches.items():
+            if records:
+                rows.extend(self._encode(stream, records, now))
+        if not rows and not cursors and not drops:
+            return 0
+        return self._store(rows, cursors or {}, reported=None, drops=drops)
+
+    def _store(
+        self,
+        rows: list[_ChunkRow],
+        cursors: Mapping[str, Cursor],
+        reported: Mapping[tuple[str, str], int] | None,
+        drops: Mapping[tuple[str, str], int] | None = None,
+    ) -> int:
+        try:
+            self._write(rows, cursors, reported, drops)
+        except (sqlite3.Error, OSError) as exc:
+            if _is_disk_full(exc):
+                incoming = sum(r.nbytes + _ROW_OVERHEAD for r in rows)
+                self._recover_disk_full(incoming, exc)
+                try:
+                    self._write(rows, cursors, reported, drops)
+                except (sqlite3.Error, OSError) as exc2:
+                    if not _is_disk_full(exc2):
+                        raise
+                    self._note_error(f"disk full: {exc2}")
+                    raise OutboxFull(
+                        f"outbox {self.path}: disk full, nothing stored; keep the records "
+                        "in the ring and retry later"
+                    ) from exc2
+            else:
+                raise
+        n = sum(r.n for r in rows)
+        for row in rows:
+            self._next_seq[row.stream] = row.last_seq + 1
+        # The records are committed: from here on an exception would make the
+        # caller keep them in the ring and store them twice. Log instead.
+        try:
+            self._enforce_budget()
+            if not self._ballast_ok:
+                self._ensure_ballast()
+        except sqlite3.DatabaseError as exc:
+            if not isinstance(exc, sqlite3.OperationalError) and _is_corrupt(exc):
+                raise  # _heals moves the file aside and stores the append anew
+            self._note_error(f"budget enforcement: {exc}")
+            logger.error("outbox %s: budget enforcement failed: %s", self.path, exc)
+        return n
+
+    def _write(
+        self,
+        rows: list[_ChunkRow],
+        cursors: Mapping[str, Cursor],
+        reported: Mapping[tuple[str, str], int] | None,
+        drops: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
+        per_stream: dict[str, list[int]] = {}
+        for row in rows:
+            acc = per_stream.setdefault(row.stream, [0, 0, 0, 0])
+            acc[0] = row.last_seq + 1
+            acc[1] += 1
+            acc[2] += row.n
+            acc[3] += row.nbytes
+        with self._txn() as conn:
+            conn.executemany(
+                "INSERT INTO chunks(stream, first_seq, last_seq, n, t_min, bytes, codec, body) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            # The bookkeeping: one row per stream per transaction, never per record.
+            conn.executemany(
+                "INSERT INTO streams(stream, next_seq, rows, records, bytes) "
+                "VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(stream) DO UPDATE SET next_seq=excluded.next_seq, "
+                "rows=rows+excluded.rows, records=records+excluded.records, "
+                "bytes=bytes+excluded.bytes",
+                [(s, *acc) for s, acc in per_stream.items()],
+            )
+            if cursors:
+                conn.executemany(
+                    "INSERT INTO cursors(ring, epoch, seq) VALUES (?, ?, ?) "
+                    "ON CONFLICT(ring) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq",
+                    [(ring, int(c[0]), int(c[1])) for ring, c in cursors.items()],
+                )
+            if reported:
+                conn.executemany(
+                    "UPDATE drops SET reported=? WHERE stream=? AND reason=?",
+                    [(count, s, r) for (s, r), count in reported.items()],
+                )
+            if drops:
+                conn.executemany(
+                    "INSERT INTO drops(stream, reason, count) VALUES (?, ?, ?) "
+                    "ON CONFLICT(stream, reason) DO UPDATE SET count=count+excluded.count",
+                    [(s, r, int(n)) for (s, r), n in drops.items() if n],
+                )
+
+    @_heals
+    def cursors(self) -> dict[str, Cursor]:
+        """Ring name -> stored cursor (the position after the last stored record)."""
+        return {
+            str(ring): Cursor(int(epoch), int(seq))
+            for ring, epoch, seq in self._conn.execute("SELECT ring, epoch, seq FROM cursors")
+        }
+
+    # --------------------------------------------------------------- batching
+
+    def _chunks_in(
+        self, stream: str, first: int, last: int, with_body: bool
+    ) -> list[tuple[Any, ...]]:
+        cols = "id, first_seq, last_seq, n, t_min, bytes" + (", codec, body" if with_body else "")
+        return self._conn.execute(
+            f"SELECT {cols} FROM chunks WHERE stream=? AND first_seq<=? AND last_seq>=? "
+            "ORDER BY first_seq",
+            (stream, last, first),
+        ).fetchall()
+
+    def _plan(self, stream: str, max_records: int) -> tuple[int, int] | None:
+        metas = self._conn.execute(
+            "SELECT first_seq, last_seq, n FROM chunks WHERE stream=? ORDER BY first_seq LIMIT ?",
+            (stream, max_records),
+        ).fetchall()
+        if not metas:
+            return None
+        first = int(metas[0][0])
+        last = first
+        total = 0
+        for c_first, c_last, c_n in metas:
+            if total + c_n <= max_records:
+                total += c_n
+                last = int(c_last)
+            else:
+                if total == 0:
+                    # A row bigger than a batch (chunk_records > max_records): split it.
+                    last = int(c_first) + max_records - 1
+                break
+        return first, last
+
+    def _build(self, stream: str, first: int, last: int) -> Batch | None:
+        chunks = self._chunks_in(stream, first, last, with_body=True)
+        if not chunks:
+            return None
+        parts: list[bytes] = []
+        n = 0
+        t_min = math.inf
+        for _id, c_first, c_last, c_n, c_tmin, _bytes, codec, body in chunks:
+            raw = _decode(codec, body)
+            t_min = min(t_min, float(c_tmin))
+            if c_first >= first and c_last <= last:
+                parts.append(raw)
+                n += c_n
+            else:
+                lines = _split_lines(raw)
+                lo = max(first, c_first) - c_first
+                hi = min(last, c_last) - c_first + 1
+                if hi > lo:
+                    parts.append(b"\n".join(lines[lo:hi]) + b"\n")
+                n += hi - lo
+        return Batch(stream, first, last, n, b"".join(parts), t_min)
+
+    @_heals
+    def next_batch(self, stream: str, max_records: int) -> Batch | None:
+        """The oldest records of ``stream`` (at most ``max_records``), or ``None``.
+
+        Deterministic: the range is recorded as in flight before it is
+        returned, and the same range (same bytes, same key) is returned again
+        until :meth:`ack`, also after a crash and reopen. Raises
+        :class:`OutboxFull` if even that small write fails on a full disk.
+        """
+        if max_records < 1:
+            raise ValueError(f"max_records: must be >= 1, got {max_records}")
+        row = self._conn.execute(
+            "SELECT first_seq, last_seq FROM inflight WHERE stream=?", (stream,)
+        ).fetchone()
+        if row is not None:
+            batch = self._build(stream, int(row[0]), int(row[1]))
+            if batch is not None:
+                return batch
+            # Everything in the range was dropped: forget it, plan a new one.
+            self._guarded(self._clear_inflight, stream)
+        plan = self._plan(stream, max_records)
+        if plan is None:
+            return None
+        self._guarded(self._set_inflight, stream, plan[0], plan[1])
+        return self._build(stream, plan[0], plan[1])
+
+    @_heals
+    def peek(self, stream: str, max_records: int) -> Batch | None:
+        """Like :meth:`next_batch` but read-only: nothing is marked in flight."""
+        row = self._conn.execute(
+            "SELECT first_seq, last_seq FROM inflight WHERE stream=?", (stream,)
+        ).fetchone()
+        plan = (int(row[0]), int(row[1])) if row else self._plan(stream, max_records)
+        return None if plan is None else self._build(stream, plan[0], plan[1])
+
+    @_heals
+    def inflight(self) -> dict[str, tuple[int, int]]:
+        """Stream -> ``(first_seq, last_seq)`` handed out and not yet acked."""
+        return self._inflight()
+
+    def _inflight(self) -> dict[str, tuple[int, int]]:
+        return {
+            str(s): (int(a), int(b))
+            for s, a, b in self._conn.execute("SELECT stream, first_seq, last_seq FROM inflight")
+        }
+
+    def _set_inflight(self, stream: str, first: int, last: int) -> None:
+        with self._txn() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO inflight(stream, first_seq, last_seq) VALUES (?, ?, ?)",
+                (stream, first, last),
+            )
+
+    def _clear_inflight(self, stream: str) -> None:
+        with self._txn() as conn:
+            conn.execute("DELETE FROM inflight WHERE stream=?", (stream,))
+
+    def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run a small write; on a full disk make room once, then raise OutboxFull."""
+        try:
+            fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            if not _is_disk_full(exc):
+                raise
+            self._recover_disk_full(0, exc)
+            try:
+                fn(*args)
+            except (sqlite3.Error, OSError) as exc2:
+                if not _is_disk_full(exc2):
+                    raise
+                self._note_error(f"disk full: {exc2}")
+                raise OutboxFull(f"outbox {self.path}: disk full") from exc2
+
+    @_heals
+    def ack(self, batch: Batch) -> None:
+        """The sink confirmed ``batch``: delete its records and its in-flight mark.
+
+        Raises :class:`OutboxFull` if the delete cannot be written (disk
+        full); the batch is then simply uploaded again later, to the same key.
+        """
+        self._guarded(self._ack, batch)
+
+    def _ack(self, batch: Batch) -> None:
+        stream, first, last = batch.stream, batch.first_seq, batch.last_seq
+        now = self._clock()
+        with self._txn() as conn:
+            chunks = self._chunks_in(stream, first, last, with_body=True)
+            d_rows = d_records = d_bytes = 0
+            for cid, c_first, c_last, c_n, _tmin, c_bytes, codec, body in chunks:
+                if c_first >= first and c_last <= last:
+                    conn.execute("DELETE FROM chunks WHERE id=?", (cid,))
+                    d_rows += 1
+                    d_records += c_n
+                    d_bytes += c_bytes
+                    continue
+                # Partly acked row: keep the records outside the range. Its t_min
+                # stays (a lower bound), so later keys stay deterministic.
+                lines = _split_lines(_decode(codec, body))
+                keep_before = lines[: max(0, first - c_first)]
+                keep_after = lines[max(0, last + 1 - c_first) :]
+                conn.execute("DELETE FROM chunks WHERE id=?", (cid,))
+                d_rows += 1
+                d_records += c_n
+                d_bytes += c_bytes
+                for seg_first, seg in ((c_first, keep_before), (last + 1, keep_after)):
+                    if not seg:
+                        continue
+                    raw = b"".join(line + b"\n" for line in seg)
+                    body2 = zlib.compress(raw, self.compress_level) if codec == _CODEC_ZLIB else raw
+                    conn.execute(
+                        "INSERT INTO chunks(stream, first_seq, last_seq, n, t_min, bytes, codec, "
+                        "body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            stream,
+                            seg_first,
+                            seg_first + len(seg) - 1,
+                            len(seg),
+                            _tmin,
+                            len(body2),
+                            codec,
+                            body2,
+                        ),
+                    )
+                    d_rows -= 1
+                    d_records -= len(seg)
+                    d_bytes -= len(body2)
+            conn.execute(
+                "DELETE FROM inflight WHERE stream=? AND first_seq=? AND last_seq=?",
+                (stream, first, last),
+            )
+            conn.execute(
+                "UPDATE streams SET rows=rows-?, records=records-?, bytes=bytes-?, "
+                "last_success=? WHERE stream=?",
+                (d_rows, d_records, d_bytes, now, stream),
+            )
+
+    def record_error(self, stream: str | None, message: str) -> None:
+        """Remember an upload error for :meth:`stats` (persisted per stream)."""
+        self._note_error(message)
+        if stream is None:
+            return
+        try:
+            with self._txn() as conn:
+                conn.execute(
+                    "INSERT INTO streams(stream, last_error, last_error_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(stream) DO UPDATE SET last_error=excluded.last_error, "
+                    "last_error_at=excluded.last_error_at",
+                    (stream, message[:1000], self.last_error_at),
+                )
+        except sqlite3.Error as exc:
+            # Error bookkeeping must not become an error path of its own.
+            logger.debug("cannot persist last_error: %s", exc)
+
+    # ----------------------------------------------------------------- budget
+
+    def disk_bytes(self) -> tuple[int, int]:
+        """``(database file bytes, WAL bytes)`` as on disk now."""
+        db = wal = 0
+        try:
+            db = os.stat(self.path).st_size
+        except FileNotFoundError:
+            pass
+        try:
+            wal = os.stat(f"{self.path}-wal").st_size
+        except FileNotFoundError:
+            pass
+        return db, wal
+
+    def _checkpoint(self, mode: str = "TRUNCATE") -> None:
+        try:
+            self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        except sqlite3.Error as exc:
+            logger.debug("checkpoint(%s) failed: %s", mode, exc)
+
+    def _vacuum(self) -> None:
+        try:
+            # execute() steps a statement once, and each step frees a single page;
+            # executescript() runs it to completion.
+            self._conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as exc:
+            logger.debug("incremental_vacuum failed: %s", exc)
+
+    def _live_bytes(self) -> int:
+        conn = self._conn
+        pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+        free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self._page_size
+
+    def _enforce_budget(self) -> None:
+        if sum(self.disk_bytes()) <= self.max_bytes:
+            return
+        self._checkpoint()
+        if sum(self.disk_bytes()) <= self.max_bytes:
+            return
+        # Room for the WAL to regrow before the next checkpoint, plus hysteresis.
+        target = max(0, int(self.max_bytes * _LOW_WATER) - self._wal_limit_bytes)
+        for _ in range(8):
+            need = self._live_bytes() - target
+            freed = 0
+            if need > 0:
+                try:
+                    with self._txn():
+                        freed, dropped = self._drop(need, "budget")
+                except sqlite3.Error as exc:
+                    if not _is_disk_full(exc):
+                        raise
+                    self._recover_disk_full(0, exc)
+                else:
+                    self._log_drops(dropped, "budget")
+            self._vacuum()
+            self._checkpoint()
+            if sum(self.disk_bytes()) <= self.max_bytes or freed == 0:
+                break
+        total = sum(self.disk_bytes())
+        if total > self.max_bytes:
+            logger.warning(
+                "outbox %s: %d bytes on disk, over its budget of %d even after dropping",
+                self.path,
+                total,
+                self.max_bytes,
+            )
+
+    def _drop_order(self) -> list[str]:
+        streams = [
+            str(s) for (s,) in self._conn.execute("SELECT stream FROM streams WHERE rows > 0")
+        ]
+        return sorted(streams, key=lambda s: (self.priorities.get(s, 0), s))
+
+    def _drop(self, need: int, reason: str) -> tuple[int, dict[str, list[int]]]:
+        """Delete chunks until ``need`` bytes are freed; call inside a transaction.
+
+        Returns:
+            ``(bytes freed (estimate), {stream: [rows, records, stored bytes]})``.
+        """
+        conn = self._conn
+        freed = 0
+        dropped: dict[str, list[int]] = {}
+        inflight = self._inflight()
+        order = self._drop_order()
+        # First pass spares in-flight rows; the second takes them only if needed.
+        for take_inflight in (False, True):
+            for stream in order:
+                if freed >= need:
+                    break
+                infl = inflight.get(stream)
+                after = -1
+                while freed < need:
+                    cands = conn.execute(
+                        "SELECT id, first_seq, last_seq, n, bytes FROM chunks "
+                        "WHERE stream=? AND first_seq>? ORDER BY first_seq LIMIT 256",
+                        (stream, after),
+                    ).fetchall()
+                    if not cands:
+                        break
+                    victims: list[tuple[int]] = []
+                    for cid, c_first, c_last, c_n, c_bytes in cands:
+                        if freed >= need:
+                            break
+                        after = int(c_first)
+                        hits_inflight = (
+                            infl is not None and c_first <= infl[1] and c_last >= infl[0]
+                        )
+                        if hits_inflight and not take_inflight:
+                            continue
+                        if hits_inflight:
+                            # The range can no longer be rebuilt as it was handed out.
+                            conn.execute("DELETE FROM inflight WHERE stream=?", (stream,))
+                            infl = None
+                            inflight.pop(stream, None)
+                        victims.append((int(cid),))
+                        acc = dropped.setdefault(stream, [0, 0, 0])
+                        acc[0] += 1
+                        acc[1] += int(c_n)
+                        acc[2] += int(c_bytes)
+                        freed += int(c_bytes) + _ROW_OVERHEAD
+                    conn.executemany("DELETE FROM chunks WHERE id=?", victims)
+            if freed >= need:
+                break
+        for stream, (rows, records, nbytes) in dropped.items():
+            conn.execute(
+                "UPDATE streams SET rows=rows-?, records=records-?, bytes=bytes-? WHERE stream=?",
+                (rows, records, nbytes, stream),
+            )
+            conn.execute(
+                "INSERT INTO drops(stream, reason, count) VALUES (?, ?, ?) "
+                "ON CONFLICT(stream, reason) DO UPDATE SET count=count+excluded.count",
+                (stream, reason, records),
+            )
+        return freed, dropped
+
+    def _log_drops(self, dropped: Mapping[str, list[int]], reason: str) -> None:
+        for stream, (_rows, records, nbytes) in dropped.items():
+            logger.warning(
+                "outbox %s: dropped %d %s records (%d bytes stored), reason %s",
+                self.path,
+                records,
+                stream,
+                nbytes,
+                reason,
+            )
+
+    # A few hundred KiB of ballast next to the database. On a full disk it is
+    # deleted first, which gives SQLite room to write the drop, checkpoint and
+    # vacuum that make space; with zero free bytes none of those could run.
+    def _ballast_path(self) -> Path:
+        return Path(f"{self.path}-reserve")
+
+    def _ensure_ballast(self) -> None:
+        path = self._ballast_path()
+        size = self._ballast_bytes
+        try:
+            if path.exists():
+                self._ballast_ok = path.stat().st_size >= size
+                if self._ballast_ok:
+                    return
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < size + 64 * 1024:
+                return  # not now: the space is better used by records
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                except (AttributeError, OSError):
+                    os.write(fd, b"\0" * size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._ballast_ok = True
+        except OSError as exc:
+            self._ballast_ok = False
+            path.unlink(missing_ok=True)
+            logger.debug("cannot create the reserve file %s: %s", path, exc)
+
+    def _release_ballast(self) -> bool:
+        path = self._ballast_path()
+        self._ballast_ok = False
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            logger.error("cannot remove the reserve file %s: %s", path, exc)
+            return False
+        return True
+
+    def _recover_disk_full(self, incoming: int, exc: BaseException) -> None:
+        self.disk_full_events += 1
+        self._note_error(f"disk full: {exc}")
+        self._rollback()
+        released = self._release_ballast()
+        logger.error(
+            "outbox %s: disk full (%s); %sdropping per policy to make room",
+            self.path,
+            exc,
+            "reserve released, " if released else "",
+        )
+        # This file system has less room than the budget assumed: from now on keep
+        # the WAL short, so that little is ever stranded in it when space runs out.
+        self._conn.execute("PRAGMA wal_autocheckpoint=16")
+        # The WAL is never larger than the reserve, so with the reserve gone the
+        # database can absorb it; truncating it then frees room for the drop.
+        self._checkpoint("TRUNCATE")
+        # Make room for the append and for a new reserve as well.
+        need = max(2 * incoming, 64 * 1024, self._live_bytes() // 20) + self._ballast_bytes
+        try:
+            with self._txn():
+                _freed, dropped = self._drop(need, "disk_full")
+        except sqlite3.Error as exc2:
+            logger.error("outbox %s: cannot drop to make room: %s", self.path, exc2)
+        else:
+            self._log_drops(dropped, "disk_full")
+        # Vacuum first so the checkpoint only needs the (smaller) database size,
+        # then truncate the WAL: both hand the freed pages back to the file system.
+        self._vacuum()
+        self._checkpoint("TRUNCATE")
+
+    def _recover_corrupt_runtime(self, exc: BaseException) -> None:
+        logger.error("outbox %s: database corrupt while running (%s)", self.path, exc)
+        try:
+            self._conn.close()
+        except sqlite3.Error:
+            pass
+        _move_aside(self.path, str(exc))
+        self._conn = _connect(self.path, self._synchronous, self._busy_timeout_ms)
+        self._load_state()
+        self._count_corrupt()
+
+    # -------------------------------------------------------------- reporting
+
+    @_heals
+    def drops(self) -> dict[tuple[str, str], int]:
+        """``(stream, reason)`` -> records dropped, ever (persistent)."""
+        return {
+            (str(s), str(r)): int(c)
+            for s, r, c in self._conn.execute("SELECT stream, reason, count FROM drops")
+        }
+
+    @_heals
+    def pending_drop_report(self) -> dict[tuple[str, str], int]:
+        """``(stream, reason)`` -> drops not yet reported (see :meth:`append_drop_report`)."""
+        return {
+            (str(s), str(r)): int(c) - int(rep)
+            for s, r, c, rep in self._conn.execute(
+                "SELECT stream, reason, count, reported FROM drops WHERE count > reported"
+            )
+        }
+
+    @_heals
+    def mark_drop_reported(self, report: Mapping[tuple[str, str], int]) -> None:
+        """Mark the drops of ``report`` (from :meth:`pending_drop_report`) as reported."""
+        with self._txn() as conn:
+            conn.executemany(
+                "UPDATE drops SET reported=MIN(count, reported+?) WHERE stream=? AND reason=?",
+                [(n, s, r) for (s, r), n in report.items()],
+            )
+
+    @_heals
+    def append_drop_report(
+        self, extra: Mapping[str, Any] | None = None, *, stream: str = "drops"
+    ) -> int:
+        """Store pending drop counts as records of ``stream`` and mark them reported.
+
+        Both happen in one transaction, so a crash neither loses nor repeats a
+        report. One record per (stream, reason)::
+
+            {"ts": now, "stream": "system", "reason": "budget",
+             "dropped": 1200, "total": 5400, **extra}
+
+        Returns:
+            Number of report records stored (0 if nothing pending).
+
+        Raises:
+            OutboxFull: as :meth:`append`; the counts stay pending.
+        """
+        pending = self.pending_drop_report()
+        if not pending:
+            return 0
+        totals = self.drops()
+        now = self._clock()
+        records = [
+            {
+                **(extra or {}),
+                self.time_field: now,
+                "stream": s,
+                "reason": r,
+                "dropped": n,
+                "total": totals[(s, r)],
+            }
+            for (s, r), n in sorted(pending.items())
+        ]
+        rows = self._encode(stream, records, now)
+        reported = {key: totals[key] for key in pending}
+        return self._store(rows, {}, reported=reported)
+
+    @_heals
+    def stats(self) -> dict[str, Any]:
+        """Backlog, errors, drops and disk use, cheap enough for every heartbeat.
+
+        Keys: ``streams`` (per stream: ``rows``, ``records``, ``bytes``,
+        ``oldest_t`` (t_min of the oldest row, epoch seconds), ``next_seq``,
+        ``last_success``, ``last_error``, ``last_error_at``, ``inflight``),
+        ``backlog_records``, ``backlog_bytes``, ``last_success``,
+        ``last_error``, ``last_error_at``, ``drops`` (``"stream/reason"`` ->
+        count), ``dropped_total``, ``db_bytes``, ``wal_bytes``, ``reserve_bytes``, ``max_bytes``,
+        ``corrupt_recovered``, ``disk_full_events``.
+        """
+        conn = self._conn
+        inflight = self._inflight()
+        streams: dict[str, dict[str, Any]] = {}
+        for s, next_seq, rows, records, nbytes, last_ok, last_err, last_err_at in conn.execute(
+            "SELECT stream, next_seq, rows, records, bytes, last_success, last_error, "
+            "last_error_at FROM streams ORDER BY stream"
+        ):
+            oldest = conn.execute(
+                "SELECT t_min FROM chunks WHERE stream=? ORDER BY first_seq LIMIT 1", (s,)
+            ).fetchone()
+            streams[str(s)] = {
+                "rows": int(rows),
+                "records": int(records),
+                "bytes": int(nbytes),
+                "oldest_t": float(oldest[0]) if oldest else None,
+                "next_seq": int(next_seq),
+                "last_success": last_ok,
+                "last_error": last_err,
+                "last_error_at": last_err_at,
+                "inflight": inflight.get(str(s)),
+            }
+        successes = [v["last_success"] for v in streams.values() if v["last_success"] is not None]
+        drops = self.drops()
+        db, wal = self.disk_bytes()
+        return {
+            "streams": streams,
+            "backlog_records": sum(v["records"] for v in streams.values()),
+            "backlog_bytes": sum(v["bytes"] for v in streams.values()),
+            "last_success": max(successes) if successes else None,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "drops": {f"{s}/{r}": n for (s, r), n in sorted(drops.items())},
+            "dropped_total": sum(drops.values()),
+            "db_bytes": db,
+            "wal_bytes": wal,
+            "reserve_bytes": self._ballast_bytes if self._ballast_ok else 0,
+            "max_bytes": self.max_bytes,
+            "corrupt_recovered": self.corrupt_recovered,
+            "disk_full_events": self.disk_full_events,
+        }
+
+
+# ------------------------------------------------------------------- helpers
+
+
+def _connect(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+    try:
+        # auto_vacuum only takes effect before the first table exists, i.e. on creation.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("PRAGMA journal_mode=WAL").fetchall()
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # A small page cache: the outbox is write-mostly and devices are small.
+        conn.execute("PRAGMA cache_size=-2048")
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)",
+            (_SCHEMA_VERSION,),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _quick_check(path: Path) -> str | None:
+    """``None`` if the file is a healthy SQLite database, else what is wrong."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            return "; ".join(str(r[0]) for r in rows[:5])
+        return None
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def _move_aside(path: Path, problem: str) -> None:
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{path}{suffix}")
+        if not src.exists():
+            continue
+        dst = src.with_name(f"{path.name}.corrupt-{stamp}{suffix}")
+        try:
+            os.replace(src, dst)
+        except OSError as exc:
+            logger.error("cannot move corrupt %s aside (%s); removing it", src, exc)
+            src.unlink(missing_ok=True)
+    logger.error(
+        "outbox %s is corrupt (%s): moved aside as %s.corrupt-%s, starting a fresh outbox",
+        path,
+        problem,
+        path.name,
+        stamp,
+    )

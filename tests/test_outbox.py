@@ -1,0 +1,445 @@
+"""The SQLite outbox with real files: batching, crash consistency, budget, corruption, ENOSPC."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from edge_actors.outbox import Batch, Cursor, Outbox, OutboxFull
+from edge_actors.sinks import deliver_batch
+from edge_actors.sinks.local import LocalSink
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _records(n: int, start: int = 0, pad: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"ts": 1.7e9 + i, "i": i, "v": i * 0.5, "tag": "x" * pad if pad else "t"}
+        for i in range(start, start + n)
+    ]
+
+
+def _lines(batch: Batch) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in batch.body.splitlines()]
+
+
+def _all_records(ob: Outbox, stream: str) -> list[dict[str, Any]]:
+    """Every record of ``stream`` still in the outbox, read directly from SQLite."""
+    conn = sqlite3.connect(ob.path)
+    try:
+        out: list[dict[str, Any]] = []
+        for codec, body in conn.execute(
+            "SELECT codec, body FROM chunks WHERE stream=? ORDER BY first_seq", (stream,)
+        ):
+            import zlib
+
+            raw = zlib.decompress(body) if codec == 1 else body
+            out.extend(orjson.loads(line) for line in raw.splitlines())
+        return out
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    ob = Outbox.open(tmp_path / "outbox.db", max_bytes=64 << 20, chunk_records=100)
+    yield ob
+    ob.close()
+
+
+# ------------------------------------------------------------------- basics
+
+
+def test_append_assigns_per_stream_sequence_and_stores_cursors(outbox: Outbox) -> None:
+    outbox.append(
+        {"model": _records(250), "system": _records(3)},
+        {"model_ring": Cursor(7, 250), "sys_ring": Cursor(8, 3)},
+    )
+    outbox.append({"model": _records(10, start=250)}, {"model_ring": Cursor(7, 260)})
+    assert outbox.cursors() == {"model_ring": Cursor(7, 260), "sys_ring": Cursor(8, 3)}
+    got = _all_records(outbox, "model")
+    assert [r["seq"] for r in got] == list(range(260))
+    assert [r["i"] for r in got] == list(range(260))
+    assert [r["seq"] for r in _all_records(outbox, "system")] == [0, 1, 2]
+    st = outbox.stats()["streams"]
+    assert st["model"]["records"] == 260
+    assert st["model"]["rows"] == 4  # 100 + 100 + 50 + 10: chunked, not one row per record
+    assert st["model"]["oldest_t"] == 1.7e9
+
+
+def test_record_seq_field_is_replaced_and_odd_values_serialize(outbox: Outbox) -> None:
+    outbox.append({"events": [{"seq": 99, "a": {1, 2}, "b": b"\x01", "c": float("nan")}, {}]}, {})
+    batch = outbox.next_batch("events", 10)
+    assert batch is not None
+    assert _lines(batch) == [{"seq": 0, "a": [1, 2], "b": "01", "c": None}, {"seq": 1}]
+
+
+def test_next_batch_is_deterministic_until_ack(outbox: Outbox) -> None:
+    outbox.append({"model": _records(450)}, {})
+    b1 = outbox.next_batch("model", 250)
+    assert b1 is not None
+    assert (b1.first_seq, b1.last_seq, b1.n) == (0, 199, 200)  # whole chunks only
+    outbox.append({"model": _records(10, start=450)}, {})
+    assert outbox.next_batch("model", 5000) == b1  # same range, same bytes
+    outbox.ack(b1)
+    b2 = outbox.next_batch("model", 250)
+    assert b2 is not None and (b2.first_seq, b2.last_seq) == (200, 449)  # 100+100+50 rows
+    assert [r["i"] for r in _lines(b2)] == list(range(200, 450))
+    st = outbox.stats()
+    assert st["streams"]["model"]["records"] == 260
+    assert st["last_success"] is not None
+
+
+def test_batches_split_rows_larger_than_max_records(outbox: Outbox) -> None:
+    outbox.append({"model": _records(100)}, {})  # one 100-record row
+    seen: list[int] = []
+    while (batch := outbox.next_batch("model", 30)) is not None:
+        assert batch.n <= 30
+        assert outbox.next_batch("model", 30) == batch
+        seen.extend(r["seq"] for r in _lines(batch))
+        outbox.ack(batch)
+    assert seen == list(range(100))
+    assert outbox.stats()["streams"]["model"] == {
+        **outbox.stats()["streams"]["model"],
+        "rows": 0,
+        "records": 0,
+        "bytes": 0,
+    }
+
+
+def test_inflight_range_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox.open(path, max_bytes=1 << 20)
+    ob.append({"model": _records(30)}, {})
+    batch = ob.next_batch("model", 10)
+    ob.close()
+    ob = Outbox.open(path, max_bytes=1 << 20)
+    assert ob.next_batch("model", 1000) == batch
+    assert ob.inflight() == {"model": (0, 9)}
+    ob.close()
+
+
+def test_sequence_numbers_never_reused_after_delete(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox.open(path, max_bytes=1 << 20)
+    ob.append({"events": _records(5)}, {})
+    batch = ob.next_batch("events", 100)
+    assert batch is not None
+    ob.ack(batch)
+    ob.close()
+    ob = Outbox.open(path, max_bytes=1 << 20)
+    ob.append({"events": _records(2)}, {})
+    again = ob.next_batch("events", 100)
+    assert again is not None and (again.first_seq, again.last_seq) == (5, 6)
+    ob.close()
+
+
+def test_open_sets_wal_incremental_vacuum_and_synchronous(tmp_path: Path) -> None:
+    ob = Outbox.open(tmp_path / "o.db", max_bytes=1 << 20, synchronous="NORMAL")
+    conn = ob._conn
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2
+    assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
+    ob.close()
+    with pytest.raises(ValueError, match="synchronous"):
+        Outbox.open(tmp_path / "p.db", max_bytes=1 << 20, synchronous="SOMETIMES")
+
+
+# -------------------------------------------------------------- crash safety
+
+_CHILD = textwrap.dedent(
+    """
+    import random, sys
+    from edge_actors.outbox import Cursor, Outbox
+    from edge_actors.sinks import deliver_batch
+    from edge_actors.sinks.local import LocalSink
+
+    path, sink_dir, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    ob = Outbox.open(path, max_bytes=1 << 30, chunk_records=37)
+    cur = ob.cursors().get("ring", Cursor(1, 0)).seq
+    sink = LocalSink(sink_dir)
+    rng = random.Random(seed)
+    print("ready", flush=True)
+    while True:
+        k = rng.randint(1, 80)
+        batch = {"system": [], "model": []}
+        for i in range(cur, cur + k):
+            # The "ring": record i is a pure function of i, as a re-read would give.
+            batch["model" if i % 3 else "system"].append({"ts": 1.7e9 + i, "i": i, "v": i / 7})
+        ob.append(batch, {"ring": Cursor(1, cur + k)})
+        cur += k
+        if rng.random() < 0.3:
+            for s in ("system", "model"):
+                deliver_batch(ob, sink, s, device_id="d", max_records=50)
+    """
+)
+
+
+def _sink_records(sink_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {"system": [], "model": []}
+    for f in sink_dir.rglob("*.ndjson.gz"):
+        stream = f.relative_to(sink_dir).parts[0]
+        out[stream].extend(orjson.loads(x) for x in gzip.decompress(f.read_bytes()).splitlines())
+    return out
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    sink_dir = tmp_path / "sink"
+    rng = random.Random(1234)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for round_ in range(30):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(path), str(sink_dir), str(round_)],
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(rng.uniform(0.0, 0.25))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+
+        ob = Outbox.open(path, max_bytes=1 << 30, chunk_records=37)
+        cursor = ob.cursors().get("ring", Cursor(1, 0)).seq
+        inflight = ob.inflight()
+        delivered = _sink_records(sink_dir)
+        seen: list[int] = []
+        for stream in ("system", "model"):
+            stored = _all_records(ob, stream)
+            stored_i = [r["i"] for r in stored]
+            assert len(stored_i) == len(set(stored_i)), "duplicate in the outbox"
+            sent_i = [r["i"] for r in delivered[stream]]
+            assert len(sent_i) == len(set(sent_i)), "duplicate in the sink"
+            both = {r["seq"] for r in stored} & {r["seq"] for r in delivered[stream]}
+            if both:  # killed between PUT and ack: only the in-flight range may overlap
+                lo, hi = inflight[stream]
+                assert all(lo <= s <= hi for s in both)
+            seen.extend(set(stored_i) | set(sent_i))
+            # Sequence numbers of a stream have no gap and no repeat.
+            seqs = sorted({r["seq"] for r in stored} | {r["seq"] for r in delivered[stream]})
+            assert seqs == list(range(len(seqs)))
+        assert sorted(seen) == list(range(cursor)), f"round {round_}: cursor {cursor}"
+        ob.close()
+
+    ob = Outbox.open(path, max_bytes=1 << 30, chunk_records=37)
+    cursor = ob.cursors()["ring"].seq
+    assert cursor > 0
+    sink = LocalSink(sink_dir)
+    for stream in ("system", "model"):
+        while deliver_batch(ob, sink, stream, device_id="d", max_records=50):
+            pass
+    delivered = _sink_records(sink_dir)
+    every = [r["i"] for s in delivered.values() for r in s]
+    assert sorted(every) == list(range(cursor))
+    ob.close()
+
+
+# ------------------------------------------------------------------ budget
+
+
+def test_budget_drops_lowest_priority_oldest_first_and_counts(tmp_path: Path) -> None:
+    max_bytes = 512 * 1024
+    path = tmp_path / "o.db"
+    ob = Outbox.open(path, max_bytes=max_bytes, chunk_records=20, compress_level=0)
+    produced = {"system": 0, "model": 0, "events": 0}
+
+    def add(stream: str, n: int) -> None:
+        ob.append({stream: _records(n, start=produced[stream], pad=300)}, {})
+        produced[stream] += n
+        db, wal = ob.disk_bytes()
+        assert db + wal <= max_bytes, "the budget must hold after every append"
+
+    add("events", 100)
+    add("model", 200)
+    # System samples pour in until the budget is hit: only system is dropped.
+    for _ in range(60):
+        add("system", 100)
+    drops = ob.drops()
+    assert set(drops) == {("system", "budget")}
+    assert [r["i"] for r in _all_records(ob, "model")] == list(range(200))
+    system_left = [r["i"] for r in _all_records(ob, "system")]
+    # Oldest first: what is left is the newest tail, contiguous.
+    assert system_left == list(range(produced["system"] - len(system_left), produced["system"]))
+    assert drops[("system", "budget")] == produced["system"] - len(system_left)
+
+    # Protect an in-flight model range, then flood with model records.
+    inflight = ob.next_batch("model", 20)
+    assert inflight is not None
+    for _ in range(40):
+        add("model", 100)
+    drops = ob.drops()
+    assert drops[("system", "budget")] == produced["system"], "system goes first, entirely"
+    assert ("model", "budget") in drops
+    assert ("events", "budget") not in drops
+    model_left = [r["i"] for r in _all_records(ob, "model")]
+    assert model_left[:20] == list(range(20)), "the in-flight range is spared"
+    assert drops[("model", "budget")] == produced["model"] - len(model_left)
+    assert [r["i"] for r in _all_records(ob, "events")] == list(range(100))
+    assert ob.next_batch("model", 20) == inflight
+
+    # Counters persist, and the report goes out as records of the "drops" stream.
+    ob.close()
+    ob = Outbox.open(path, max_bytes=max_bytes, chunk_records=20, compress_level=0)
+    assert ob.drops() == drops
+    assert ob.append_drop_report({"device": "d"}) == 2
+    assert ob.pending_drop_report() == {}
+    report = {(r["stream"], r["reason"]): r for r in _all_records(ob, "drops")}
+    assert report[("system", "budget")]["dropped"] == drops[("system", "budget")]
+    assert report[("model", "budget")]["device"] == "d"
+    assert ob.append_drop_report() == 0
+    st = ob.stats()
+    assert st["dropped_total"] == sum(drops.values())
+    assert st["db_bytes"] + st["wal_bytes"] <= max_bytes
+    ob.close()
+
+
+def test_budget_takes_inflight_only_when_nothing_else_is_left(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox.open(path, max_bytes=1 << 20, chunk_records=20, compress_level=0)
+    ob.append({"events": _records(1000, pad=300)}, {})
+    batch = ob.next_batch("events", 10_000)
+    assert batch is not None and batch.n == 1000  # everything is in flight
+    ob.close()
+    # The budget shrank (config change): only in-flight rows are left to drop.
+    ob = Outbox.open(path, max_bytes=256 * 1024, chunk_records=20, compress_level=0)
+    dropped = ob.drops()[("events", "budget")]
+    assert 0 < dropped < 1000
+    assert "events" not in ob.inflight()  # dropped, and its mark cleared
+    nxt = ob.next_batch("events", 10_000)
+    assert nxt is not None and nxt.first_seq == dropped and nxt.last_seq == 999
+    assert sum(ob.disk_bytes()) <= 256 * 1024
+    ob.close()
+
+
+# -------------------------------------------------------------- corruption
+
+
+def test_garbage_file_is_moved_aside_and_a_fresh_outbox_starts(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(os.urandom(50_000))
+    (tmp_path / "o.db-wal").write_bytes(b"junk")
+    start = time.monotonic()
+    ob = Outbox.open(path, max_bytes=1 << 20)
+    assert time.monotonic() - start < 5
+    assert ob.stats()["corrupt_recovered"] == 1
+    aside = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
+    assert aside and aside[0].startswith("o.db.corrupt-")
+    wal = tmp_path / "o.db-wal"
+    assert not wal.exists() or wal.read_bytes() != b"junk"  # the old WAL went with it
+    ob.append({"model": _records(3)}, {"r": Cursor(1, 3)})
+    assert ob.cursors() == {"r": Cursor(1, 3)}
+    ob.close()
+    ob = Outbox.open(path, max_bytes=1 << 20)
+    assert ob.stats()["corrupt_recovered"] == 1  # persisted, not recounted
+    ob.close()
+
+
+def test_truncated_database_is_recovered(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox.open(path, max_bytes=64 << 20, compress_level=0)
+    for k in range(20):
+        ob.append({"model": _records(500, start=500 * k, pad=50)}, {"r": Cursor(1, 500 * k)})
+    ob.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+    ob = Outbox.open(path, max_bytes=64 << 20)
+    assert ob.stats()["corrupt_recovered"] == 1
+    assert ob.cursors() == {}
+    ob.append({"model": _records(1)}, {"r": Cursor(2, 1)})
+    assert ob.stats()["streams"]["model"]["records"] == 1
+    ob.close()
+
+
+def test_corruption_found_while_running_is_recovered(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    ob = Outbox.open(path, max_bytes=64 << 20, compress_level=0)
+    for k in range(30):
+        ob.append({"model": _records(500, start=500 * k, pad=200)}, {"r": Cursor(1, 500 * k)})
+    ob._checkpoint()
+    with open(path, "r+b") as f:  # a flash page goes bad under the running outbox
+        f.seek(3 * 4096)
+        f.write(os.urandom(20 * 4096))
+    st = ob.stats()  # reads the damaged pages: recovers instead of raising
+    assert st["corrupt_recovered"] == 1
+    assert st["backlog_records"] == 0
+    ob.append({"model": _records(5)}, {"r": Cursor(2, 5)})
+    assert ob.cursors() == {"r": Cursor(2, 5)}
+    batch = ob.next_batch("model", 100)
+    assert batch is not None and (batch.first_seq, batch.n) == (0, 5)
+    assert any(".corrupt-" in p.name for p in tmp_path.iterdir())
+    ob.close()
+
+
+# ------------------------------------------------------------------- ENOSPC
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a 2 MiB tmpfs (needs root): {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_drops_then_reports_outbox_full_and_recovers(small_tmpfs: Path) -> None:
+    rng = random.Random(7)
+    # The budget (8 MiB) is larger than the file system: the disk fills first.
+    ob = Outbox.open(small_tmpfs / "o.db", max_bytes=8 << 20, chunk_records=50)
+    assert ob.stats()["reserve_bytes"] > 0
+    filler = small_tmpfs / "filler"
+    # Leave ~600 KiB for the outbox: other files filled the disk, not our budget.
+    free = os.statvfs(small_tmpfs).f_bavail * os.statvfs(small_tmpfs).f_frsize
+    filler.write_bytes(b"\0" * max(0, free - 600 * 1024))
+    cursor = 0
+    full = 0
+    for k in range(120):
+        # Incompressible payloads so the disk really fills.
+        recs = [{"ts": 1.7e9, "i": cursor + j, "p": rng.randbytes(200).hex()} for j in range(50)]
+        stream = "system" if k % 2 else "model"
+        try:
+            ob.append({stream: recs}, {"r": Cursor(1, cursor + 50)})
+        except OutboxFull:
+            full += 1  # the caller keeps the records in its ring
+            continue
+        cursor += 50
+    drops = ob.drops()
+    assert drops.get(("system", "disk_full"), 0) > 0 or full > 0
+    assert set(r for _, r in drops) <= {"disk_full"}
+    if ("model", "disk_full") in drops:
+        assert ("system", "disk_full") in drops  # system goes before model
+    assert ob.cursors()["r"].seq == cursor
+    st = ob.stats()
+    assert st["disk_full_events"] > 0
+    assert "disk full" in (st["last_error"] or "")
+
+    filler.unlink()  # space returns
+    ob.append({"events": _records(200)}, {"r": Cursor(1, cursor + 200)})
+    assert ob.cursors()["r"].seq == cursor + 200
+    assert ob.stats()["streams"]["events"]["records"] == 200
+    ob.close()
