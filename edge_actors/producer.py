@@ -33,7 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_actors import control
-from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype
+from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype, payload_dtype
 from edge_actors.ring import W_FLAGS, W_WRITE_SEQ, Ring, RingError, RingWriter
 
 log = logging.getLogger(__name__)
@@ -166,8 +166,14 @@ class Producer:
         outputs: Sequence[Any] = (),
         *,
         start: bool = True,
+        payload: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
+        #: Ask for a payload ring with the lane (for non-numeric values, see log_payload).
+        self.want_payload = payload
+        self._payload_ring: Ring | None = None
+        self._payload_writer: RingWriter | None = None
+        self._payload_scratch = bytearray()
         self.instance = instance
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
@@ -189,6 +195,8 @@ class Producer:
             "retired": 0,
             "schema_mismatch": 0,
             "lane_lost": 0,
+            "payload_too_large": 0,
+            "payload_detached": 0,
         }
         self._orphan_seq = 0
         self._attaches = 0
@@ -427,7 +435,16 @@ class Producer:
         prefer = self._ring.name if self._ring is not None else None
         try:
             sock.connect(os.fspath(control.socket_path(self.run_dir, self.instance)))
-            sock.sendall(control.encode({"op": "lane", "pid": os.getpid(), "prefer": prefer}))
+            sock.sendall(
+                control.encode(
+                    {
+                        "op": "lane",
+                        "pid": os.getpid(),
+                        "prefer": prefer,
+                        "payload": self.want_payload,
+                    }
+                )
+            )
             reader = control.LineReader()
             while True:
                 data = sock.recv(65536)
@@ -471,6 +488,7 @@ class Producer:
                 self._sock = sock
                 self._attaches += 1
                 self._last_error = ""
+                self._attach_payload(reply)
                 return
             if old is not None and self._q is not None:
                 # Our lane was not given back: what we wrote since the
@@ -487,7 +505,53 @@ class Producer:
             self._sock = sock
             self._attaches += 1
             self._last_error = ""
+            self._attach_payload(reply)
         log.debug("attached to lane %s", reply["lane"])
+
+    def _attach_payload(self, reply: dict[str, Any]) -> None:
+        """Attach the payload ring named in a lane reply (lock held)."""
+        name = reply.get("payload")
+        if not name:
+            return
+        if self._payload_ring is not None and self._payload_ring.name == name:
+            return
+        self._close_payload()
+        slot = int(reply.get("payload_slot_bytes") or 1024)
+        ring = Ring.attach(str(name), payload_dtype(slot))
+        self._payload_ring = ring
+        self._payload_writer = ring.writer()
+        self._payload_scratch = bytearray(ring.record_dtype.itemsize)
+
+    def _close_payload(self) -> None:
+        if self._payload_ring is not None:
+            self._payload_writer = None
+            self._payload_ring.close()
+            self._payload_ring = None
+
+    def log_payload(self, record_id: int, kind: int, data: bytes) -> bool:
+        """Write JSON bytes that belong to a model record into the payload ring.
+
+        For values that are not declared numeric fields (strings, nested
+        objects): the uploader stores them with the record's id. Returns False
+        (and counts it) when the payload is too large for a slot or there is no
+        payload ring to write to. Never blocks.
+        """
+        with self._lock:
+            if self._closed:
+                raise ProducerClosedError(CLOSED_MESSAGE)
+            w = self._payload_writer
+            if w is None or self._q is None:
+                self._dropped["payload_detached"] += 1
+                return False
+            scratch = self._payload_scratch
+            room = len(scratch) - 32
+            if len(data) > room:
+                self._dropped["payload_too_large"] += 1
+                return False
+            struct.pack_into("<qqqq", scratch, 0, _time_ns(), record_id, kind, len(data))
+            scratch[32 : 32 + len(data)] = data
+            w.write_bytes(scratch)
+            return True
 
     def _detach_locked(self, reason: str) -> None:
         if self._writer is None:
@@ -495,6 +559,7 @@ class Producer:
         self._writer = None
         self._q = None
         self._buf = None
+        self._close_payload()
         if self._ring is not None:
             self._ring.close()
             self._ring = None
@@ -570,6 +635,8 @@ class Producer:
         self._q = None
         self._buf = None
         self._ring = None
+        self._payload_ring = None
+        self._payload_writer = None
         self._sock = None
         self._pid = os.getpid()
         if not self._closed:

@@ -145,3 +145,33 @@ def event_rows(device_id: str, model: str, records: npt.NDArray[Any]) -> list[di
             }
         )
     return out
+
+
+def payload_rows(
+    device_id: str, model: str, lane: str, records: npt.NDArray[Any]
+) -> list[dict[str, Any]]:
+    """One row per payload record: the non-numeric values logged with a model record."""
+    import orjson
+
+    out = []
+    for r in records:
+        t_ns = int(r["t_ns"])
+        n = int(r["len"])
+        raw = r["data"][: max(0, min(n, len(r["data"])))].tobytes()
+        try:
+            value: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = {"_undecodable": raw.decode(errors="replace")}
+        out.append(
+            {
+                "time": iso(t_ns),
+                "ts": t_ns / 1e9,
+                "device_id": device_id,
+                "model": model,
+                "id": int(r["id"]),
+                "kind": KIND_NAMES.get(int(r["kind"]), str(int(r["kind"]))),
+                "lane": lane,
+                "payload": value,
+            }
+        )
+    return out

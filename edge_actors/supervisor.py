@@ -12,6 +12,7 @@ signal it did not ask for), ``heartbeat`` (silent past
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -97,12 +98,49 @@ class Lane:
     client: Client | None = None
     pid: int = 0
     since: float = 0.0
+    #: Its payload ring (non-numeric values as JSON), created on request.
+    payload: Ring | None = None
+
+    def rings(self) -> list[Ring]:
+        """The lane and its payload ring, if any."""
+        return [self.ring] if self.payload is None else [self.ring, self.payload]
+
+
+def effective_config(cfg: Config) -> Config:
+    """The config as the agent runs it: a seed config declares no model fields.
+
+    The seed library checked drift on the numeric keys of its reference file,
+    as outputs; with no ``model`` section those keys become the model's
+    numeric outputs, so a seed config keeps working unchanged.
+    """
+    model = cfg.model
+    path = cfg.drift_detection.reference_data_path
+    if model.inputs or model.outputs or path is None or not cfg.drift_detection.enabled:
+        return cfg
+    from edge_actors.config import FieldSpec
+    from edge_actors.drift.reference import load_reference
+
+    try:
+        ref = load_reference(path)
+    except (OSError, ValueError) as exc:
+        log.warning("cannot derive the model fields from %s: %s", path, exc)
+        return cfg
+    names = [n for n, f in ref.features.items() if f.kind == "numeric"][:256]
+    if not names:
+        return cfg
+    log.info(
+        "no model fields declared: monitoring the reference's numeric keys as outputs (%s)",
+        ", ".join(names),
+    )
+    outputs = tuple(FieldSpec(n) for n in names)
+    return dataclasses.replace(cfg, model=dataclasses.replace(model, outputs=outputs))
 
 
 class Supervisor:
     """Runs one instance until stopped; ``run()`` returns the process exit code."""
 
     def __init__(self, cfg: Config, *, debug: bool = False) -> None:
+        cfg = effective_config(cfg)
         self.cfg = cfg
         self.debug = debug or os.environ.get("EDGE_ACTORS_DEBUG") == "1"
         self.instance = cfg.instance
@@ -192,9 +230,22 @@ class Supervisor:
                     ring.producer_pid,
                     ring.write_seq,
                 )
-            elif kind in ("system", "procs", "events"):
-                continue  # handled by _create_rings with adopt=True
+            elif kind in ("system", "procs", "events", "payload"):
+                continue  # rings: _create_rings; payload rings: below, with their lane
             else:
+                shm.unlink(name)
+        for name in shm.list_names(topology.prefix(self.instance)):
+            parsed = topology.parse_name(self.instance, name)
+            if parsed is None or parsed[0] != "payload":
+                continue
+            lane_name = topology.ring_name(self.instance, "lane", parsed[1])
+            lane = self.lanes.get(lane_name)
+            try:
+                if lane is None:
+                    raise RingError("its lane is gone")
+                lane.payload = Ring.attach(name, topology.dtype_for("payload", self.cfg))
+            except RingError as exc:
+                log.warning("removing stale payload ring %s: %s", name, exc)
                 shm.unlink(name)
 
     def _create_rings(self) -> None:
@@ -287,7 +338,10 @@ class Supervisor:
     def ring_specs(self, for_worker: str) -> list[RingSpec]:
         """The rings a worker should have attached."""
         specs = list(self.ring_kinds.values())
-        specs += [RingSpec(name, "lane", lane.index) for name, lane in self.lanes.items()]
+        for name, lane in self.lanes.items():
+            specs.append(RingSpec(name, "lane", lane.index))
+            if lane.payload is not None:
+                specs.append(RingSpec(lane.payload.name, "payload", lane.index))
         return specs
 
     def _send_rings(self, h: WorkerHandle | None = None) -> None:
@@ -383,6 +437,11 @@ class Supervisor:
         h.reasons[reason] += 1
         h.last_exits.append(f"{reason}: {how} after {ran:.1f}s")
         h.restarts += 1
+        if reason == "requested":
+            # Asked for (reload, tests): not a failure, no backoff, no intensity.
+            log.info("%s restarting on request", h.name)
+            h.state, h.next_start_at = "backoff", now
+            return
         delay = h.backoff.on_exit(ran)
         log.warning(
             "%s %s after %.1fs (reason: %s); restart #%d in %.2fs",
@@ -544,7 +603,18 @@ class Supervisor:
         if op == "lane":
             if self.stop_requested:
                 return {"ok": False, "error": "supervisor is shutting down"}
-            return self._give_lane(c, int(msg.get("pid") or c.pid), msg.get("prefer"))
+            return self._give_lane(
+                c, int(msg.get("pid") or c.pid), msg.get("prefer"), bool(msg.get("payload"))
+            )
+        if op == "restart":
+            h = self.workers.get(str(msg.get("worker")))
+            if h is None or not h.pid:
+                return {"ok": False, "error": f"no running worker {msg.get('worker')!r}"}
+            # A clean stop, then the normal restart path (reason "requested").
+            h.stop_reason, h.state = "requested", "stopping"
+            h.kill_at = time.monotonic() + self.cfg.supervisor.stop_grace_seconds
+            self._send(h, {"cmd": "stop"})
+            return {"ok": True, "pid": h.pid}
         if op == "debug" and self.debug:
             return self._debug(msg)
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -569,9 +639,11 @@ class Supervisor:
             "epoch": lane.ring.epoch,
             "inputs": [_field(f) for f in model.inputs],
             "outputs": [_field(f) for f in model.outputs],
+            "payload": lane.payload.name if lane.payload is not None else None,
+            "payload_slot_bytes": self.cfg.model_logging.payload_slot_bytes,
         }
 
-    def _give_lane(self, c: Client, pid: int, prefer: Any) -> dict[str, Any]:
+    def _give_lane(self, c: Client, pid: int, prefer: Any, payload: bool) -> dict[str, Any]:
         if c.lane is not None:
             return {"ok": False, "error": "this connection already has a lane"}
         lane = self.lanes.get(str(prefer)) if prefer else None
@@ -579,6 +651,11 @@ class Supervisor:
             lane.state, lane.client, lane.pid = "active", c, pid
             c.lane = lane.ring.name
             log.info("producer pid %d re-attached to lane %s", pid, lane.ring.name)
+            if payload and lane.payload is None:
+                err = self._add_payload(lane)
+                if err:
+                    return {"ok": False, "error": err}
+                self._send_rings()
             self._send_processes()
             return self._lane_reply(lane)
         used = {ln.index for ln in self.lanes.values()}
@@ -597,6 +674,12 @@ class Supervisor:
             log.error("cannot create lane %s: %s", name, exc)
             return {"ok": False, "error": str(exc)}
         lane = Lane(ring, index, "active", c, pid, time.monotonic())
+        if payload:
+            err = self._add_payload(lane)
+            if err:
+                ring.unlink()
+                ring.close()
+                return {"ok": False, "error": err}
         self.lanes[name] = lane
         c.lane = name
         log.info("lane %s for producer pid %d", name, pid)
@@ -604,21 +687,38 @@ class Supervisor:
         self._send_processes()
         return self._lane_reply(lane)
 
+    def _add_payload(self, lane: Lane) -> str:
+        """Create the lane's payload ring; returns an error message or ''."""
+        name = topology.ring_name(self.instance, "payload", lane.index)
+        try:
+            lane.payload = Ring.create(
+                name,
+                topology.dtype_for("payload", self.cfg),
+                topology.capacity_for("payload", self.cfg),
+                topology.consumers_for("payload"),
+            )
+        except OSError as exc:
+            log.error("cannot create payload ring %s: %s", name, exc)
+            return str(exc)
+        return ""
+
     def _retire_lane(self, lane: Lane, why: str) -> None:
         if lane.state == "retired":
             return
-        lane.ring.retire()
+        for ring in lane.rings():
+            ring.retire()
         lane.state, lane.client, lane.since = "retired", None, time.monotonic()
         log.info("lane %s retired (%s); removed once drained", lane.ring.name, why)
 
     def _lane_drained(self, lane: Lane) -> bool:
-        written = lane.ring.write_seq
-        for name, k in (("uploader", topology.UPLOADER), ("drift", topology.DRIFT)):
-            h = self.workers[name]
-            if not h.enabled:
-                continue
-            if lane.ring.consumer_line(k)["read_seq"] < written:
-                return False
+        for ring in lane.rings():
+            written = ring.write_seq
+            for name, k in (("uploader", topology.UPLOADER), ("drift", topology.DRIFT)):
+                h = self.workers[name]
+                if not h.enabled or k >= ring.n_consumers:
+                    continue
+                if ring.consumer_line(k)["read_seq"] < written:
+                    return False
         return True
 
     def _check_lanes(self, now: float) -> None:
@@ -632,8 +732,9 @@ class Supervisor:
                 removed.append(name)
         for name in removed:
             lane = self.lanes.pop(name)
-            lane.ring.unlink()
-            lane.ring.close()
+            for ring in lane.rings():
+                ring.unlink()
+                ring.close()
             log.info("lane %s drained and removed", name)
         if removed:
             self._send_rings()
@@ -664,6 +765,8 @@ class Supervisor:
             rings.append({"kind": self.ring_kinds[name].kind, **ring.stats()})
         for lane in self.lanes.values():
             rings.append({"kind": "lane", "state": lane.state, **lane.ring.stats()})
+            if lane.payload is not None:
+                rings.append({"kind": "payload", "state": lane.state, **lane.payload.stats()})
         producers = [
             {"lane": name, "pid": lane.pid, "state": lane.state}
             for name, lane in self.lanes.items()
@@ -782,7 +885,7 @@ class Supervisor:
     def _report_unflushed(self) -> None:
         if not self.workers["uploader"].enabled:
             return
-        for ring in [*self.rings.values(), *(ln.ring for ln in self.lanes.values())]:
+        for ring in [*self.rings.values(), *(r for ln in self.lanes.values() for r in ln.rings())]:
             behind = ring.write_seq - ring.consumer_line(topology.UPLOADER)["read_seq"]
             if behind > 0:
                 log.warning(
@@ -802,7 +905,7 @@ class Supervisor:
                 self.sock_path.unlink()
             except FileNotFoundError:
                 pass
-        for ring in [*self.rings.values(), *(ln.ring for ln in self.lanes.values())]:
+        for ring in [*self.rings.values(), *(r for ln in self.lanes.values() for r in ln.rings())]:
             try:
                 ring.unlink()
             except OSError as exc:

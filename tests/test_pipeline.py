@@ -287,3 +287,27 @@ def test_ring_overrun_is_counted_as_dropped_and_counts_add_up(make_config, agent
     assert delivered + dropped == n
     assert max(_ages(sink_records(sink, "model")).values()) == 1
     p.close()
+
+
+def test_payload_ring_carries_non_numeric_values_to_the_sink(make_config, agent) -> None:
+    a = agent(make_config({"workers": {"drift": {"enabled": False}}}))
+    sink = Path(a.cfg["data_dir"]) / "sink"
+    p = Producer(
+        a.cfg["run_dir"], a.cfg["instance"], MODEL["inputs"], MODEL["outputs"], payload=True
+    )
+    assert p.wait_attached(5)
+    deadline = time.monotonic() + 5
+    while p._payload_writer is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ids = []
+    for i in range(50):
+        rid = p.log([1, 1, 1.0, float(i)], [1.0, 1.0])
+        assert p.log_payload(rid, 0, json.dumps({"city": f"town{i}", "tags": [i]}).encode())
+        ids.append(rid)
+    assert not p.log_payload(ids[0], 0, b"x" * 5000)
+    assert p.stats()["dropped"]["payload_too_large"] == 1
+    a.wait_for(lambda s: len(sink_records(sink, "payload")) >= 50, timeout=15)
+    payloads = {r["id"]: r["payload"] for r in sink_records(sink, "payload")}
+    assert payloads[ids[7]] == {"city": "town7", "tags": [7]}
+    assert set(payloads) == set(ids)
+    p.close()

@@ -28,8 +28,15 @@ from typing import Any
 from edge_actors.outbox import Cursor, Outbox, OutboxFull
 from edge_actors.retry import Backoff, RetryPolicy
 from edge_actors.ring import Ring, RingConsumer, RingError
-from edge_actors.rows import ModelRows, event_rows, iso, process_rows, system_rows
-from edge_actors.topology import UPLOADER, RingSpec, dtype_for
+from edge_actors.rows import (
+    ModelRows,
+    event_rows,
+    iso,
+    payload_rows,
+    process_rows,
+    system_rows,
+)
+from edge_actors.topology import UPLOADER, RingSpec, dtype_for, ring_name
 from edge_actors.workers.base import Worker
 
 log = logging.getLogger(__name__)
@@ -219,7 +226,7 @@ class UploaderWorker(Worker):
                 src = self.sources.pop(name)
                 src.ring.close()
         for spec in specs:
-            if spec.name in self.sources or spec.kind == "payload":
+            if spec.name in self.sources:
                 continue
             try:
                 ring = Ring.attach(spec.name, dtype_for(spec.kind, self.cfg))
@@ -257,6 +264,9 @@ class UploaderWorker(Worker):
             return process_rows(dev, records)
         if kind == "events":
             return event_rows(dev, self.cfg.model.name, records)
+        if kind == "payload":
+            lane = ring_name(self.cfg.instance, "lane", src.spec.index)
+            return payload_rows(dev, self.cfg.model.name, lane, records)
         return []
 
     # ------------------------------------------------------------------ work
