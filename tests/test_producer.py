@@ -571,6 +571,5 @@ def test_producer_imports_nothing_heavy() -> None:
     assert out.stdout.strip() == "[]"
 
 
-# TODO(lead): once edge_actors.config is final, also check the connect() path:
-#   import edge_actors; p = edge_actors.connect(<a config written by the test>)
-#   and assert no scipy/boto3/botocore module is in sys.modules afterwards.
+# The connect() path (config loading included) is checked in
+# tests/test_supervisor.py::test_connect_imports_neither_scipy_nor_boto3.

@@ -204,3 +204,105 @@ def test_second_supervisor_for_same_instance_is_refused(make_config, agent) -> N
     out = cli("run", "-c", str(cfg), timeout=20)
     assert out.returncode == 4
     assert "already running" in out.stderr
+
+
+def test_hard_memory_limit_turns_a_runaway_into_a_restart(make_config, agent) -> None:
+    cfg = make_config(
+        {
+            "workers": {
+                "sampler": {"memory_limit_mb": 50},
+                "drift": {"enabled": False},
+                "uploader": {"enabled": False},
+            },
+            "supervisor": {"hard_memory_limit": True, "memory_check_interval_seconds": 30},
+        }
+    )
+    a = agent(cfg)
+    old = a.worker_pid("sampler")
+    # 400 MB at once: far past budget + margin; the periodic check is 30 s away.
+    a.request({"op": "debug", "worker": "sampler", "action": "alloc", "mb": 400})
+    st = a.wait_for(
+        lambda s: (
+            s["workers"]["sampler"]["pid"] not in (None, old)
+            and s["workers"]["sampler"]["state"] == "running"
+        ),
+        timeout=10,
+    )
+    assert st["workers"]["sampler"]["restart_reasons"] == {"exit": 1}
+    assert "MemoryError" in a.log() or "crashed" in a.log()
+
+
+def test_systemd_notify_ready_watchdog_and_status(make_config, agent, short_dir) -> None:
+    import socket as _socket
+
+    path = str(short_dir / "notify")
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(10)
+    try:
+        agent(
+            make_config(ONLY_SAMPLER),
+            env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"},
+            start=False,
+        ).start(wait=False)
+        seen: list[str] = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (
+            any("READY=1" in m for m in seen) and sum("WATCHDOG=1" in m for m in seen) >= 2
+        ):
+            seen.append(sock.recv(4096).decode())
+    finally:
+        sock.close()
+    ready = next(m for m in seen if "READY=1" in m)
+    assert "STATUS=" in ready and "sampler=running" in ready
+    assert sum("WATCHDOG=1" in m for m in seen) >= 2
+
+
+def test_producer_attaches_by_itself_once_a_supervisor_starts(make_config, agent) -> None:
+    cfg = make_config(ONLY_SAMPLER)
+    import yaml
+
+    c = yaml.safe_load(cfg.read_text())
+    p = Producer(c["run_dir"], c["instance"], MODEL["inputs"], MODEL["outputs"])
+    try:
+        p.log([1, 2, 3, 4], [5, 6])
+        assert p.stats()["dropped"]["detached"] == 1  # no supervisor yet: counted, no raise
+        a = agent(cfg)
+        t0 = time.monotonic()
+        assert p.wait_attached(5)
+        # It retries every 0.2 s: well within a second of the supervisor being up.
+        assert time.monotonic() - t0 < 2.0
+        p.log([1, 2, 3, 4], [5, 6])
+        a.wait_for(lambda s: any(r["kind"] == "lane" and r["written"] == 1 for r in s["rings"]))
+    finally:
+        p.close()
+
+
+def test_bad_reference_keeps_the_other_workers_running(make_config, agent, short_dir) -> None:
+    bad = short_dir / "ref.json"
+    bad.write_text('{"price": [1, 2, "three"]}')
+    a = agent(make_config({"drift_detection": {"reference_data_path": str(bad)}}))
+    st = a.wait_for(lambda s: s["workers"]["drift"]["stats"].get("error"))
+    err = st["workers"]["drift"]["stats"]["error"]
+    assert "ref.json" in err and "price" in err
+    assert all(w["state"] == "running" for w in st["workers"].values())
+    out = cli("status", "-c", str(a.config))
+    assert "error:" in out.stdout and "price" in out.stdout
+
+
+def test_connect_imports_neither_scipy_nor_boto3(make_config) -> None:
+    import subprocess
+    import sys
+
+    cfg = make_config(ONLY_SAMPLER)
+    code = (
+        "import sys, edge_actors\n"
+        f"p = edge_actors.connect({str(cfg)!r})\n"
+        "p.log([1, 2, 3, 4], [5, 6])\n"
+        "heavy = [m for m in ('scipy', 'boto3', 'botocore', 'pandas') if m in sys.modules]\n"
+        "print(heavy, p.stats()['dropped']['detached'])\n"
+        "p.close()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] 1"

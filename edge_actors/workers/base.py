@@ -181,6 +181,34 @@ def _set_parent_death_signal(expected_ppid: int) -> None:
         os._exit(EXIT_CRASH)
 
 
+def _vm_data_bytes() -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmData:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _set_hard_memory_limit(budget_mb: float) -> None:
+    """Backstop under the supervisor's USS check: RLIMIT_DATA at start + 2x the budget.
+
+    The supervisor's check runs every few seconds; a runaway allocation can
+    exhaust a 512 MB box faster than that. RLIMIT_DATA (private writable
+    memory) turns it into a MemoryError in the worker, which then exits and is
+    restarted. The margin is generous because virtual data exceeds USS.
+    """
+    import resource
+
+    limit = _vm_data_bytes() + int(2 * budget_mb * 2**20)
+    try:
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    except (ValueError, OSError) as exc:
+        log.warning("cannot set RLIMIT_DATA: %s", exc)
+
+
 def child_main(
     name: str, cfg: Config, chan: socket.socket, close_fds: list[int], parent_pid: int
 ) -> None:
@@ -207,6 +235,8 @@ def child_main(
                 os._exit(EXIT_OK)
 
         signal.signal(signal.SIGTERM, on_term)
+        if cfg.supervisor.hard_memory_limit:
+            _set_hard_memory_limit(getattr(cfg.workers, name).memory_limit_mb)
         module, _, cls_name = WORKER_CLASSES[name].partition(":")
         cls = getattr(importlib.import_module(module), cls_name)
         worker: Worker = cls(cfg, chan)
