@@ -357,11 +357,7 @@ class UploaderWorker(Worker):
             "drops": ob.get("drops", {}),
             "dropped_total": ob.get("dropped_total", 0),
             "outbox_full_events": self.full_events,
-            "summary_lines": [
-                f"outbox backlog {backlog} records; uploaded {sh.uploaded_records} records "
-                f"in {sh.uploaded_objects} objects"
-                + (f"; last error: {sh.last_error}" if sh.last_error else "")
-            ],
+            "summary_lines": _summary_lines(ob, sh, backlog),
         }
 
     def close(self) -> None:
@@ -372,3 +368,30 @@ class UploaderWorker(Worker):
         for src in self.sources.values():
             src.ring.close()
         self.sources.clear()
+
+
+def _summary_lines(ob: dict[str, Any], sh: ShipperState, backlog: int) -> list[str]:
+    """Human lines for ``edge-actors status``: backlog per stream, uploads, errors, drops."""
+    now = time.time()
+    lines = [
+        f"outbox: {backlog} records, {ob.get('db_bytes', 0) + ob.get('wal_bytes', 0)} bytes "
+        f"of {ob.get('max_bytes', 0)} budget"
+    ]
+    for name, st in sorted(ob.get("streams", {}).items()):
+        if not st.get("records"):
+            continue
+        oldest = st.get("oldest_t")
+        age = f", oldest {now - oldest:.0f}s old" if oldest else ""
+        lines.append(f"  {name}: {st['records']} records, {st['bytes']} bytes{age}")
+    last = f"{now - sh.last_success:.0f}s ago" if sh.last_success else "never"
+    lines.append(
+        f"uploaded {sh.uploaded_records} records in {sh.uploaded_objects} objects; "
+        f"last success {last}"
+    )
+    if sh.last_error:
+        hint = f" (fix: {sh.last_error_hint})" if sh.last_error_hint else ""
+        lines.append(f"last error: {sh.last_error}{hint}; next try in {sh.next_attempt_in:.0f}s")
+    drops = ob.get("drops", {})
+    if drops:
+        lines.append("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+    return lines
