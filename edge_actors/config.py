@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import ipaddress
 import json
 import math
@@ -395,17 +396,19 @@ def sanitize_device_id(raw: str) -> str:
 
 
 def default_device_id(machine_id_path: Path = Path("/etc/machine-id")) -> str:
-    """Return the default ``device_id``: 12 hex chars of the machine id, else the hostname.
+    """Return the default ``device_id``: 12 hex chars from the machine id, else the hostname.
 
     The machine id is stable across reboots and hostname changes; containers often
-    have an empty one, hence the hostname fallback.
+    have an empty one, hence the hostname fallback. machine-id(5) asks that the
+    id not be exposed as is, so it is hashed (with an application-specific salt,
+    as sd_id128_get_machine_app_specific does) before it goes into object keys.
     """
     try:
         text = machine_id_path.read_text(encoding="ascii", errors="replace").strip().lower()
     except OSError:
         text = ""
     if len(text) >= 12 and re.fullmatch(r"[0-9a-f]+", text):
-        return text[:12]
+        return hashlib.sha256(b"edge-actors:" + text.encode()).hexdigest()[:12]
     return sanitize_device_id(socket.gethostname())
 
 

@@ -213,7 +213,11 @@ def test_socket_path_too_long(tmp_path: Path) -> None:
 def test_device_id_default_from_machine_id(tmp_path: Path) -> None:
     mid = tmp_path / "machine-id"
     mid.write_text("0123456789abcdef0123456789abcdef\n")
-    assert cfgmod.default_device_id(mid) == "0123456789ab"
+    dev = cfgmod.default_device_id(mid)
+    # Stable, 12 hex chars, and not the raw machine id (machine-id(5): keep it private).
+    assert dev == cfgmod.default_device_id(mid)
+    assert len(dev) == 12 and int(dev, 16) >= 0
+    assert dev != "0123456789ab"
 
 
 def test_device_id_falls_back_to_hostname(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
