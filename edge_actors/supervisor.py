@@ -603,8 +603,9 @@ class Supervisor:
         if op == "lane":
             if self.stop_requested:
                 return {"ok": False, "error": "supervisor is shutting down"}
+            # SO_PEERCRED's pid first: it is the kernel's word, in our pid namespace.
             return self._give_lane(
-                c, int(msg.get("pid") or c.pid), msg.get("prefer"), bool(msg.get("payload"))
+                c, int(c.pid or msg.get("pid") or 0), msg.get("prefer"), bool(msg.get("payload"))
             )
         if op == "restart":
             h = self.workers.get(str(msg.get("worker")))
