@@ -245,7 +245,14 @@ def test_detached_counts_and_never_raises(run_dir: Path) -> None:
     first = p.log_batch(np.zeros((10, 4)), np.zeros((10, 1)))
     assert first == ids[0] + 4
     s = p.stats()
-    assert s["dropped"] == {"detached": 15, "retired": 0, "schema_mismatch": 0, "lane_lost": 0}
+    assert s["dropped"] == {
+        "detached": 15,
+        "retired": 0,
+        "schema_mismatch": 0,
+        "lane_lost": 0,
+        "payload_too_large": 0,
+        "payload_detached": 0,
+    }
     assert s["dropped_total"] == 15 and s["written"] == 0
     assert (s["attached"], s["connected"], s["lane"], s["attaches"]) == (False, False, None, 0)
     with pytest.raises(ValueError):  # validation still applies
@@ -425,7 +432,12 @@ def test_attaches_by_itself_once_a_supervisor_is_up(segs: Segments, run_dir: Pat
             ring.name,
             1,
         )
-        assert server.requests[0] == {"op": "lane", "pid": os.getpid(), "prefer": None}
+        assert server.requests[0] == {
+            "op": "lane",
+            "pid": os.getpid(),
+            "prefer": None,
+            "payload": False,
+        }
     finally:
         p.close()
         if server is not None:
