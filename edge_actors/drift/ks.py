@@ -3,7 +3,8 @@
 The statistic and p-value reproduce ``scipy.stats.ks_2samp(window, reference,
 alternative='two-sided', method=...)`` (scipy 1.17) without importing
 ``scipy.stats``, which costs ~70 MB and ~0.8 s on an edge box; only numpy and
-``scipy.special`` are used.
+:mod:`edge_actors.drift.special` (numpy ports of the ``scipy.special`` functions,
+sparing the worker the ~16 MB of ``scipy.special``) are used.
 
 Statistic
     Both empirical CDFs are right-continuous step functions, so the largest gap
@@ -50,7 +51,8 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import scipy.special as sc
+
+from edge_actors.drift.special import kolmogi, smirnov
 
 __all__ = [
     "MAX_AUTO_N",
@@ -543,18 +545,18 @@ def _kolmogn_sf(n: int, x: float) -> float:
     if t >= n - 1:
         return _clip(2 * (1.0 - x) ** n)
     if x >= 0.5:
-        return _clip(2 * float(sc.smirnov(n, x)))
+        return _clip(2 * smirnov(n, x))
     nxsquared = t * x
     if n <= 140:
         if nxsquared <= 0.754693:
             return _clip(1.0 - _kolmogn_dmtw(n, x))
         if nxsquared <= 4:
             return _clip(1.0 - _kolmogn_pomeranz(n, x))
-        return _clip(2 * float(sc.smirnov(n, x)))
+        return _clip(2 * smirnov(n, x))
     if nxsquared >= 370.0:
         return 0.0
     if nxsquared >= 2.2:
-        return _clip(2 * float(sc.smirnov(n, x)))
+        return _clip(2 * smirnov(n, x))
     if nxsquared >= 18.0:
         cdfprob = 1.0
     elif n <= 100000 and n * x**1.5 <= 1.4:
@@ -641,7 +643,7 @@ def ks_critical_statistic(alpha: float, n: int, m: int, method: Method = "auto")
             return math.inf
         # Start from the asymptotic Kolmogorov quantile to keep the bracket small.
         en = n * m / (n + m)
-        guess = float(sc.kolmogi(min(max(alpha, 1e-300), 1.0))) / math.sqrt(en)
+        guess = kolmogi(min(max(alpha, 1e-300), 1.0)) / math.sqrt(en)
         h0 = min(max(int(guess * lcm), 1), lcm)
         # The asymptotic quantile is usually within a step or two of the exact
         # one, and each exact p-value costs O(n*m): grow the bracket from 1 step.

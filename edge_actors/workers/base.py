@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: Where each worker's class lives; imported only in that worker's process, so
-#: scipy stays in the drift worker and boto3 in the uploader.
+#: the drift code stays in the drift worker and boto3 in the uploader.
 WORKER_CLASSES = {
     "sampler": "edge_actors.workers.sampler:SamplerWorker",
     "drift": "edge_actors.workers.drift:DriftWorker",
