@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import ipaddress
 import json
 import math
@@ -408,7 +407,9 @@ def default_device_id(machine_id_path: Path = Path("/etc/machine-id")) -> str:
     except OSError:
         text = ""
     if len(text) >= 12 and re.fullmatch(r"[0-9a-f]+", text):
-        return hashlib.sha256(b"edge-actors:" + text.encode()).hexdigest()[:12]
+        from edge_actors.hashing import sha256_digest
+
+        return sha256_digest(b"edge-actors:" + text.encode()).hex()[:12]
     return sanitize_device_id(socket.gethostname())
 
 

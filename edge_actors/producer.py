@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import secrets
+import reprlib
 import socket
 import struct
 import threading
@@ -144,8 +144,10 @@ class _Side:
             try:
                 _PACK_D(v)
             except (struct.error, OverflowError, TypeError):
+                # reprlib: a huge int or a long list must not flood the log line.
                 return ValueError(
-                    f"{self.label}.{name}: must be a number, got {v!r} ({type(v).__name__})"
+                    f"{self.label}.{name}: must be a number, "
+                    f"got {reprlib.repr(v)} ({type(v).__name__})"
                 )
         return None
 
@@ -188,7 +190,7 @@ class Producer:
         self._fence: Any = None
         self._ring: Ring | None = None
         self._sock: socket.socket | None = None
-        self._next_id = secrets.randbits(22) << 40
+        self._next_id = (int.from_bytes(os.urandom(3), "little") & 0x3FFFFF) << 40
         self._written = 0
         self._dropped: dict[str, int] = {
             "detached": 0,
@@ -354,8 +356,8 @@ class Producer:
 
         Categorical columns carry category indices here.
         """
-        xin = np.asarray(inputs_2d)
-        xout = np.asarray(outputs_2d)
+        xin = _asarray("inputs", inputs_2d)
+        xout = _asarray("outputs", outputs_2d)
         n = _check_2d("inputs", xin, self._in)
         m = _check_2d("outputs", xout, self._out)
         if n != m:
@@ -645,6 +647,13 @@ class Producer:
 
 def _sig(inputs: Sequence[Field], outputs: Sequence[Field]) -> list[list[str]]:
     return [[f.name + ":" + f.kind for f in inputs], [f.name + ":" + f.kind for f in outputs]]
+
+
+def _asarray(label: str, x: Any) -> npt.NDArray[Any]:
+    try:
+        return np.asarray(x)
+    except ValueError:  # ragged rows: numpy's own message names neither side nor field
+        raise ValueError(f"{label}: rows must all have the same length") from None
 
 
 def _check_2d(label: str, x: npt.NDArray[Any], side: _Side) -> int:

@@ -105,7 +105,7 @@ def payload_dtype(slot_bytes: int) -> np.dtype[np.void]:
 
 def dtype_fingerprint(dtype: np.dtype[np.void]) -> int:
     """A stable signed 64-bit hash of a dtype's layout, stored in ring headers."""
-    import hashlib
+    from edge_actors.hashing import sha256_digest
 
-    digest = hashlib.sha256(repr(dtype.descr).encode()).digest()
+    digest = sha256_digest(repr(dtype.descr).encode())
     return int.from_bytes(digest[:8], "little", signed=True)

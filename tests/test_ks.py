@@ -174,3 +174,9 @@ def test_no_scipy_stats_import() -> None:
         "assert 'scipy.stats' not in sys.modules, sorted(m for m in sys.modules if 'scipy' in m)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_exact_pvalue_rounding_to_one_is_not_a_failure() -> None:
+    """Found by hypothesis: n=1, m=5, D=0.6 is exactly p=1 (scipy), not the asymptotic 0.8."""
+    res = ks_test(0.6, 1, 5)
+    assert res.method == "exact" and res.pvalue == 1.0

@@ -338,6 +338,10 @@ def _attempt_exact(n1: int, n2: int, g: int, d: float) -> tuple[bool, float, flo
                 prob = _outer_prob_inside_method(n1, n2, g, h)
     except (FloatingPointError, OverflowError):
         return False, d, math.nan
+    # Our recursion may round to 1 + 2e-16 where scipy's compiled one gives 1.0;
+    # that must not send us to the asymptotic fallback (a 0.8 instead of 1.0).
+    if 1.0 < prob <= 1.0 + 1e-12:
+        prob = 1.0
     if not (0 <= prob <= 1):
         return False, d, prob
     return True, d, prob

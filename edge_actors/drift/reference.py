@@ -514,8 +514,11 @@ def load_reference(
         raise _fail(p, "file not found") from None
     except OSError as exc:
         raise _fail(p, f"cannot read: {exc.strerror}") from None
-    if head == _ZIP_MAGIC or p.suffix == ".npz":
+    if head == _ZIP_MAGIC:
         return _load_npz(p)
+    if p.suffix == ".npz":
+        # np.load would take it for a pickle and suggest allow_pickle=True: never.
+        raise _fail(p, "corrupt reference file: not a .npz (zip) archive")
     return Reference.from_features(_features_from_json(_read_json(p), p, cap, seed), source=str(p))
 
 
