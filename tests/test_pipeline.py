@@ -311,3 +311,30 @@ def test_payload_ring_carries_non_numeric_values_to_the_sink(make_config, agent)
     assert payloads[ids[7]] == {"city": "town7", "tags": [7]}
     assert set(payloads) == set(ids)
     p.close()
+
+
+def test_model_sample_rate_uploads_a_share_and_counts_the_rest(make_config, agent) -> None:
+    a = agent(
+        make_config(
+            {
+                "workers": {"drift": {"enabled": False}},
+                "model_logging": {"buffer_size": 65536},
+                "telemetry": {"model_sample_rate": 0.25},
+            }
+        )
+    )
+    sink = Path(a.cfg["data_dir"]) / "sink"
+    p = _producer(a)
+    n = 4000
+    for i in range(n):
+        p.log([3, 2, 1500.0, float(i)], [300000.0, 0.9])
+    st = a.wait_for(
+        lambda s: _model_backlog(s) == 0
+        and any(r["kind"] == "lane" and r["consumers"][0]["pending"] == 0 for r in s["rings"])
+        and s["workers"]["uploader"]["stats"].get("drops", {}).get("model/sampled", 0) > 0
+    )
+    sampled_out = st["workers"]["uploader"]["stats"]["drops"]["model/sampled"]
+    delivered = len(sink_records(sink, "model"))
+    assert delivered + sampled_out == n
+    assert 0.15 * n < delivered < 0.35 * n
+    p.close()
