@@ -25,8 +25,8 @@ run: $(STAMP)
 	$(BIN)/python examples/run_demo.py -c $(CONFIG)
 
 lint: $(STAMP)
-	$(BIN)/ruff check edge_actors tests benchmarks examples
-	$(BIN)/ruff format --check edge_actors tests benchmarks examples
+	$(BIN)/ruff check edge_actors tests benchmarks examples scripts
+	$(BIN)/ruff format --check edge_actors tests benchmarks examples scripts
 	$(BIN)/mypy --strict edge_actors
 
 format: $(STAMP)

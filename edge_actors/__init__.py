@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Producer", "__version__", "connect"]
+__all__ = ["EdgeMonitor", "Producer", "__version__", "connect"]
 
 if TYPE_CHECKING:
+    from edge_actors.monitor import EdgeMonitor
     from edge_actors.producer import Producer, connect
 
 
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from edge_actors import producer
 
         return getattr(producer, name)
+    if name == "EdgeMonitor":
+        from edge_actors.monitor import EdgeMonitor
+
+        return EdgeMonitor
     raise AttributeError(f"module 'edge_actors' has no attribute {name!r}")

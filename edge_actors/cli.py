@@ -18,6 +18,7 @@ from typing import Any
 
 from edge_actors import __version__
 from edge_actors.reference_cli import add_reference_parser
+from edge_actors.report import add_report_parser
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
@@ -77,6 +78,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_actors.supervisor import Supervisor
 
     return Supervisor(cfg, debug=args.debug).run()
+
+
+def _instance_name(text: str) -> str:
+    """``argparse`` type of ``--instance``: the config's rule, so no path can be smuggled in."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,16}", text):
+        raise argparse.ArgumentTypeError(
+            f"must be 1 to 16 characters from A-Z a-z 0-9 _, got {text!r}"
+        )
+    return text
 
 
 def _instance_args(args: argparse.Namespace) -> tuple[Any, str]:
@@ -175,13 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("status", help="show workers, rings, producers of a running instance")
     with_config(sp)
-    sp.add_argument("--instance", help="instance name (default: from the config)")
+    sp.add_argument(
+        "--instance", type=_instance_name, help="instance name (default: from the config)"
+    )
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func=cmd_status)
 
     sp = sub.add_parser("stop", help="stop a running instance and wait for it")
     with_config(sp)
-    sp.add_argument("--instance", help="instance name (default: from the config)")
+    sp.add_argument(
+        "--instance", type=_instance_name, help="instance name (default: from the config)"
+    )
     sp.add_argument("--timeout", type=float, default=60.0)
     sp.set_defaults(func=cmd_stop)
 
@@ -189,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.set_defaults(func=cmd_check_config)
     add_reference_parser(sub)
+    add_report_parser(sub)
     return p
 
 

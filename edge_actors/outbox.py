@@ -88,6 +88,10 @@ DEFAULT_PRIORITIES: Mapping[str, int] = {
     "events": 3,
     "drops": 4,
 }
+#: First sequence number of a new database; None: its creation time in ns
+#: (see ``Outbox._load_state``). Tests that compare sequence numbers set 0.
+DEFAULT_SEQ_BASE: int | None = None
+
 #: Reasons a record can be dropped for.
 DROP_REASONS = ("budget", "disk_full", "ring_overrun", "sampled")
 
@@ -310,9 +314,11 @@ class Outbox:
         clock: Callable[[], float],
         synchronous: str,
         busy_timeout_ms: int,
+        seq_base: int | None = None,
     ) -> None:
         """Use :meth:`Outbox.open`; this only wires an already prepared connection."""
         self._conn = conn
+        self._seq_base = seq_base
         self.path = path
         self.max_bytes = max_bytes
         self.chunk_records = chunk_records
@@ -350,6 +356,7 @@ class Outbox:
         priorities: Mapping[str, int] | None = None,
         busy_timeout_ms: int = 5000,
         clock: Callable[[], float] = time.time,
+        seq_base: int | None = None,
     ) -> Outbox:
         """Open (or create) the outbox at ``path``, recovering from corruption.
 
@@ -369,6 +376,8 @@ class Outbox:
             priorities: drop order, lower first; default :data:`DEFAULT_PRIORITIES`.
             busy_timeout_ms: SQLite busy timeout (other readers, e.g. a CLI).
             clock: wall clock, seconds since the epoch (tests inject one).
+            seq_base: first sequence number of every stream of a NEW database;
+                default: its creation time in nanoseconds (see ``_load_state``).
         """
         if max_bytes < 64 * 1024:
             raise ValueError(f"max_bytes: must be >= 65536, got {max_bytes}")
@@ -402,6 +411,7 @@ class Outbox:
             clock=clock,
             synchronous=sync,
             busy_timeout_ms=busy_timeout_ms,
+            seq_base=seq_base,
         )
         if corrupt:
             outbox._count_corrupt()
@@ -427,6 +437,21 @@ class Outbox:
         self._next_seq = {
             str(s): int(n) for s, n in conn.execute("SELECT stream, next_seq FROM streams")
         }
+        # Sequence numbers name the uploaded objects. A re-created outbox (corrupt
+        # file moved aside, database deleted) must not restart at 0, or its first
+        # objects would overwrite the ones its predecessor uploaded that day. Each
+        # new database starts its streams at its creation time in nanoseconds:
+        # later than anything an older database reached unless it stored more than
+        # one record per nanosecond of its life.
+        row = conn.execute("SELECT value FROM meta WHERE key='seq_base'").fetchone()
+        if row is None:
+            base = self._seq_base if self._seq_base is not None else DEFAULT_SEQ_BASE
+            if base is None:
+                base = int(self._clock() * 1e9)
+            with self._txn():
+                conn.execute("INSERT INTO meta(key, value) VALUES('seq_base', ?)", (base,))
+            row = (base,)
+        self.seq_base = int(row[0])
         row = conn.execute("SELECT value FROM meta WHERE key='corrupt_recovered'").fetchone()
         self.corrupt_recovered = int(row[0]) if row else 0
 
@@ -484,7 +509,7 @@ class Outbox:
         self, stream: str, records: Sequence[Mapping[str, Any]], now: float
     ) -> list[_ChunkRow]:
         rows: list[_ChunkRow] = []
-        seq = self._next_seq.get(stream, 0)
+        seq = self._next_seq.get(stream, self.seq_base)
         dumps = orjson.dumps
         time_field = self.time_field
         limit_n = self.chunk_records

@@ -25,6 +25,14 @@ from edge_actors.sinks.local import LocalSink
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _zero_based_seqs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compare sequence numbers with 0..n; production starts at creation time."""
+    import edge_actors.outbox
+
+    monkeypatch.setattr(edge_actors.outbox, "DEFAULT_SEQ_BASE", 0)
+
+
 def _records(n: int, start: int = 0, pad: int = 0) -> list[dict[str, Any]]:
     return [
         {"ts": 1.7e9 + i, "i": i, "v": i * 0.5, "tag": "x" * pad if pad else "t"}
@@ -233,7 +241,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
             seen.extend(set(stored_i) | set(sent_i))
             # Sequence numbers of a stream have no gap and no repeat.
             seqs = sorted({r["seq"] for r in stored} | {r["seq"] for r in delivered[stream]})
-            assert seqs == list(range(len(seqs)))
+            assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) if seqs else True
         assert sorted(seen) == list(range(cursor)), f"round {round_}: cursor {cursor}"
         ob.close()
 
@@ -443,3 +451,24 @@ def test_disk_full_drops_then_reports_outbox_full_and_recovers(small_tmpfs: Path
     assert ob.cursors()["r"].seq == cursor + 200
     assert ob.stats()["streams"]["events"]["records"] == 200
     ob.close()
+
+
+def test_a_recreated_outbox_does_not_reuse_object_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequence numbers name the objects: a new database must start past the old one's."""
+    import edge_actors.outbox
+
+    monkeypatch.setattr(edge_actors.outbox, "DEFAULT_SEQ_BASE", None)
+    path = tmp_path / "o.db"
+    first = Outbox.open(path, max_bytes=1 << 20, clock=lambda: 1_700_000_000.0)
+    first.append({"model": _records(5)})
+    a = first.next_batch("model", 100)
+    first.close()
+    assert a is not None and a.first_seq == 1_700_000_000 * 10**9
+    path.unlink()  # e.g. a corrupt file moved aside, or deleted by hand
+    second = Outbox.open(path, max_bytes=1 << 20, clock=lambda: 1_700_000_001.0)
+    second.append({"model": _records(5)})
+    b = second.next_batch("model", 100)
+    second.close()
+    assert b is not None and b.first_seq > a.last_seq

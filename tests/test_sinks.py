@@ -34,6 +34,14 @@ DAY = datetime.date(2024, 5, 1)
 T0 = datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc).timestamp()
 
 
+@pytest.fixture(autouse=True)
+def _zero_based_seqs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests compare sequence numbers with 0..n; production starts at creation time."""
+    import edge_actors.outbox
+
+    monkeypatch.setattr(edge_actors.outbox, "DEFAULT_SEQ_BASE", 0)
+
+
 def _records(n: int, start: int = 0) -> list[dict[str, Any]]:
     return [
         {"ts": T0 + i, "i": i, "feature": float(i) / 3, "name": f"r{i}", "ok": i % 2 == 0}

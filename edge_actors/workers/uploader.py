@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ INGEST_BATCH = 5000
 UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
 
 
+#: Seconds between two attempts to open an outbox that could not be opened.
+REOPEN_SECONDS = 5.0
 #: Seconds between two drop reports (records of the "drops" stream).
 DROP_REPORT_SECONDS = 10.0
 
@@ -199,9 +202,11 @@ class UploaderWorker(Worker):
     name = "uploader"
 
     def setup(self) -> None:
-        """Open the outbox and start the shipper."""
-        self.outbox = open_outbox(self.cfg)
-        self.saved = self.outbox.cursors()
+        """Open the outbox and start the shipper (or wait for the outbox to become possible)."""
+        self.outbox: Outbox | None = None
+        self.error = ""
+        self._next_open = 0.0
+        self.saved: dict[str, Cursor] = {}
         self.sources: dict[str, _Source] = {}
         m = self.cfg.model
         self.model_rows = ModelRows(self.cfg.device_id, m.name, m.inputs, m.outputs)
@@ -212,7 +217,32 @@ class UploaderWorker(Worker):
         self._drops: dict[tuple[str, str], int] = {}
         self._next_drop_report = time.monotonic() + DROP_REPORT_SECONDS
         self.shipper: Shipper | None = None
-        if self.cfg.storage.type != "sqlite":
+        self._try_open()
+
+    def _try_open(self) -> None:
+        """Open the outbox; on failure stay up and retry (a crash loop would stop the agent).
+
+        Until it opens, records wait in the rings; what the rings overwrite by
+        then is counted as ``ring_overrun`` once ingestion resumes.
+        """
+        try:
+            self.outbox = open_outbox(self.cfg)
+        except (OSError, sqlite3.Error, ValueError) as exc:
+            msg = f"cannot open the outbox {self.cfg.storage.sqlite_path}: {exc}"
+            if msg != self.error:
+                log.error(
+                    "%s; records wait in the rings, retrying every %.0fs", msg, REOPEN_SECONDS
+                )
+            self.error = msg
+            self._next_open = time.monotonic() + REOPEN_SECONDS
+            return
+        if self.error:
+            log.info("outbox %s open", self.cfg.storage.sqlite_path)
+        self.error = ""
+        self.saved = self.outbox.cursors()
+        for src in self.sources.values():
+            self._resume(src)
+        if self.cfg.storage.type != "sqlite" and self.shipper is None:
             self.shipper = Shipper(self.cfg)
             self.shipper.start()
 
@@ -233,19 +263,24 @@ class UploaderWorker(Worker):
             except RingError as exc:
                 log.error("uploader cannot attach %s: %s", spec.name, exc)
                 continue
-            cons = ring.consumer(UPLOADER)
-            saved = self.saved.get(spec.name)
-            if saved is not None and saved.epoch == ring.epoch:
-                if saved.seq <= ring.write_seq:
-                    cons.seek(saved.seq)
-            elif saved is not None:
-                log.warning(
-                    "ring %s was re-created (epoch changed): records of the old ring "
-                    "after the outbox cursor %d are gone",
-                    spec.name,
-                    saved.seq,
-                )
-            self.sources[spec.name] = _Source(spec, ring, cons)
+            src = _Source(spec, ring, ring.consumer(UPLOADER))
+            self._resume(src)
+            self.sources[spec.name] = src
+
+    def _resume(self, src: _Source) -> None:
+        """Continue a ring at the outbox's cursor (the outbox, not the header, is the truth)."""
+        saved = self.saved.get(src.spec.name)
+        ring, cons = src.ring, src.cons
+        if saved is not None and saved.epoch == ring.epoch:
+            if saved.seq <= ring.write_seq:
+                cons.seek(saved.seq)
+        elif saved is not None:
+            log.warning(
+                "ring %s was re-created (epoch changed): records of the old ring "
+                "after the outbox cursor %d are gone",
+                ring.name,
+                saved.seq,
+            )
 
     def _rows(self, src: _Source, records: Any, seqs: Any) -> list[dict[str, Any]]:
         kind = src.spec.kind
@@ -272,6 +307,12 @@ class UploaderWorker(Worker):
     # ------------------------------------------------------------------ work
     def step(self) -> int:
         """One outbox transaction with the new records of every ring."""
+        if self.outbox is None:
+            if time.monotonic() >= self._next_open:
+                self._try_open()
+            if self.outbox is None:
+                self.idle_wait = 1.0
+                return 0
         batches: dict[str, list[dict[str, Any]]] = {}
         cursors: dict[str, Cursor] = {}
         self._drops = {}
@@ -321,7 +362,7 @@ class UploaderWorker(Worker):
     def _report_drops(self) -> None:
         """Every few seconds, store pending drop counts as records of the drops stream."""
         now = time.monotonic()
-        if now < self._next_drop_report:
+        if now < self._next_drop_report or self.outbox is None:
             return
         self._next_drop_report = now + DROP_REPORT_SECONDS
         try:
@@ -333,6 +374,10 @@ class UploaderWorker(Worker):
 
     def flush(self) -> None:
         """Drain every ring into the outbox before exiting."""
+        if self.outbox is None:
+            pending = sum(src.cons.pending for src in self.sources.values())
+            log.error("stopping without an outbox: %d records stay unsaved in the rings", pending)
+            return
         for _ in range(1000):
             if self.step() == 0:
                 break
@@ -341,6 +386,12 @@ class UploaderWorker(Worker):
 
     def stats(self) -> dict[str, Any]:
         """Outbox backlog and drops, uploads, last error."""
+        if self.outbox is None:
+            return {
+                "error": self.error,
+                "ingested": self.ingested,
+                "summary_lines": [f"error: {self.error}"],
+            }
         ob = self.outbox.stats()
         sh = self.shipper.state if self.shipper is not None else ShipperState()
         backlog = sum(int(s.get("records", 0)) for s in ob.get("streams", {}).values())
@@ -364,7 +415,8 @@ class UploaderWorker(Worker):
         """Stop the shipper, close the outbox and rings."""
         if self.shipper is not None:
             self.shipper.stop(timeout=5.0)
-        self.outbox.close()
+        if self.outbox is not None:
+            self.outbox.close()
         for src in self.sources.values():
             src.ring.close()
         self.sources.clear()
