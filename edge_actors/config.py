@@ -493,7 +493,7 @@ class ModelConfig:
 
     name: str = _opt(
         "model",
-        doc="Model name, used in event records and object keys.",
+        doc="Model name, written into model, payload and drift event records.",
         conv=_device_name(),
         type_="string",
     )
@@ -531,7 +531,10 @@ class SystemConfig:
     )
     max_memory_buffer_mb: float = _opt(
         50.0,
-        doc="Size in MB of the shared-memory ring that holds system samples.",
+        doc=(
+            "Upper bound in MB of the shared-memory ring of system samples "
+            "(at most 4096 samples are kept: hours of history at the default interval)."
+        ),
         conv=_positive(),
         type_="number",
     )
@@ -913,7 +916,7 @@ class SupervisorConfig:
     )
     shutdown_timeout_seconds: float = _opt(
         15.0,
-        doc="Seconds the whole ordered shutdown may take.",
+        doc="Seconds each worker gets to stop during the ordered shutdown (then SIGKILL).",
         conv=_positive(),
         type_="number",
     )
@@ -943,7 +946,7 @@ class Config:
         conv=_device_name(),
         type_="string",
         factory=default_device_id,
-        default_doc="first 12 hex chars of /etc/machine-id, else the hostname (sanitised)",
+        default_doc="12 hex chars of a salted SHA-256 of /etc/machine-id, else the hostname (sanitised)",
     )
     run_dir: Path = field(
         default_factory=default_run_dir,
@@ -957,7 +960,7 @@ class Config:
     data_dir: Path = field(
         default_factory=_cwd_var,
         metadata=_meta(
-            doc="Directory of durable data (outbox, local sink, checkpoints).",
+            doc="Directory of durable data (outbox, local sink, calibration cache).",
             conv=_path(),
             type_="path",
             default_doc="<config file folder>/var (cwd/var without a file)",
