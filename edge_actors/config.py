@@ -946,7 +946,7 @@ class Config:
         conv=_device_name(),
         type_="string",
         factory=default_device_id,
-        default_doc="12 hex chars of a salted SHA-256 of /etc/machine-id, else the hostname (sanitised)",
+        default_doc="12 hex chars of a salted hash of /etc/machine-id, else the hostname",
     )
     run_dir: Path = field(
         default_factory=default_run_dir,
