@@ -41,7 +41,12 @@ def encode(msg: dict[str, Any]) -> bytes:
 
 def decode(line: bytes) -> dict[str, Any]:
     """Parse one JSON line; a non-object is a protocol error."""
-    obj = json.loads(line)
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        # json.loads would guess another encoding and report that codec instead.
+        raise ValueError("control messages must be UTF-8 JSON") from None
+    obj = json.loads(text)
     if not isinstance(obj, dict):
         raise ValueError("control message must be a JSON object")
     return obj
