@@ -568,10 +568,12 @@ class DriftDetector:
 
     # ------------------------------------------------------------------ reporting
 
-    def summary(self) -> list[dict[str, Any]]:
+    def summary(self, exact: bool = True) -> list[dict[str, Any]]:
         """Per-feature last results: statistic, p-value, threshold, state, data-quality rates.
 
-        KS p-values are computed here (milliseconds each), not at every check.
+        KS p-values are computed here (milliseconds each when exact), not at
+        every check. ``exact=False`` uses the asymptotic distribution: for a
+        status display that must not stall the worker's loop.
         """
         out = []
         for f, machines in zip(self._features, self._machines, strict=True):
@@ -579,7 +581,10 @@ class DriftDetector:
             stat = res.get("statistic", math.nan)
             p = res.get("p_value", math.nan)
             if f.ks is not None and math.isnan(p) and not math.isnan(stat) and "n" in res:
-                p = self._pvalue(stat, int(res["n"]), f.n_ref)
+                if exact:
+                    p = self._pvalue(stat, int(res["n"]), f.n_ref)
+                else:
+                    p = ks_pvalue(stat, int(res["n"]), f.n_ref, "asymp")
             item: dict[str, Any] = {
                 "feature": f.name,
                 "test": f.test,
