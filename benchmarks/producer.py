@@ -147,6 +147,37 @@ def bench_log_batch(name: str, rows: int, repeats: int) -> float:
     return rows / best
 
 
+def bench_ring_e2e_batch(name: str, n: int, rows: int = 1000) -> float:
+    """Records/s through the ring to a consumer process when the app logs with log_batch."""
+    p, ring, keep = _attached_producer(name, 1 << 18)
+    cons = subprocess.Popen(
+        [sys.executable, "-c", RING_CONSUMER, name, str(N_IN + 1), str(n)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert cons.stdout is not None
+    assert cons.stdout.readline().strip() == "ready"
+    xin = np.ones((rows, N_IN))
+    xout = np.ones((rows, 1))
+    t0 = time.perf_counter()
+    for _ in range(n // rows):
+        p.log_batch(xin, xout)
+        # Pace to the consumer: this measures delivery, not overwriting.
+        while ring.write_seq - ring.consumer_line(0)["read_seq"] > (1 << 17):
+            time.sleep(0)
+    res = json.loads(cons.stdout.readline())
+    elapsed = time.perf_counter() - t0
+    cons.wait()
+    cons.stdout.close()
+    p.close()
+    ring.close()
+    keep.close()
+    shm.unlink(name)
+    return float(res["got"] / elapsed)
+
+
 def bench_ring_e2e(name: str, n: int) -> dict[str, Any]:
     p, ring, keep = _attached_producer(name, 1 << 18)
     cons = subprocess.Popen(
@@ -239,6 +270,7 @@ def main() -> None:
         log_ns = bench_log(base + "log", n_log, overhead)
         batch = bench_log_batch(base + "batch", 100_000, 5)
         ring = bench_ring_e2e(base + "e2e", n_e2e)
+        ring_batch = bench_ring_e2e_batch(base + "e2eb", n_e2e * 4)
         queue = bench_queue(n_q)
         pipe = bench_pipe(n_q)
     finally:
@@ -257,6 +289,8 @@ def main() -> None:
         },
         "ring_detail": ring,
         "ring_vs_queue": ratio,
+        "ring_batch_records_per_s": ring_batch,
+        "ring_batch_vs_queue": ring_batch / queue,
         "ring_vs_pipe": ring["records_per_s"] / pipe,
         "fence": fence_kind(),
         "targets": TARGETS,

@@ -243,8 +243,18 @@ def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
         )
         pipe = get(p, "end_to_end_records_per_s.mp_pipe")
         rq = _ratio(ring, q)
+        rb = get(p, "ring_batch_records_per_s")
         t.add(
-            "producer → consumer process, ring",
+            "producer → consumer process, ring, `log_batch` of 1,000",
+            rb,
+            "",
+            None,
+            f"mp.Queue {fmt(q)} rec/s",
+            _ratio(rb, q),
+            unit="rec/s",
+        )
+        t.add(
+            "producer → consumer process, ring, one `log()` per record",
             ring,
             "≥ 5x mp.Queue",
             _ok(rq, lambda x: x >= 5),
