@@ -30,6 +30,10 @@ try:  # moto is not installed in the 3.13 venv that runs only the ring tests
 except ImportError:
     pass
 
+from edge_actors import shm  # noqa: E402
+from tests.helpers_ring import PREFIX as RING_TEST_PREFIX  # noqa: E402
+from tests.helpers_ring import Segments  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
 
@@ -235,3 +239,18 @@ def agent() -> Iterator[Callable[..., AgentProcess]]:
         for name in os.listdir("/dev/shm"):
             if name.startswith(f"ea_{instance}_"):
                 os.unlink(f"/dev/shm/{name}")
+
+
+@pytest.fixture
+def segs() -> Iterator[Segments]:
+    """Segments made by a test, unlinked after it; fails if any was left."""
+    s = Segments()
+    yield s
+    assert s.cleanup() == []
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _nothing_left_in_dev_shm() -> Iterator[None]:
+    """Every test module cleans up the ring segments it made."""
+    yield
+    assert shm.list_names(RING_TEST_PREFIX) == [], "test segments left in /dev/shm"

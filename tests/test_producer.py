@@ -21,30 +21,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_actors import shm
 from edge_actors.producer import CLOSED_MESSAGE, Producer, ProducerClosedError
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR
 from edge_actors.ring import Ring
-from tests.helpers_ring import PREFIX, FakeSupervisor, Segments, python_env
+from tests.helpers_ring import (  # noqa: F401
+    PREFIX,
+    FakeSupervisor,
+    Segments,
+    python_env,
+)
 
 IN = ["a", "b", "c", "d"]
 OUT = ["y"]
 NAMES = "['a', 'b', 'c', 'd']"
 
 MakeLane = Callable[..., tuple[Producer, Ring]]
-
-
-@pytest.fixture
-def segs() -> Iterator[Segments]:
-    s = Segments()
-    yield s
-    assert s.cleanup() == []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _nothing_left_in_dev_shm() -> Iterator[None]:
-    yield
-    assert shm.list_names(PREFIX) == [], "test segments left in /dev/shm"
 
 
 @pytest.fixture

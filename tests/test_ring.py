@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from edge_actors.ring import (
     RingError,
     round_capacity,
 )
-from tests.helpers_ring import (
+from tests.helpers_ring import (  # noqa: F401
     PREFIX,
     Segments,
     Zygote,
@@ -53,19 +52,6 @@ from tests.helpers_ring import (
 )
 
 DT = model_dtype(2)
-
-
-@pytest.fixture
-def segs() -> Iterator[Segments]:
-    s = Segments()
-    yield s
-    assert s.cleanup() == []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _nothing_left_in_dev_shm() -> Iterator[None]:
-    yield
-    assert shm.list_names(PREFIX) == [], "test segments left in /dev/shm"
 
 
 @pytest.fixture(params=["0", "1"], ids=["nofence", "fence"])

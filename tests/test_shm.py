@@ -7,26 +7,12 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from edge_actors import shm
-from tests.helpers_ring import PREFIX, Segments, python_env
-
-
-@pytest.fixture
-def segs() -> Iterator[Segments]:
-    s = Segments()
-    yield s
-    assert s.cleanup() == []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _nothing_left_in_dev_shm() -> Iterator[None]:
-    yield
-    assert shm.list_names(PREFIX) == [], "test segments left in /dev/shm"
+from tests.helpers_ring import Segments, python_env
 
 
 def test_create_attach_share_bytes(segs: Segments) -> None:
