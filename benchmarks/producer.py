@@ -147,9 +147,8 @@ def bench_log_batch(name: str, rows: int, repeats: int) -> float:
     return rows / best
 
 
-def bench_ring_e2e_batch(name: str, n: int, rows: int = 1000) -> float:
-    """Records/s through the ring to a consumer process when the app logs with log_batch."""
-    p, ring, keep = _attached_producer(name, 1 << 18)
+def _spawn_consumer(name: str, n: int) -> subprocess.Popen[str]:
+    """The consumer process of the end-to-end runs, ready to read ``n`` records."""
     cons = subprocess.Popen(
         [sys.executable, "-c", RING_CONSUMER, name, str(N_IN + 1), str(n)],
         stdout=subprocess.PIPE,
@@ -159,6 +158,26 @@ def bench_ring_e2e_batch(name: str, n: int, rows: int = 1000) -> float:
     )
     assert cons.stdout is not None
     assert cons.stdout.readline().strip() == "ready"
+    return cons
+
+
+def _finish(cons: subprocess.Popen[str], p: Any, ring: Any, keep: Any, name: str) -> Any:
+    """Wait for the consumer's tally, then release everything."""
+    assert cons.stdout is not None
+    res = json.loads(cons.stdout.readline())
+    cons.wait()
+    cons.stdout.close()
+    p.close()
+    ring.close()
+    keep.close()
+    shm.unlink(name)
+    return res
+
+
+def bench_ring_e2e_batch(name: str, n: int, rows: int = 1000) -> float:
+    """Records/s through the ring to a consumer process when the app logs with log_batch."""
+    p, ring, keep = _attached_producer(name, 1 << 18)
+    cons = _spawn_consumer(name, n)
     xin = np.ones((rows, N_IN))
     xout = np.ones((rows, 1))
     t0 = time.perf_counter()
@@ -167,28 +186,14 @@ def bench_ring_e2e_batch(name: str, n: int, rows: int = 1000) -> float:
         # Pace to the consumer: this measures delivery, not overwriting.
         while ring.write_seq - ring.consumer_line(0)["read_seq"] > (1 << 17):
             time.sleep(0)
-    res = json.loads(cons.stdout.readline())
+    res = _finish(cons, p, ring, keep, name)
     elapsed = time.perf_counter() - t0
-    cons.wait()
-    cons.stdout.close()
-    p.close()
-    ring.close()
-    keep.close()
-    shm.unlink(name)
     return float(res["got"] / elapsed)
 
 
 def bench_ring_e2e(name: str, n: int) -> dict[str, Any]:
     p, ring, keep = _attached_producer(name, 1 << 18)
-    cons = subprocess.Popen(
-        [sys.executable, "-c", RING_CONSUMER, name, str(N_IN + 1), str(n)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert cons.stdout is not None
-    assert cons.stdout.readline().strip() == "ready"
+    cons = _spawn_consumer(name, n)
     x = [float(i) for i in range(N_IN)]
     y = [0.5]
     log = p.log
@@ -196,14 +201,8 @@ def bench_ring_e2e(name: str, n: int) -> dict[str, Any]:
     for _ in range(n):
         log(x, y)
     t_write = time.perf_counter() - t0
-    res = json.loads(cons.stdout.readline())
+    res = _finish(cons, p, ring, keep, name)
     elapsed = time.perf_counter() - t0
-    cons.wait()
-    cons.stdout.close()
-    p.close()
-    ring.close()
-    keep.close()
-    shm.unlink(name)
     return {
         "records_per_s": res["got"] / elapsed,
         "delivered": res["got"],
