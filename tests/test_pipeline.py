@@ -329,9 +329,11 @@ def test_model_sample_rate_uploads_a_share_and_counts_the_rest(make_config, agen
     for i in range(n):
         p.log([3, 2, 1500.0, float(i)], [300000.0, 0.9])
     st = a.wait_for(
-        lambda s: _model_backlog(s) == 0
-        and any(r["kind"] == "lane" and r["consumers"][0]["pending"] == 0 for r in s["rings"])
-        and s["workers"]["uploader"]["stats"].get("drops", {}).get("model/sampled", 0) > 0
+        lambda s: (
+            _model_backlog(s) == 0
+            and any(r["kind"] == "lane" and r["consumers"][0]["pending"] == 0 for r in s["rings"])
+            and s["workers"]["uploader"]["stats"].get("drops", {}).get("model/sampled", 0) > 0
+        )
     )
     sampled_out = st["workers"]["uploader"]["stats"]["drops"]["model/sampled"]
     delivered = len(sink_records(sink, "model"))
