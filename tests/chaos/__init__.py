@@ -1,0 +1,1 @@
+"""Chaos tests: faults injected into a running agent under load (``make chaos``)."""
