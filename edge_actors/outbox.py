@@ -609,6 +609,8 @@ class Outbox:
         reported: Mapping[tuple[str, str], int] | None,
         drops: Mapping[tuple[str, str], int] | None = None,
     ) -> int:
+        if rows and not self._ballast_ok and self.disk_full_events:
+            self._restore_reserve(sum(r.nbytes + _ROW_OVERHEAD for r in rows))
         try:
             self._write(rows, cursors, reported, drops)
         except (sqlite3.Error, OSError) as exc:
@@ -992,8 +994,11 @@ class Outbox:
         dropped: dict[str, list[int]] = {}
         inflight = self._inflight()
         order = self._drop_order()
-        # First pass spares in-flight rows; the second takes them only if needed.
-        for take_inflight in (False, True):
+        # The in-flight batch is never dropped: the shipper may be uploading it
+        # right now, and a batch both delivered and counted as dropped would
+        # break the accounting. Its ack frees the space; until then the budget
+        # can be exceeded by at most one batch.
+        for take_inflight in (False,):
             for stream in order:
                 if freed >= need:
                     break
@@ -1128,6 +1133,37 @@ class Outbox:
         # then truncate the WAL: both hand the freed pages back to the file system.
         self._vacuum()
         self._checkpoint("TRUNCATE")
+        # The room just made goes to the reserve first, not to new records.
+        self._ensure_ballast()
+
+    def _restore_reserve(self, incoming: int) -> None:
+        """On a disk this outbox filled, get the reserve back before storing more.
+
+        Without it, new records would take every byte a drop or an ack frees,
+        and the next disk-full event could not even write the drop that makes
+        room: the outbox would wedge. If the reserve cannot be re-created, the
+        oldest records are dropped to make room for it; if even that fails the
+        append is refused (:class:`OutboxFull`) and the records stay in the ring.
+        """
+        self._ensure_ballast()
+        if self._ballast_ok:
+            return
+        need = self._ballast_bytes + incoming + 64 * 1024
+        try:
+            with self._txn():
+                _freed, dropped = self._drop(need, "disk_full")
+        except sqlite3.Error as exc:
+            self._note_error(f"disk full: {exc}")
+        else:
+            self._log_drops(dropped, "disk_full")
+            self._vacuum()
+            self._checkpoint("TRUNCATE")
+            self._ensure_ballast()
+        if not self._ballast_ok:
+            raise OutboxFull(
+                f"outbox {self.path}: disk full and no room for the reserve; keep the "
+                "records in the ring and retry later"
+            )
 
     def _recover_corrupt_runtime(self, exc: BaseException) -> None:
         logger.error("outbox %s: database corrupt while running (%s)", self.path, exc)

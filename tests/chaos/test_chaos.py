@@ -85,13 +85,13 @@ def outbox_path(a: Any) -> Path:
 
 #: Known bug (drop counters too high, nothing lost): see the final report.
 INFLIGHT_DROP_BUG = (
-    "known bug, edge_actors/outbox.py: Outbox._drop() (budget or disk_full) deletes the "
+    "regression, edge_actors/outbox.py: Outbox._drop() (budget or disk_full) deletes the "
     "chunks of the batch the shipper has in flight and counts them as dropped while that "
     "batch's PUT goes on and succeeds: {n} records delivered AND counted as dropped"
 )
 #: Known bug (the outbox never recovers from a disk it filled itself): see the final report.
 WEDGE_BUG = (
-    "known bug, edge_actors/outbox.py: after repeated disk-full events (reserve file already "
+    "regression, edge_actors/outbox.py: after repeated disk-full events (reserve file already "
     "released, never re-created while the disk stays full) the drop transaction itself cannot "
     "be written ('cannot drop to make room: database or disk is full'), nor the shipper's "
     "in-flight mark or ack: the outbox is wedged, nothing is delivered after the network "
@@ -318,8 +318,7 @@ def test_disk_budget_reached_during_outage(
         excess = finish(a, tally, overcount_ok=True)
         assert tally.agent_drops["agent/budget"] > 0
         assert set(tally.total_dropped_reasons()) <= {"agent/budget"}, tally.table()
-        if excess:
-            pytest.xfail(INFLIGHT_DROP_BUG.format(n=excess))
+        assert not excess, INFLIGHT_DROP_BUG.format(n=excess)
     finally:
         proxy.close()
 
@@ -369,7 +368,7 @@ def test_filesystem_full_tmpfs(
                 tally.count(reader.delivered())
                 tally.notes.append(WEDGE_BUG.format(detail=wedged))
                 tally.report()
-                pytest.xfail(WEDGE_BUG.format(detail=wedged))
+            assert not wedged, WEDGE_BUG.format(detail=wedged)
             settle(a, reader.delivered, tally)
             prod = producers(a, short_dir, pid=2, rate=RATE)
             time.sleep(1.5)
@@ -389,8 +388,7 @@ def test_filesystem_full_tmpfs(
             assert up_restarts == 0, f"the uploader restarted {up_restarts} times on a full disk"
             after = sum(1 for p, _ in tally.keys if p == 2)
             assert after == tally.produced[2], "every record produced after recovery delivered"
-            if excess:
-                pytest.xfail(INFLIGHT_DROP_BUG.format(n=excess))
+            assert not excess, INFLIGHT_DROP_BUG.format(n=excess)
         finally:
             proxy.close()
             if prod is not None:
