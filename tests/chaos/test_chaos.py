@@ -83,13 +83,13 @@ def outbox_path(a: Any) -> Path:
     return Path(a.cfg["data_dir"]) / "outbox.db"
 
 
-#: Known bug (drop counters too high, nothing lost): see the final report.
+#: Regression guard: drop counters too high (a dropped in-flight batch was also delivered).
 INFLIGHT_DROP_BUG = (
     "regression, edge_actors/outbox.py: Outbox._drop() (budget or disk_full) deletes the "
     "chunks of the batch the shipper has in flight and counts them as dropped while that "
     "batch's PUT goes on and succeeds: {n} records delivered AND counted as dropped"
 )
-#: Known bug (the outbox never recovers from a disk it filled itself): see the final report.
+#: Regression guard: the outbox wedged on a disk it filled itself (fixed: reserve first).
 WEDGE_BUG = (
     "regression, edge_actors/outbox.py: after repeated disk-full events (reserve file already "
     "released, never re-created while the disk stays full) the drop transaction itself cannot "
