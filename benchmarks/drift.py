@@ -113,7 +113,11 @@ def _lanes(st: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _cpu(p: psutil.Process) -> float:
-    t = p.cpu_times()
+    """CPU seconds of a worker; NaN if it was restarted meanwhile (see its restarts)."""
+    try:
+        t = p.cpu_times()
+    except psutil.NoSuchProcess:
+        return float("nan")
     return float(t.user + t.system)
 
 
