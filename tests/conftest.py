@@ -31,8 +31,8 @@ except ImportError:
     pass
 
 from edge_actors import shm  # noqa: E402
+from tests.helpers_ring import LANE_INPUTS, LANE_OUTPUTS, MakeLane, Segments  # noqa: E402
 from tests.helpers_ring import PREFIX as RING_TEST_PREFIX  # noqa: E402
-from tests.helpers_ring import Segments  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 _counter = itertools.count()
@@ -254,3 +254,31 @@ def _nothing_left_in_dev_shm() -> Iterator[None]:
     """Every test module cleans up the ring segments it made."""
     yield
     assert shm.list_names(RING_TEST_PREFIX) == [], "test segments left in /dev/shm"
+
+
+@pytest.fixture
+def lane(segs: Segments, short_dir: Path) -> Iterator[MakeLane]:
+    """Factory: a producer attached (without a supervisor) to a ring made here."""
+    import socket
+
+    from edge_actors.producer import Producer
+    from edge_actors.ring import Ring
+
+    made: list[tuple[Any, Any, socket.socket]] = []
+
+    def make(
+        inputs: Any = LANE_INPUTS, outputs: Any = LANE_OUTPUTS, cap: int = 1024
+    ) -> tuple[Producer, Ring]:
+        p = Producer(short_dir, "t", inputs, outputs, start=False)
+        ring = Ring.create(segs.new(), p.dtype, cap, 2)
+        ours, theirs = socket.socketpair()
+        p._attach(ours, {"lane": ring.name, **p.schema()})
+        assert p.attached
+        made.append((p, ring, theirs))
+        return p, ring
+
+    yield make
+    for p, ring, theirs in made:
+        p.close()
+        ring.close()
+        theirs.close()

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,17 @@ if str(REPO) not in sys.path:  # when run as a script
     sys.path.insert(0, str(REPO))
 
 from edge_actors import control, shm  # noqa: E402
+from edge_actors.producer import Producer  # noqa: E402
 from edge_actors.records import model_dtype  # noqa: E402
 from edge_actors.ring import BUSY, Ring  # noqa: E402
 
 #: Every segment these tests create starts with this (pid-unique) prefix.
 PREFIX = f"eat{os.getpid() % 10000}_"
+#: Fields of the producer lanes the ``lane`` fixture (tests/conftest.py) makes.
+LANE_INPUTS = ("a", "b", "c", "d")
+LANE_OUTPUTS = ("y",)
+#: The ``lane`` fixture: ``make(inputs=..., outputs=..., cap=1024) -> (producer, ring)``.
+MakeLane = Callable[..., tuple[Producer, Ring]]
 _counter = itertools.count()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,17 +24,18 @@ from edge_actors.producer import CLOSED_MESSAGE, Producer, ProducerClosedError
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR
 from edge_actors.ring import Ring
 from tests.helpers_ring import (  # noqa: F401
+    LANE_INPUTS,
+    LANE_OUTPUTS,
     PREFIX,
     FakeSupervisor,
+    MakeLane,
     Segments,
     python_env,
 )
 
-IN = ["a", "b", "c", "d"]
-OUT = ["y"]
+IN = list(LANE_INPUTS)
+OUT = list(LANE_OUTPUTS)
 NAMES = "['a', 'b', 'c', 'd']"
-
-MakeLane = Callable[..., tuple[Producer, Ring]]
 
 
 @pytest.fixture
@@ -46,27 +46,6 @@ def run_dir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="eap"))  # short: Unix socket paths <= 107 bytes
     yield d
     shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.fixture
-def lane(segs: Segments, run_dir: Path) -> Iterator[MakeLane]:
-    """Factory: a producer attached (without a supervisor) to a ring made here."""
-    made: list[tuple[Producer, Ring, socket.socket]] = []
-
-    def make(inputs: Any = IN, outputs: Any = OUT, cap: int = 1024) -> tuple[Producer, Ring]:
-        p = Producer(run_dir, "t", inputs, outputs, start=False)
-        ring = Ring.create(segs.new(), p.dtype, cap, 2)
-        ours, theirs = socket.socketpair()
-        p._attach(ours, {"lane": ring.name, **p.schema()})
-        assert p.attached
-        made.append((p, ring, theirs))
-        return p, ring
-
-    yield make
-    for p, ring, theirs in made:
-        p.close()
-        ring.close()
-        theirs.close()
 
 
 def same(a: list[float], b: list[float]) -> bool:

@@ -8,9 +8,8 @@ neither disturbs it nor loses a record accepted before or after them.
 from __future__ import annotations
 
 import math
-import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,40 +17,14 @@ import numpy as np
 import pytest
 
 from edge_actors.producer import CLOSED_MESSAGE, Producer, ProducerClosedError
-from edge_actors.ring import Ring
 from tests.conftest import MODEL
-from tests.helpers_ring import Segments
+from tests.helpers_ring import LANE_INPUTS, LANE_OUTPUTS, MakeLane
 from tests.test_pipeline import sink_records
 
-IN = ["a", "b", "c", "d"]
-OUT = ["y"]
+IN = list(LANE_INPUTS)
+OUT = list(LANE_OUTPUTS)
 NAMES = "['a', 'b', 'c', 'd']"
 ANY = "inputs: expected a dict, a sequence or a numpy array, got"
-
-MakeLane = Callable[..., tuple[Producer, Ring]]
-
-
-@pytest.fixture
-def lane(short_dir: Path) -> Iterator[MakeLane]:
-    """Factory: a producer attached (without a supervisor) to a ring made here."""
-    segs = Segments()
-    made: list[tuple[Producer, Ring, socket.socket]] = []
-
-    def make(cap: int = 1024) -> tuple[Producer, Ring]:
-        p = Producer(short_dir, "t", IN, OUT, start=False)
-        ring = Ring.create(segs.new(), p.dtype, cap, 2)
-        ours, theirs = socket.socketpair()
-        p._attach(ours, {"lane": ring.name, **p.schema()})
-        assert p.attached
-        made.append((p, ring, theirs))
-        return p, ring
-
-    yield make
-    for p, ring, theirs in made:
-        p.close()
-        ring.close()
-        theirs.close()
-    assert segs.cleanup() == []
 
 
 class Weird:
