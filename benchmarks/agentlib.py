@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -28,6 +29,22 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
+
+
+def run_json(script: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """Run ``benchmarks/<script>`` with ``args``; its last stdout line as JSON, or an error dict."""
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=timeout,
+    )
+    if res.returncode != 0:
+        return {"error": res.stderr[-2000:], "returncode": res.returncode}
+    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
+    return out
 
 
 class Agent:

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 import psutil
-from agentlib import REPO, Agent, machine
+from agentlib import REPO, Agent, machine, run_json
 
 INPUTS = [f"f{i}" for i in range(8)]
 OUTPUTS = ["y"]
@@ -276,27 +276,10 @@ def run_phase(
 
 def run_stats(records: int, seeds: int) -> dict[str, Any]:
     """``benchmarks/drift_stats.py`` as a subprocess; its JSON."""
-    cmd = [
-        sys.executable,
-        str(REPO / "benchmarks" / "drift_stats.py"),
-        "--records",
-        str(records),
-        "--seeds",
-        str(seeds),
-    ]
     t0 = time.perf_counter()
-    res = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=600,
-    )
-    if res.returncode != 0:
-        return {"error": res.stderr[-2000:], "returncode": res.returncode}
-    out: dict[str, Any] = json.loads(res.stdout.strip().splitlines()[-1])
-    out["seconds"] = round(time.perf_counter() - t0, 1)
+    out = run_json("drift_stats.py", ["--records", str(records), "--seeds", str(seeds)], 600)
+    if "error" not in out:
+        out["seconds"] = round(time.perf_counter() - t0, 1)
     return out
 
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from agentlib import REPO, machine
+from agentlib import REPO, machine, run_json
 
 from edge_actors import shm
 from edge_actors.config import Config, parse_config
@@ -338,17 +338,7 @@ def bench_s3(tmp: Path, db: Path, batches: list[int]) -> dict[str, Any]:
 
 def run_core(records: int) -> dict[str, Any]:
     """(c) uploader_core.py as a subprocess; its JSON."""
-    res = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "uploader_core.py"), "--records", str(records)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        timeout=300,
-    )
-    if res.returncode != 0:
-        return {"error": res.stderr[-2000:], "returncode": res.returncode}
-    return json.loads(res.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return run_json("uploader_core.py", ["--records", str(records)], 300)
 
 
 def _round(x: Any) -> Any:
