@@ -192,3 +192,28 @@ def test_calibration_bound_and_cache(tmp_path: object) -> None:
         tot_exceed += exceed
     expected = ks_pvalue(thr * 0.7, 200, 1000) * tot_checks
     assert 0.3 * expected < tot_exceed < 3.0 * expected
+
+
+def test_summary_reports_wasserstein_and_psi_of_the_short_window() -> None:
+    from scipy import stats
+
+    from edge_actors.drift.distances import NumericPSI
+
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=5000)
+    cat_ref = {0: 500.0, 1: 300.0, 2: 200.0}
+    det = DriftDetector(
+        [("x", "numeric", ref), ("c", "categorical", cat_ref)],
+        window_size=500,
+        long_window_size=0,
+        check_frequency=100,
+    )
+    x = rng.normal(0.8, 1.0, size=800)
+    c = rng.choice([0.0, 1.0, 2.0], p=[0.2, 0.3, 0.5], size=800)
+    det.update(np.column_stack([x, c]), 0)
+    got = {item["feature"]: item for item in det.summary(exact=False)}
+    window = x[-500:]
+    assert got["x"]["wasserstein"] == pytest.approx(stats.wasserstein_distance(window, ref))
+    assert got["x"]["psi"] == pytest.approx(NumericPSI(np.sort(ref))(window))
+    assert got["x"]["psi"] > 0.2  # a 0.8 sd shift is a large PSI
+    assert got["c"]["psi"] > 0.1 and np.isnan(got["c"]["wasserstein"])

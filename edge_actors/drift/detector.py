@@ -63,6 +63,7 @@ import numpy.typing as npt
 from edge_actors.drift.calibration import ks_threshold, per_check_alpha
 from edge_actors.drift.categorical import CategoricalReference
 from edge_actors.drift.corrections import Correction, adjust_pvalues
+from edge_actors.drift.distances import NumericPSI, WassersteinReference, wasserstein_1
 from edge_actors.drift.ks import KSChecker, KSReference, ks_pvalue
 
 __all__ = ["DriftDetector", "DriftEvent", "FeatureKind", "Mode"]
@@ -278,6 +279,8 @@ class DriftDetector:
                 }
             )
         self._pcache: dict[tuple[float, int, int], float] = {}
+        # Built on first use: only summaries report distances.
+        self._dist_refs: dict[int, tuple[WassersteinReference, NumericPSI]] = {}
         self._calibrate()
 
     # ------------------------------------------------------------------ setup
@@ -399,6 +402,23 @@ class DriftDetector:
         if start >= 0:
             return row[start : self._pos], row[:0]
         return row[start:], row[: self._pos]
+
+    def _distances(self, i: int, f: _Feature) -> dict[str, float]:
+        """Wasserstein-1 and PSI of the current short window: reported, never alarmed on."""
+        size = min(self._count, self.window_size)
+        a, b = self._parts(i, size)
+        w = np.concatenate((a, b))
+        w = w[~np.isnan(w)]
+        if size == 0 or not len(w):
+            return {"wasserstein": math.nan, "psi": math.nan}
+        if f.ks is None:
+            assert f.cat is not None
+            return {"wasserstein": math.nan, "psi": f.cat.psi(w)}
+        refs = self._dist_refs.get(i)
+        if refs is None:
+            values = f.ks.ref.values
+            refs = self._dist_refs[i] = (WassersteinReference(values), NumericPSI(values))
+        return {"wasserstein": wasserstein_1(w, refs[0]), "psi": refs[1](w)}
 
     def _pvalue(self, d: float, n: int, m: int) -> float:
         key = (d, n, m)
@@ -576,7 +596,7 @@ class DriftDetector:
         status display that must not stall the worker's loop.
         """
         out = []
-        for f, machines in zip(self._features, self._machines, strict=True):
+        for i, (f, machines) in enumerate(zip(self._features, self._machines, strict=True)):
             res = f.last
             stat = res.get("statistic", math.nan)
             p = res.get("p_value", math.nan)
@@ -596,6 +616,7 @@ class DriftDetector:
                 "out_of_range_rate": res.get("out_of_range_rate", math.nan),
                 "window_size": self.window_size,
                 "n_ref": f.n_ref,
+                **self._distances(i, f),
             }
             if f.last_long:
                 item["long_statistic"] = f.last_long.get("statistic", math.nan)

@@ -379,6 +379,8 @@ class DriftWorker(Worker):
                         "threshold": _num(item["threshold"]),
                         "nan_rate": _num(item["nan_rate"]),
                         "out_of_range_rate": _num(item["out_of_range_rate"]),
+                        "wasserstein": _num(item["wasserstein"]),
+                        "psi": _num(item["psi"]),
                     }
             self._summary = feats
         lines = [
