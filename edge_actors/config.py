@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import errno
 import ipaddress
 import json
 import math
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
@@ -97,6 +99,24 @@ class ConfigError(ValueError):
         self.source = source
         self.errors = list(errors)
         super().__init__("\n".join(issue.render(source) for issue in self.errors))
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """The config file does not exist: a :class:`ConfigError` that is also a ``FileNotFoundError``.
+
+    Code written for the seed library catches ``FileNotFoundError`` for a
+    missing file; code written for this one catches ``ConfigError``.
+    """
+
+    def __init__(self, source: str) -> None:
+        """Build the error for the missing file ``source``."""
+        super().__init__(source, [ConfigIssue("", "config file not found")])
+        self.errno = errno.ENOENT
+        self.strerror = "config file not found"
+        self.filename = source
+
+    # OSError's "[Errno 2] ..." form would hide the file name and issue layout.
+    __str__ = ConfigError.__str__
 
 
 class _Invalid(Exception):
@@ -764,7 +784,10 @@ class StorageConfig:
     )
     bucket: str | None = _opt(
         None,
-        doc="S3 bucket; required when `type` is `s3`. Checked against S3 naming rules.",
+        doc=(
+            "S3 bucket; required when `type` is `s3` and then checked against S3 naming "
+            "rules (ignored by the other types)."
+        ),
         conv=_nullable(_bucket()),
         type_="string",
     )
@@ -994,6 +1017,42 @@ class Config:
         """The control socket path."""
         return self.run_dir / f"{self.instance}.sock"
 
+    # Read-only mapping access with the YAML (seed) names, for code written for the
+    # seed library, whose config was a dict: config["drift_detection"]["check_frequency"].
+    def __getitem__(self, key: str) -> Any:
+        """A top-level key: a section as a read-only mapping, or a value (paths as str)."""
+        if not isinstance(key, str) or key not in _yaml_keys(type(self)):
+            raise KeyError(key)
+        return _frozen(_to_plain(getattr(self, key)))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``self[key]``, or ``default`` when ``key`` is not a config key."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> tuple[str, ...]:
+        """The top-level YAML keys, as :meth:`__getitem__` accepts them."""
+        return _yaml_keys(type(self))
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(key, self[key])`` for every top-level key."""
+        return [(k, self[k]) for k in self.keys()]
+
+    def values(self) -> list[Any]:
+        """``self[key]`` for every top-level key."""
+        return [self[k] for k in self.keys()]
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in _yaml_keys(type(self))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
     def to_dict(self) -> dict[str, Any]:
         """Return the effective config as plain JSON-able data in the YAML schema.
 
@@ -1004,6 +1063,19 @@ class Config:
         result = _to_plain(self)
         assert isinstance(result, dict)
         return result
+
+
+def _yaml_keys(cls: type[Any]) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("key", True))
+
+
+def _frozen(value: object) -> object:
+    """Plain data made read-only: mappings as ``MappingProxyType``, lists as tuples."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _to_plain(value: object) -> object:
@@ -1222,12 +1294,23 @@ def _parse_telemetry(p: _Parser, raw: object) -> TelemetryConfig:
 
 
 def _parse_storage(p: _Parser, raw: object, data_dir: Path) -> StorageConfig:
-    values, failed = p.section(StorageConfig, raw, "storage")
+    # The bucket is checked only when it is used (type s3), as the seed did: a
+    # seed config keeping `bucket: ""` or a placeholder with `type: sqlite` loads.
+    values, failed = p.section(StorageConfig, _strip_keys(raw, ("bucket",)), "storage")
     values.setdefault("sqlite_path", data_dir / "outbox.db")
     values.setdefault("local_path", data_dir / "sink")
     cfg = StorageConfig(**values)
-    if cfg.type == "s3" and cfg.bucket is None and not failed & {"type", "bucket"}:
-        p.issue("storage.bucket", "required when storage.type is 's3'")
+    bucket = raw.get("bucket") if isinstance(raw, Mapping) else None
+    if cfg.type == "s3" or "type" in failed:
+        if bucket is not None:
+            try:
+                cfg = dataclasses.replace(cfg, bucket=_bucket()(bucket, p.ctx))
+            except _Invalid as exc:
+                p.issue("storage.bucket", str(exc))
+        elif "type" not in failed:
+            p.issue("storage.bucket", "required when storage.type is 's3'")
+    elif bucket is not None:
+        cfg = dataclasses.replace(cfg, bucket=str(bucket))
     return cfg
 
 
@@ -1340,7 +1423,7 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(source, [ConfigIssue("", "config file not found")]) from None
+        raise ConfigFileNotFoundError(source) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(
             source, [ConfigIssue("", f"not valid UTF-8 (byte {exc.start})")]

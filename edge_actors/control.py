@@ -6,7 +6,9 @@ write to this socket, and unpickling its bytes would run its code. The server
 checks the peer's uid with ``SO_PEERCRED`` and refuses other users.
 
 Requests: ``{"op": "lane", "pid": P}`` (a producer asks for its ring),
-``{"op": "status"}``, ``{"op": "stop"}``, ``{"op": "ping"}``. Replies carry
+``{"op": "status"}``, ``{"op": "stop"}``, ``{"op": "ping"}``, ``{"op":
+"restart", "worker": W}``, ``{"op": "flush", "batch_id": B}`` (ship now) and
+``{"op": "pause"|"resume", "worker": "sampler"|"uploader"}``. Replies carry
 ``"ok": true`` or ``"ok": false, "error": "..."``. A producer keeps its
 connection open while it uses its lane: the supervisor reclaims the lane when
 the connection closes (the producer process died or closed it).

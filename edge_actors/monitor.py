@@ -22,24 +22,35 @@ What happens underneath:
   other key (undeclared names, strings, lists, nested dicts) is kept as JSON,
   ``{"input_data": {...}}`` or ``{"output_data": {...}}``, in the ``payload``
   stream under the same record id, so nothing the seed logged is lost.
-* A non-number for a field the config *declares* as numeric raises
-  ``ValueError`` naming the field (the seed would have stored garbage that no
-  drift test can use). For fields only *derived* from a seed reference file the
-  user never declared anything, so such a value goes to the payload stream
-  instead and the numeric field is left empty (NaN).
+* Bad data never raises inside the ML loop (the seed logged an error and went
+  on): a non-dict is dropped, a non-number in a numeric field goes to the
+  payload stream (the numeric field left empty), each counted by reason in
+  ``get_status()["dropped"]`` and logged at most once per reason per minute.
+  ``EdgeMonitor(..., strict=True)`` raises ``TypeError``/``ValueError`` instead
+  (for tests and development).
+* Ids: ``log_model_input`` returns the record id (digits); ``log_model_output``
+  returns a new output id, ``"<input id>-out"``. An id the caller chose (any
+  string, e.g. ``"request-42"``) is accepted: the output record gets a stable
+  numeric id derived from it (bit 62 set) and its payload row carries the
+  string as ``input_id``, so fleet queries can join on it.
 * If no agent runs for the config's instance, :meth:`EdgeMonitor.start` (or
   ``start_system_monitoring`` / ``start_telemetry_upload``) starts one as a
   child process (``python -m edge_actors run -c CONFIG``) and :meth:`stop`
   stops it again; an agent that was already running is used and left running.
-* Records logged while no agent is attached (before ``start()``) are counted
-  as dropped by the producer (``get_status()["producer"]["dropped"]``), never
-  raised about.
+  ``stop_system_monitoring`` / ``stop_telemetry_upload`` pause the agent's
+  sampler / uploads (the records keep going to the outbox); the ``start_*``
+  methods resume them.
+* Records logged before ``start()`` go to the producer, which holds them
+  (bounded) until its lane arrives; after :meth:`stop` they are counted as
+  ``after_stop`` and dropped silently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
+import math
 import numbers
 import os
 import secrets
@@ -61,7 +72,7 @@ from edge_actors.config import Config, load_config, parse_config
 from edge_actors.producer import Producer, ProducerClosedError
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT
 
-__all__ = ["AgentStartError", "EdgeMonitor", "MonitorStoppedError"]
+__all__ = ["AgentStartError", "EdgeMonitor", "MonitorStoppedError", "caller_record_id"]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +86,11 @@ _PING_TIMEOUT = 2.0
 _PLAIN = (float, int, bool, type(None))
 _ORJSON_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _STOPPED_MESSAGE = "EdgeMonitor is stopped: call start() to log again, or create a new EdgeMonitor"
+#: A bad-data warning per reason at most this often (the counts keep going up).
+WARN_INTERVAL = 60.0
+#: Record ids derived from a caller-chosen id have this bit set; producer ids stay below it.
+CALLER_ID_BIT = 1 << 62
+_MAX_ID = 1 << 63
 
 
 class AgentStartError(RuntimeError):
@@ -82,7 +98,29 @@ class AgentStartError(RuntimeError):
 
 
 class MonitorStoppedError(RuntimeError):
-    """A ``log_model_*`` call came after :meth:`EdgeMonitor.stop`."""
+    """A ``log_model_*`` call came after :meth:`EdgeMonitor.stop` (strict mode only)."""
+
+
+def caller_record_id(input_id: str) -> int:
+    """The numeric record id of a caller-chosen id: stable, with :data:`CALLER_ID_BIT` set.
+
+    The same string gives the same id on every device and in every process, so
+    records logged with it can be found again (its payload row carries the string).
+    """
+    digest = hashlib.blake2b(input_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return CALLER_ID_BIT | (int.from_bytes(digest, "little") & (CALLER_ID_BIT - 1))
+
+
+def _record_id(input_id: object) -> tuple[int, str | None]:
+    """``(record id, caller id or None)`` for an id given to ``log_model_output``."""
+    if type(input_id) is int and 0 <= input_id < _MAX_ID:
+        return input_id, None
+    text = input_id if isinstance(input_id, str) else str(input_id)
+    if text.isascii() and text.isdigit() and len(text) < 20:
+        rid = int(text)
+        if rid < _MAX_ID and str(rid) == text:
+            return rid, None
+    return caller_record_id(text), text
 
 
 class _Side:
@@ -93,10 +131,15 @@ class _Side:
         self.kinds: dict[str, str] = {str(f["name"]): str(f["kind"]) for f in fields}
         self.strict = strict
 
-    def split(self, data: Mapping[Any, Any]) -> tuple[dict[str, Any], dict[Any, Any]]:
-        """``(declared values, everything else)``; raises ValueError for a bad declared value."""
+    def split(self, data: Mapping[Any, Any]) -> tuple[dict[str, Any], dict[Any, Any], list[str]]:
+        """``(field values, everything else, fields whose value was no number)``.
+
+        A bad field value goes to "everything else"; in strict mode it raises
+        ValueError naming the field instead.
+        """
         fast: dict[str, Any] = {}
         rest: dict[Any, Any] = {}
+        bad: list[str] = []
         kinds = self.kinds
         for key, value in data.items():
             kind = kinds.get(key)
@@ -117,7 +160,13 @@ class _Side:
                 )
             else:
                 rest[key] = value
-        return fast, rest
+                bad.append(key)
+        return fast, rest, bad
+
+
+def _is_mapping(data: object) -> bool:
+    # Exact type first: the ABC check costs ~0.3 µs, most callers pass a dict.
+    return type(data) is dict or isinstance(data, Mapping)
 
 
 def _json_default(obj: Any) -> Any:
@@ -162,17 +211,35 @@ class EdgeMonitor:
             agent this monitor starts then runs on a derived copy of the config
             written under ``data_dir`` (the user's file is never edited); an
             agent that is already running keeps its own device id.
+        strict: raise ``TypeError``/``ValueError`` for bad data (and
+            :class:`MonitorStoppedError` after :meth:`stop`) instead of
+            counting and dropping it. Off by default: inside the ML loop the
+            monitor never raises for bad data.
+        config: an already loaded :class:`~edge_actors.config.Config` instead
+            of ``config_path`` (an agent started for it runs on a copy written
+            under ``data_dir``).
 
     Thread-safe: the ``log_model_*`` methods may be called from several threads.
     """
 
     def __init__(
-        self, config_path: str | os.PathLike[str] | None = None, device_id: str = ""
+        self,
+        config_path: str | os.PathLike[str] | None = None,
+        device_id: str = "",
+        *,
+        strict: bool = False,
+        config: Config | None = None,
     ) -> None:
         self.config_path = Path(config_path) if config_path is not None else None
-        self._raw = self._read_raw()
-        cfg = load_config(self.config_path)
-        self._device_override = bool(device_id)
+        if config is not None:
+            if config_path is not None:
+                raise ValueError("give config_path or config, not both")
+            self._raw = config.to_dict()
+            cfg = config
+        else:
+            self._raw = self._read_raw()
+            cfg = load_config(self.config_path)
+        self._device_override = bool(device_id) or config is not None
         if device_id:
             # Validate the id with the config's own rules (it ends up in object keys).
             base = (
@@ -182,10 +249,11 @@ class EdgeMonitor:
             cfg = parse_config({**self._raw, "device_id": device_id}, base, source)
         #: The loaded configuration (with the ``device_id`` override applied).
         self.config: Config = cfg
-        # Explicit model fields are validated strictly; fields derived from a seed
-        # reference file are not (see the module docstring).
-        self._strict = bool(cfg.model.inputs or cfg.model.outputs)
-        fields_cfg = cfg if self._strict else self._derived_config(cfg)
+        self.strict = strict
+        # Only explicit model fields can raise (strict mode); fields derived from a
+        # seed reference file never do (see the module docstring).
+        self._declared = bool(cfg.model.inputs or cfg.model.outputs)
+        fields_cfg = cfg if self._declared else self._derived_config(cfg)
         self._fields = (fields_cfg.model.inputs, fields_cfg.model.outputs)
         self._in = self._out = _Side("inputs", (), False)
         self._lock = threading.RLock()
@@ -199,6 +267,10 @@ class EdgeMonitor:
         self._reference: dict[str, list[Any]] | None = None
         self._no_fields = False
         self._stopped = False
+        self._count_lock = threading.Lock()
+        self._rejected: dict[str, int] = {}
+        self._warned: dict[str, tuple[float, int]] = {}
+        self._predictions = 0
         self._producer = self._new_producer()
         if self._ping():
             # An agent is already up: get the lane now, so the first records are kept.
@@ -242,14 +314,25 @@ class EdgeMonitor:
     def _refresh_sides(self, p: Producer) -> None:
         """Learn the declared fields from the producer (it may learn them from the agent)."""
         schema = p.schema()
-        self._in = _Side("inputs", schema["inputs"], self._strict)
-        self._out = _Side("outputs", schema["outputs"], self._strict)
+        raising = self.strict and self._declared
+        self._in = _Side("inputs", schema["inputs"], raising)
+        self._out = _Side("outputs", schema["outputs"], raising)
         self._no_fields = not (schema["inputs"] or schema["outputs"])
 
     @property
     def device_id(self) -> str:
         """The device id records carry (when this monitor starts the agent)."""
         return self.config.device_id
+
+    @property
+    def prediction_count(self) -> int:
+        """Seed API: outputs logged through this monitor (``log_model_output`` calls kept)."""
+        return self._predictions
+
+    @property
+    def drift_check_frequency(self) -> int:
+        """Seed API: ``drift_detection.check_frequency`` (the agent's drift worker uses it)."""
+        return self.config.drift_detection.check_frequency
 
     # ------------------------------------------------------------ agent
     def _ping(self) -> bool:
@@ -277,6 +360,7 @@ class EdgeMonitor:
         raw: dict[str, Any] = dict(self._raw)
         raw["device_id"] = cfg.device_id
         # The copy lives in another folder: make every path absolute, as loaded.
+        raw["instance"] = cfg.instance
         raw["run_dir"] = str(cfg.run_dir)
         raw["data_dir"] = str(cfg.data_dir)
         storage = raw.get("storage")
@@ -298,7 +382,8 @@ class EdgeMonitor:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(
-            "# Written by EdgeMonitor (device_id override); the user's config is "
+            "# Written by EdgeMonitor (device_id override or a loaded config); the user's "
+            "config is "
             f"{self.config_path or 'the defaults'}.\n" + yaml.safe_dump(raw, sort_keys=False),
             encoding="utf-8",
         )
@@ -364,12 +449,18 @@ class EdgeMonitor:
             log.warning("the agent's workers are not all running yet; see %s", self._log_path)
 
     def start(self) -> None:
-        """Make sure an agent runs for this config and this monitor logs into it.
+        """Make sure an agent runs for this config, samples, uploads, and this monitor logs into it.
 
         Starts one as a child process if none answers on the control socket;
         raises :class:`AgentStartError` (naming its log file) if that fails.
-        After :meth:`stop`, ``start()`` makes the monitor usable again.
+        Resumes a sampler or uploads paused by ``stop_system_monitoring`` /
+        ``stop_telemetry_upload``. After :meth:`stop`, ``start()`` makes the
+        monitor usable again.
         """
+        self._ensure_agent()
+        self._resume("sampler", "uploader")
+
+    def _ensure_agent(self) -> None:
         with self._lock:
             if self._stopped:
                 self._stopped = False
@@ -403,35 +494,80 @@ class EdgeMonitor:
                 self.config.device_id,
             )
 
+    def _resume(self, *workers: str) -> None:
+        """Resume the given workers of the agent where they are paused."""
+        try:
+            st = self._request({"op": "status"})["status"]
+            for name in workers:
+                if st["workers"].get(name, {}).get("paused"):
+                    self._request({"op": "resume", "worker": name})
+                    log.info("%s of instance %r resumed", name, self.config.instance)
+        except control.ControlError as exc:
+            log.warning("cannot resume %s: %s", "/".join(workers), exc)
+
+    def _pause(self, worker: str) -> bool:
+        try:
+            self._request({"op": "pause", "worker": worker})
+        except control.ControlError as exc:
+            log.info("%s not paused: %s", worker, exc)
+            return False
+        log.info("%s of instance %r paused", worker, self.config.instance)
+        return True
+
     def start_system_monitoring(self) -> None:
-        """Seed API: system sampling is a worker of the agent, so this is :meth:`start`."""
-        self.start()
+        """Seed API: make sure the agent runs (see :meth:`start`) and its sampler samples."""
+        self._ensure_agent()
+        self._resume("sampler")
 
     def start_telemetry_upload(self) -> None:
-        """Seed API: uploading is a worker of the agent, so this is :meth:`start`."""
-        self.start()
+        """Seed API: make sure the agent runs (see :meth:`start`) and its uploads run."""
+        self._ensure_agent()
+        self._resume("uploader")
 
     def stop_system_monitoring(self) -> None:
-        """Seed API: stops the agent if this monitor started it (as :meth:`stop` does).
+        """Seed API: pause the agent's system sampler (model logging and uploads go on).
 
-        An agent started by someone else (systemd, ``edge-actors run``) keeps
-        sampling: it serves other processes too. Only logs in that case.
+        The pause holds until a ``start*`` call or a restart of the agent. An
+        agent shared with other processes stops sampling for them too.
         """
-        with self._lock:
-            if self.started_agent:
-                self.stop()
-            else:
-                log.info("system sampling belongs to an agent this monitor did not start: kept")
+        self._pause("sampler")
 
     def stop_telemetry_upload(self) -> None:
-        """Seed API: moves this monitor's records into the agent's outbox, then returns.
+        """Seed API: move this monitor's records into the outbox, then pause uploads.
 
-        The uploader worker keeps shipping the outbox while the agent runs (set
-        ``storage.type: sqlite`` to keep everything on the device).
+        The agent keeps moving records into the outbox (nothing is lost; the
+        outbox's disk budget applies); ``start_telemetry_upload`` (or
+        :meth:`start`) ships them.
         """
         with self._lock:
             if not self._stopped:
                 self._flush(FLUSH_TIMEOUT)
+        self._pause("uploader")
+
+    def create_telemetry_batch(
+        self,
+        include_system: bool = True,
+        include_model: bool = True,
+        include_drift: bool = True,
+        max_records: int = 100,
+    ) -> str:
+        """Seed API: ship what the agent holds as soon as possible; returns a batch id.
+
+        The agent's uploader moves every ring into the outbox at once and
+        starts an upload round without waiting for
+        ``telemetry.upload_interval_seconds`` (paused uploads stay paused). The
+        id names the request in the agent's log and status
+        (``uploader.stats.last_flush_id``). All streams ship: the ``include_*``
+        flags and ``max_records`` are accepted for compatibility (objects hold
+        up to ``telemetry.max_batch_size`` records). Never raises; without an
+        agent it logs a warning and the records ship at the next round.
+        """
+        batch_id = f"batch-{int(time.time())}-{secrets.token_hex(4)}"
+        try:
+            self._request({"op": "flush", "batch_id": batch_id})
+        except control.ControlError as exc:
+            log.warning("telemetry batch %s not shipped now: %s", batch_id, exc)
+        return batch_id
 
     def _flush(self, timeout: float) -> bool:
         """Wait until the agent's uploader has read everything in this producer's rings."""
@@ -509,19 +645,47 @@ class EdgeMonitor:
         self.stop()
 
     # ----------------------------------------------------------- logging
-    def _live(self) -> Producer:
-        if self._stopped:
+    def _reject(self, reason: str, what: str) -> None:
+        """Count bad data by reason; warn at most once per reason per :data:`WARN_INTERVAL`."""
+        with self._count_lock:
+            total = self._rejected.get(reason, 0) + 1
+            self._rejected[reason] = total
+            now = time.monotonic()
+            last, seen = self._warned.get(reason, (-math.inf, 0))
+            if now - last < WARN_INTERVAL:
+                return
+            self._warned[reason] = (now, total)
+        more = total - seen - 1
+        log.warning(
+            "%s [%s: %d so far%s; next warning for this in %.0f s at the earliest]",
+            what,
+            reason,
+            total,
+            f", {more} since the last warning" if more > 0 else "",
+            WARN_INTERVAL,
+        )
+
+    def _after_stop(self) -> None:
+        """A record logged after :meth:`stop`: counted, dropped (raises in strict mode)."""
+        if self.strict:
             raise MonitorStoppedError(_STOPPED_MESSAGE)
+        with self._count_lock:
+            self._rejected["after_stop"] = self._rejected.get("after_stop", 0) + 1
+
+    def _producer_now(self) -> Producer:
         p = self._producer
         if self._no_fields and p.attached:
             self._refresh_sides(p)  # the agent may have told the producer its fields
         return p
 
-    def _encode(self, label: str, rest: dict[Any, Any]) -> bytes:
+    def _encode(self, label: str, doc: dict[str, Any]) -> bytes:
         try:
-            return orjson.dumps({label: rest}, default=_json_default, option=_ORJSON_OPTS)
+            return orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS)
         except (orjson.JSONEncodeError, TypeError) as exc:
-            raise ValueError(f"{label}: cannot be stored as JSON: {exc}") from None
+            if self.strict:
+                raise ValueError(f"{label}: cannot be stored as JSON: {exc}") from None
+            self._reject("unserializable", f"{label}: non-numeric values not kept ({exc})")
+            return b""
 
     def _payload(self, p: Producer, rid: int, kind: int, data: bytes) -> None:
         if p.log_payload(rid, kind, data):
@@ -539,61 +703,112 @@ class EdgeMonitor:
                 dropped["payload_detached"],
             )
 
+    def _bad(self, kind: str, side: _Side, bad: list[str], data: Mapping[Any, Any]) -> None:
+        shown = ", ".join(f"{k}={data[k]!r:.40}" for k in bad[:3])
+        self._reject(
+            "bad_value",
+            f"{kind}: {side.label} {shown}: not a number; kept in the payload stream, "
+            "the numeric field left empty",
+        )
+
     def log_model_input(self, input_data: Mapping[str, Any]) -> str:
         """Log a model input; returns its id (a string) for :meth:`log_model_output`.
 
-        Never blocks. Raises ``TypeError`` if ``input_data`` is not a dict,
-        ``ValueError`` for a non-number in a declared numeric field, and
-        :class:`MonitorStoppedError` after :meth:`stop`.
+        Never blocks and never raises for bad data (see the module docstring;
+        ``strict=True`` raises ``TypeError`` for a non-dict and ``ValueError``
+        for a non-number in a declared field).
         """
-        if type(input_data) is not dict and not isinstance(input_data, Mapping):
-            raise TypeError(f"input_data: expected a dict, got {type(input_data).__name__}")
-        p = self._live()
-        fast, rest = self._in.split(input_data)
-        data = self._encode("input_data", rest) if rest else b""
+        if self._stopped:
+            self._after_stop()
+            return str(next(self._own_ids))
+        if not _is_mapping(input_data):
+            what = f"input_data: expected a dict, got {type(input_data).__name__}"
+            if self.strict:
+                raise TypeError(what)
+            self._reject("not_a_dict", f"log_model_input: {what}; record dropped")
+            return str(next(self._own_ids))
+        p = self._producer_now()
+        fast, rest, bad = self._in.split(input_data)
+        if bad:
+            self._bad("log_model_input", self._in, bad, input_data)
+        data = self._encode("input_data", {"input_data": rest}) if rest else b""
         try:
             rid = next(self._own_ids) if self._no_fields else p.log_input(fast)
             if data:
                 self._payload(p, rid, KIND_INPUT, data)
         except ProducerClosedError:
-            raise MonitorStoppedError(_STOPPED_MESSAGE) from None
+            self._after_stop()  # stop() ran in another thread
+            return str(next(self._own_ids))
+        except (ValueError, TypeError) as exc:
+            if self.strict:
+                raise
+            self._reject("invalid", f"log_model_input: {exc}; record dropped")
+            return str(next(self._own_ids))
         return str(rid)
 
     def log_model_output(self, input_id: str | int, output_data: Mapping[str, Any]) -> str:
-        """Log the output for ``input_id`` (from :meth:`log_model_input`); returns the id.
+        """Log the output for ``input_id``; returns a new output id, ``"<input_id>-out"``.
 
-        The output record carries the input's id, so the returned id is
-        ``input_id`` itself. Same errors as :meth:`log_model_input`, plus
-        ``ValueError`` for an id that did not come from it.
+        ``input_id`` is an id from :meth:`log_model_input` (the output record
+        carries it) or any id the caller chose (see the module docstring).
+        Never raises for bad data (``strict=True`` raises as
+        :meth:`log_model_input` does).
         """
-        try:
-            rid = int(input_id)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"input_id: expected an id returned by log_model_input, got {input_id!r}"
-            ) from None
-        if type(output_data) is not dict and not isinstance(output_data, Mapping):
-            raise TypeError(f"output_data: expected a dict, got {type(output_data).__name__}")
-        p = self._live()
-        fast, rest = self._out.split(output_data)
-        data = self._encode("output_data", rest) if rest else b""
+        output_id = f"{input_id}-out"
+        if self._stopped:
+            self._after_stop()
+            return output_id
+        if not _is_mapping(output_data):
+            what = f"output_data: expected a dict, got {type(output_data).__name__}"
+            if self.strict:
+                raise TypeError(what)
+            self._reject("not_a_dict", f"log_model_output: {what}; record dropped")
+            return output_id
+        rid, caller_id = _record_id(input_id)
+        p = self._producer_now()
+        fast, rest, bad = self._out.split(output_data)
+        if bad:
+            self._bad("log_model_output", self._out, bad, output_data)
+        doc: dict[str, Any] = {}
+        if rest:
+            doc["output_data"] = rest
+        if caller_id is not None:
+            doc["input_id"] = caller_id
+        data = self._encode("output_data", doc) if doc else b""
         try:
             if not self._no_fields:
                 p.log_output(rid, fast)
             if data:
                 self._payload(p, rid, KIND_OUTPUT, data)
         except ProducerClosedError:
-            raise MonitorStoppedError(_STOPPED_MESSAGE) from None
-        return str(rid)
+            self._after_stop()
+            return output_id
+        except (ValueError, TypeError) as exc:
+            if self.strict:
+                raise
+            self._reject("invalid", f"log_model_output: {exc}; record dropped")
+            return output_id
+        self._predictions += 1
+        return output_id
 
     # ------------------------------------------------------------ status
     def get_status(self) -> dict[str, Any]:
-        """The agent's status, this monitor's producer counters; never raises.
+        """The agent's status, this monitor's counters; never raises.
 
         ``{"running", "agent", "producer", "dropped", "started_agent", "instance",
         "device_id", "stopped"}``; ``agent`` is the supervisor's status dict, or
-        ``None`` with an ``error`` saying why when no agent answers.
+        ``None`` with an ``error`` saying why when no agent answers. ``dropped``:
+        what this monitor and its producer dropped, by reason.
+
+        The seed's keys, with their meaning: ``prediction_count`` (outputs
+        logged through this monitor), ``system_metrics_count`` (system samples
+        the agent took since it started; one sample holds every metric),
+        ``pending_telemetry_batches`` (objects waiting in the outbox, at
+        ``telemetry.max_batch_size`` records each), ``drift_results_count``
+        (drift events the agent wrote: state changes and periodic checks).
         """
+        with self._count_lock:
+            rejected = {k: v for k, v in self._rejected.items() if v}
         out: dict[str, Any] = {
             "instance": self.config.instance,
             "device_id": self.config.device_id,
@@ -602,20 +817,43 @@ class EdgeMonitor:
             "running": False,
             "agent": None,
             "producer": None,
-            "dropped": {},
+            "dropped": dict(rejected),
+            "prediction_count": self._predictions,
+            "system_metrics_count": 0,
+            "pending_telemetry_batches": 0,
+            "drift_results_count": 0,
         }
         try:
             out["started_agent"] = self.started_agent
             stats = self._producer.stats()
             out["producer"] = stats
-            out["dropped"] = {k: v for k, v in stats["dropped"].items() if v}
-            out["agent"] = self._request({"op": "status"})["status"]
+            out["dropped"] = {k: v for k, v in stats["dropped"].items() if v} | rejected
+            agent = self._request({"op": "status"})["status"]
+            out["agent"] = agent
             out["running"] = True
+            out.update(self._seed_counts(agent))
         except control.ControlError as exc:
             out["error"] = f"no agent running: {exc}"
         except Exception as exc:  # status must never take the application down
             out["error"] = f"{type(exc).__name__}: {exc}"
         return out
+
+    def _seed_counts(self, agent: Mapping[str, Any]) -> dict[str, int]:
+        """The seed's status counters, from the agent's status."""
+        workers = agent.get("workers", {})
+        streams = workers.get("uploader", {}).get("stats", {}).get("outbox", {}).get("streams", {})
+        size = self.config.telemetry.max_batch_size
+        return {
+            "system_metrics_count": sum(
+                int(r.get("written", 0))
+                for r in agent.get("rings", ())
+                if r.get("kind") == "system"
+            ),
+            "pending_telemetry_batches": sum(
+                math.ceil(int(st.get("records", 0)) / size) for st in streams.values()
+            ),
+            "drift_results_count": int(workers.get("drift", {}).get("stats", {}).get("events", 0)),
+        }
 
     # --------------------------------------------------------- reference
     def _load_reference(self) -> dict[str, list[Any]]:

@@ -76,6 +76,7 @@ class WorkerHandle:
     stop_reason: str = ""
     memory_bytes: int = 0
     crash_on_start: bool = False
+    paused: bool = False  # by the pause op; survives a restart of the worker
 
 
 @dataclass
@@ -383,6 +384,8 @@ class Supervisor:
             if kind == "ready":
                 h.ready, h.state, h.last_hb = True, "running", now
                 log.info("%s ready (pid %d)", h.name, h.pid)
+                if h.paused:
+                    self._send(h, {"cmd": "pause"})
             elif kind == "hb":
                 h.last_hb = now
                 h.progress = int(msg.get("progress", 0))
@@ -616,9 +619,32 @@ class Supervisor:
             h.kill_at = time.monotonic() + self.cfg.supervisor.stop_grace_seconds
             self._send(h, {"cmd": "stop"})
             return {"ok": True, "pid": h.pid}
+        if op in ("flush", "pause", "resume"):
+            return self._worker_command(str(op), msg)
         if op == "debug" and self.debug:
             return self._debug(msg)
         return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def _worker_command(self, op: str, msg: dict[str, Any]) -> dict[str, Any]:
+        """``flush``: the uploader moves the rings to the outbox and ships at once.
+
+        ``pause``/``resume`` a worker's work: the sampler stops sampling, the
+        uploader stops shipping (it keeps moving the rings into the outbox, so
+        nothing is lost). Remembered across a restart of the worker.
+        """
+        name = "uploader" if op == "flush" else str(msg.get("worker"))
+        if op != "flush" and name not in ("sampler", "uploader"):
+            return {"ok": False, "error": f"{op}: only sampler and uploader, not {name!r}"}
+        h = self.workers.get(name)
+        if h is None or not h.enabled:
+            return {"ok": False, "error": f"worker {name!r} is disabled"}
+        if op != "flush":
+            h.paused = op == "pause"
+        elif h.chan is None:
+            return {"ok": False, "error": f"the uploader is not running ({h.state})"}
+        if h.chan is not None:
+            self._send(h, {"cmd": op, "batch_id": str(msg.get("batch_id") or "")})
+        return {"ok": True, "worker": name}
 
     def _debug(self, msg: dict[str, Any]) -> dict[str, Any]:
         h = self.workers.get(str(msg.get("worker")))
@@ -759,6 +785,7 @@ class Supervisor:
                 "memory_metric": self.cfg.supervisor.memory_metric,
                 "heartbeat_age_s": round(now - h.last_hb, 2) if h.pid else None,
                 "progress": h.progress,
+                "paused": h.paused,
                 "stats": h.stats,
             }
         rings = []

@@ -57,6 +57,8 @@ class Worker:
         self.cfg = cfg
         self.chan = chan
         self.stopping = False
+        #: Set by the supervisor's ``pause`` command: :meth:`step` is not called.
+        self.paused = False
         self.progress = 0
         self.rings: dict[str, RingSpec] = {}
         self._hb_every = cfg.supervisor.heartbeat_interval_seconds
@@ -118,6 +120,9 @@ class Worker:
             self.set_rings([RingSpec.from_dict(d) for d in msg.get("rings", [])])
         elif cmd == "debug":
             self._debug(msg)
+        elif cmd in ("pause", "resume"):
+            self.paused = cmd == "pause"
+            log.info("%s %s", self.name, "paused" if self.paused else "resumed")
         else:
             log.warning("%s: unknown command %r", self.name, cmd)
 
@@ -156,7 +161,7 @@ class Worker:
             if self._hang:
                 time.sleep(3600)
                 continue
-            n = self.step()
+            n = 0 if self.paused else self.step()
             self.progress += n
             if time.monotonic() >= self._next_hb:
                 self.heartbeat()

@@ -98,6 +98,10 @@ class Shipper(threading.Thread):
         self.stop_event = threading.Event()
         self.wake = threading.Event()
         self.state = ShipperState()
+        #: Set by a flush request: the next cycle starts now, not after the interval.
+        self.asap = False
+        #: Set while uploads are paused: batches wait in the outbox.
+        self.hold = False
         tm = cfg.telemetry
         self.backoff = Backoff(
             RetryPolicy(
@@ -139,6 +143,14 @@ class Shipper(threading.Thread):
         try:
             while not self.stop_event.is_set():
                 now = time.monotonic()
+                if self.hold:
+                    self.state.next_attempt_in = 0.0
+                    self.wake.wait(1.0)
+                    self.wake.clear()
+                    continue
+                if self.asap:
+                    self.asap = False
+                    next_cycle = min(next_cycle, now)
                 wait = max(next_cycle, self.backoff.next_attempt_at(now)) - now
                 self.state.next_attempt_in = max(0.0, wait)
                 if wait > 0:
@@ -219,6 +231,9 @@ class UploaderWorker(Worker):
         self._drops: dict[tuple[str, str], int] = {}
         self._next_drop_report = time.monotonic() + DROP_REPORT_SECONDS
         self.shipper: Shipper | None = None
+        self.hold = False
+        self.flush_requests = 0
+        self.last_flush_id = ""
         self._try_open()
 
     def _try_open(self) -> None:
@@ -246,7 +261,31 @@ class UploaderWorker(Worker):
             self._resume(src)
         if self.cfg.storage.type != "sqlite" and self.shipper is None:
             self.shipper = Shipper(self.cfg)
+            self.shipper.hold = self.hold
             self.shipper.start()
+
+    def handle(self, msg: dict[str, Any]) -> None:
+        """``flush``: outbox now, ship now; ``pause``: stop shipping, keep filling the outbox."""
+        cmd = msg.get("cmd")
+        if cmd == "flush":
+            self.flush_requests += 1
+            self.last_flush_id = str(msg.get("batch_id") or "")
+            for _ in range(1000):
+                if self.step() == 0:
+                    break
+            if self.shipper is not None:
+                self.shipper.asap = True
+                self.shipper.wake.set()
+            log.info("flush requested (batch %s)", self.last_flush_id or "-")
+        elif cmd in ("pause", "resume"):
+            # Pausing the ring drain would let the rings overwrite records: only shipping stops.
+            self.hold = cmd == "pause"
+            if self.shipper is not None:
+                self.shipper.hold = self.hold
+                self.shipper.wake.set()
+            log.info("uploads %s", "paused" if self.hold else "resumed")
+        else:
+            super().handle(msg)
 
     # ----------------------------------------------------------------- rings
     def set_rings(self, specs: list[RingSpec]) -> None:
@@ -410,6 +449,9 @@ class UploaderWorker(Worker):
             "drops": ob.get("drops", {}),
             "dropped_total": ob.get("dropped_total", 0),
             "outbox_full_events": self.full_events,
+            "uploads_paused": self.hold,
+            "flush_requests": self.flush_requests,
+            "last_flush_id": self.last_flush_id,
             "summary_lines": _summary_lines(ob, sh, backlog),
         }
 
