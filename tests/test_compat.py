@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -48,6 +49,21 @@ def sink_rows(data_dir: Path, stream: str) -> list[dict[str, Any]]:
             with gzip.open(path, "rt") as fh:
                 rows += [json.loads(line) for line in fh if line.strip()]
     return rows
+
+
+def fleet_caller_id_query(sink: Path) -> list[tuple[Any, ...]]:
+    """docs/fleet.md's caller-id join, run with DuckDB over a real sink tree."""
+    duckdb = pytest.importorskip("duckdb")
+    text = (Path(__file__).parent.parent / "docs" / "fleet.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- test: compat caller-id -->\s*```sql\n(.*?)```", text, flags=re.S)
+    assert found, "docs/fleet.md lost its caller-id query"
+    sql = found.group(1).replace("'sink/", f"'{sink.as_posix()}/")
+    con = duckdb.connect()
+    try:
+        rows = con.execute(sql).fetchall()
+    finally:
+        con.close()
+    return [(r[0], r[1], r[3]) for r in rows]
 
 
 # --------------------------------------------------------------------------- config
@@ -185,6 +201,7 @@ def test_edge_monitor_documented_api(short_dir: Path, monitors: Any) -> None:
     assert [(r["id"], r["kind"]) for r in pay] == [(rid, "output")]
     assert pay[0]["payload"]["output_data"] == {"label": "cheap"}
     assert outs[rid]["outputs"]["price"] == 1.5
+    assert fleet_caller_id_query(data / "sink" / "edge-device-1") == [("request-42", "edge-1", 1.5)]
     wait_until(
         lambda: (
             monitor.get_status()["agent"]["workers"]["uploader"]["stats"].get("last_flush_id")
