@@ -90,7 +90,6 @@ _STOPPED_MESSAGE = "EdgeMonitor is stopped: call start() to log again, or create
 WARN_INTERVAL = 60.0
 #: Record ids derived from a caller-chosen id have this bit set; producer ids stay below it.
 CALLER_ID_BIT = 1 << 62
-_MAX_ID = 1 << 63
 
 
 class AgentStartError(RuntimeError):
@@ -113,13 +112,18 @@ def caller_record_id(input_id: str) -> int:
 
 def _record_id(input_id: object) -> tuple[int, str | None]:
     """``(record id, caller id or None)`` for an id given to ``log_model_output``."""
-    if type(input_id) is int and 0 <= input_id < _MAX_ID:
+    if type(input_id) is int and 0 <= input_id < CALLER_ID_BIT:
         return input_id, None
     text = input_id if isinstance(input_id, str) else str(input_id)
-    if text.isascii() and text.isdigit() and len(text) < 20:
-        rid = int(text)
-        if rid < _MAX_ID and str(rid) == text:
-            return rid, None
+    # Our own ids are canonical decimals; "+5", "05" or "5 " are the caller's strings.
+    if (
+        text.isdigit()
+        and text.isascii()
+        and len(text) < 20
+        and (text[0] != "0" or len(text) == 1)
+        and (rid := int(text)) < CALLER_ID_BIT
+    ):
+        return rid, None
     return caller_record_id(text), text
 
 

@@ -23,8 +23,9 @@ import yaml
 
 from edge_actors import EdgeMonitor, compat, load_config
 from edge_actors.config import ConfigError
+from edge_actors.control import ControlError
 from edge_actors.keys import parse_key
-from edge_actors.monitor import CALLER_ID_BIT, caller_record_id
+from edge_actors.monitor import CALLER_ID_BIT, _record_id, caller_record_id
 from edge_actors.outbox import Outbox
 from tests.conftest import MODEL, unique_instance
 from tests.test_monitor import house_reference, monitors, outbox_rows, seed_config, wait_until
@@ -146,6 +147,39 @@ def test_caller_ids_map_to_stable_record_ids() -> None:
     a = caller_record_id("request-42")
     assert a == caller_record_id("request-42") and a != caller_record_id("request-43")
     assert a & CALLER_ID_BIT and 0 < a < 2**63
+    # Our own ids (canonical decimals below bit 62) are used as they are.
+    assert _record_id("1144519036747382784") == (1144519036747382784, None)
+    assert _record_id(7) == (7, None) and _record_id("0") == (0, None)
+    # Anything else is the caller's string, carried along.
+    for other in ("05", "+5", " 5", "²", str(CALLER_ID_BIT), "request-42", "-3"):
+        assert _record_id(other) == (caller_record_id(other), other)
+    assert _record_id(CALLER_ID_BIT) == (caller_record_id(str(CALLER_ID_BIT)), str(CALLER_ID_BIT))
+
+
+def test_pause_holds_across_a_worker_restart(make_config: Any, agent: Any) -> None:
+    a = agent(make_config())  # samples every 0.2 s
+
+    def samples() -> int:
+        rings = a.status()["rings"]
+        return sum(r["written"] for r in rings if r["kind"] == "system")
+
+    assert a.request({"op": "pause", "worker": "sampler"})["worker"] == "sampler"
+    pid = a.worker_pid("sampler")
+    a.request({"op": "restart", "worker": "sampler"})
+    st = a.wait_for(
+        lambda s: (
+            s["workers"]["sampler"]["pid"] not in (None, pid)
+            and s["workers"]["sampler"]["state"] == "running"
+        )
+    )
+    assert st["workers"]["sampler"]["paused"]
+    before = samples()
+    time.sleep(1.0)  # five sampling intervals
+    assert samples() <= before + 1  # one may be under way as the new sampler starts
+    a.request({"op": "resume", "worker": "sampler"})
+    wait_until(lambda: samples() > before + 2, 10, "sampling again")
+    with pytest.raises(ControlError, match="only sampler and uploader"):
+        a.request({"op": "pause", "worker": "drift"})
 
 
 def test_edge_monitor_documented_api(short_dir: Path, monitors: Any) -> None:
