@@ -22,7 +22,7 @@ import scipy.stats
 import yaml
 
 from edge_actors import EdgeMonitor, compat, load_config
-from edge_actors.config import ConfigError
+from edge_actors.config import Config, ConfigError
 from edge_actors.control import ControlError
 from edge_actors.keys import parse_key
 from edge_actors.monitor import CALLER_ID_BIT, _record_id, caller_record_id
@@ -206,6 +206,9 @@ def test_edge_monitor_documented_api(short_dir: Path, monitors: Any) -> None:
         in_ids.append(input_id)
         out_ids.append(output_id)
     assert len(set(out_ids)) == 50 and not set(out_ids) & set(in_ids)
+    monitor.set_reference_data("confidence", np.linspace(0.5, 1.0, 11))
+    saved = monitor.save_reference_data(output_path=str(short_dir / "new_ref.json"))
+    assert json.loads(Path(saved).read_text())["confidence"][-1] == 1.0
     # A caller-chosen id, as the seed accepted.
     assert monitor.log_model_output("request-42", {"price": 1.5, "label": "cheap"}) != "request-42"
     # Bad data inside the ML loop: logged and counted, never raised.
@@ -300,7 +303,8 @@ def test_save_default_config_writes_the_seed_layout(tmp_path: Path) -> None:
     for section, keys in written.items():
         assert set(keys) <= set(compat.SEED_KEYS[section])
     cfg = compat.load_config(str(out))
-    assert isinstance(cfg, dict)
+    assert isinstance(cfg, dict) and isinstance(cfg.config, Config)
+    assert compat.load_config()["storage"]["type"] == "local"  # no file: the defaults
     assert cfg["drift_detection"]["check_frequency"] == 100
     assert cfg["storage"]["type"] == "local"
 

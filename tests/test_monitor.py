@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from edge_actors import EdgeMonitor, control
+from edge_actors import EdgeMonitor, compat, control
 from edge_actors.keys import parse_key
 from edge_actors.monitor import AgentStartError, MonitorStoppedError
 from edge_actors.outbox import Outbox
@@ -253,6 +253,11 @@ def test_house_price_drift_is_reported_on_price_only(
             return feats.get("price", {}).get("state") == "drift"
 
         wait_until(drift_seen, 20, "price drift in get_status()")
+        assert monitor.get_status()["drift_results_count"] >= 1  # the seed's status key
+        # The seed's DriftDetector lists the agent's drift events with its field names.
+        agent_results = compat.DriftDetector(monitor.config).get_drift_results()
+        assert [(r["feature_name"], r["is_drift"]) for r in agent_results] == [("price", True)]
+        assert agent_results[0]["algorithm"] == "ks_test" and agent_results[0]["sample_size"] > 0
         feats = monitor.get_status()["agent"]["workers"]["drift"]["stats"]["features"]
         assert feats["confidence"]["state"] == "ok"
         if with_model:
