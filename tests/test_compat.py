@@ -234,7 +234,13 @@ def test_edge_monitor_documented_api(short_dir: Path, monitors: Any) -> None:
     assert {str(i) for i in outs} >= set(in_ids)
     # The caller's id is carried to the records and joins them.
     rid = caller_record_id("request-42")
-    pay = [r for r in sink_rows(data, "payload") if r["payload"].get("input_id") == "request-42"]
+
+    def caller_rows() -> list[dict[str, Any]]:
+        rows = sink_rows(data, "payload")
+        return [r for r in rows if r["payload"].get("input_id") == "request-42"]
+
+    wait_until(caller_rows, 20, "the payload stream of the batch in the sink")
+    pay = caller_rows()
     assert [(r["id"], r["kind"]) for r in pay] == [(rid, "output")]
     assert pay[0]["payload"]["output_data"] == {"label": "cheap"}
     assert outs[rid]["outputs"]["price"] == 1.5
