@@ -29,8 +29,10 @@ def render(status: dict[str, Any]) -> str:
             else f"-/{w['memory_limit_mb']:g}MB"
         )
         reasons = ",".join(f"{k}:{v}" for k, v in w["restart_reasons"].items())
+        # A running worker paused by the pause op (EdgeMonitor.stop_system_monitoring...).
+        state = "paused" if w.get("paused") and w["state"] == "running" else w["state"]
         lines.append(
-            f"{name:9} {_fmt(w['pid']):>7} {w['state']:9} {_fmt(w['uptime_s'], 's'):>8} "
+            f"{name:9} {_fmt(w['pid']):>7} {state:9} {_fmt(w['uptime_s'], 's'):>8} "
             f"{w['restarts']:>8} {mem:>15} {_fmt(w['heartbeat_age_s'], 's'):>7}  "
             f"{w['last_exit'] or '-'}" + (f" [{reasons}]" if reasons else "")
         )

@@ -27,6 +27,7 @@ from edge_actors.control import ControlError
 from edge_actors.keys import parse_key
 from edge_actors.monitor import CALLER_ID_BIT, _record_id, caller_record_id
 from edge_actors.outbox import Outbox
+from edge_actors.status_view import render
 from tests.conftest import MODEL, unique_instance
 from tests.test_monitor import house_reference, monitors, outbox_rows, seed_config, wait_until
 
@@ -173,6 +174,7 @@ def test_pause_holds_across_a_worker_restart(make_config: Any, agent: Any) -> No
         )
     )
     assert st["workers"]["sampler"]["paused"]
+    assert re.search(r"^sampler\s+\d+\s+paused ", render(st), flags=re.M), render(st)
     before = samples()
     time.sleep(1.0)  # five sampling intervals
     assert samples() <= before + 1  # one may be under way as the new sampler starts
