@@ -317,6 +317,18 @@ def test_save_default_config_writes_the_seed_layout(tmp_path: Path) -> None:
     assert cfg["storage"]["type"] == "local"
 
 
+def test_adapters_take_a_changed_config_dict(tmp_path: Path) -> None:
+    config = compat.load_config(DATA / "seed_sqlite.yaml")
+    assert compat.DriftDetector(config).threshold == 0.01
+    config["drift_detection"]["threshold"] = 0.2  # the seed's dict could be changed in code
+    detector = compat.DriftDetector(config, device_id="edge-3")
+    assert detector.threshold == 0.2 and detector.check_frequency == 500
+    assert detector.device_id == "edge-3"
+    config["drift_detection"]["threshold"] = 2.0
+    with pytest.raises(ConfigError, match=r"drift_detection\.threshold"):
+        compat.DriftDetector(config)
+
+
 def test_compat_components(short_dir: Path) -> None:
     path = seed_config(
         short_dir,

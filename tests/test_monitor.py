@@ -408,6 +408,10 @@ def test_the_ml_process_imports_neither_scipy_nor_boto3(short_dir: Path) -> None
         f"m = EdgeMonitor(config_path={str(path)!r})\n"
         "m.log_model_output(m.log_model_input({'a': 'b'}), {'price': 1.0})\n"
         "m.stop()\n"
+        "from edge_actors import compat\n"
+        f"d = compat.DriftDetector(compat.load_config({str(path)!r}))\n"
+        "d.set_reference_data('price', [1.0, 2.0, 3.0, 4.0])\n"
+        "assert d.detect_drift('price', [5.0, 6.0, 7.0])['p_value'] < 0.1\n"
         "heavy = [x for x in sys.modules if x.split('.')[0] in ('scipy', 'boto3', 'botocore')]\n"
         "assert not heavy, heavy\n"
     )
