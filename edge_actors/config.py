@@ -1294,23 +1294,20 @@ def _parse_telemetry(p: _Parser, raw: object) -> TelemetryConfig:
 
 
 def _parse_storage(p: _Parser, raw: object, data_dir: Path) -> StorageConfig:
-    # The bucket is checked only when it is used (type s3), as the seed did: a
-    # seed config keeping `bucket: ""` or a placeholder with `type: sqlite` loads.
-    values, failed = p.section(StorageConfig, _strip_keys(raw, ("bucket",)), "storage")
+    first_issue = len(p.issues)
+    values, failed = p.section(StorageConfig, raw, "storage")
     values.setdefault("sqlite_path", data_dir / "outbox.db")
     values.setdefault("local_path", data_dir / "sink")
     cfg = StorageConfig(**values)
-    bucket = raw.get("bucket") if isinstance(raw, Mapping) else None
-    if cfg.type == "s3" or "type" in failed:
-        if bucket is not None:
-            try:
-                cfg = dataclasses.replace(cfg, bucket=_bucket()(bucket, p.ctx))
-            except _Invalid as exc:
-                p.issue("storage.bucket", str(exc))
-        elif "type" not in failed:
-            p.issue("storage.bucket", "required when storage.type is 's3'")
-    elif bucket is not None:
-        cfg = dataclasses.replace(cfg, bucket=str(bucket))
+    if cfg.type != "s3" and "type" not in failed:
+        # The bucket is checked only when it is used, as the seed did: a seed config
+        # keeping `bucket: ""` or a placeholder with `type: sqlite` loads.
+        mine = p.issues[first_issue:]
+        p.issues[first_issue:] = [i for i in mine if i.path != "storage.bucket"]
+        bucket = raw.get("bucket") if isinstance(raw, Mapping) else None
+        return dataclasses.replace(cfg, bucket=None if bucket is None else str(bucket))
+    if cfg.type == "s3" and cfg.bucket is None and not failed & {"type", "bucket"}:
+        p.issue("storage.bucket", "required when storage.type is 's3'")
     return cfg
 
 
