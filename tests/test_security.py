@@ -36,7 +36,7 @@ from edge_actors import control, keys, topology
 from edge_actors.cli import main as cli_main
 from edge_actors.config import ConfigError, default_run_dir, load_config, parse_config
 from edge_actors.producer import Producer
-from edge_actors.ring import W_NCONS, W_WRITE_SEQ, Ring, RingError
+from edge_actors.ring import W_NCONS, W_PRODUCER_PID, W_WRITE_SEQ, Ring, RingError
 from edge_actors.sinks.base import PermanentSinkError, md5_b64
 from edge_actors.sinks.local import LocalSink
 from edge_actors.supervisor import Supervisor  # noqa: F401 - imported before dropping to nobody
@@ -569,6 +569,28 @@ def test_a_scribbled_lane_header_is_retired_and_reported(
     assert a.stop() == 0
 
 
+def test_an_adopted_lane_with_a_scribbled_producer_pid_is_not_trusted(
+    make_config: Callable[..., Path], agent: Callable[..., Any]
+) -> None:
+    path = make_config(ONLY_SAMPLER)
+    a = agent(path)
+    p = Producer(a.cfg["run_dir"], a.cfg["instance"], MODEL["inputs"], MODEL["outputs"])
+    assert p.wait_attached(5)
+    p.log([1, 2, 3, 4], [5, 6])
+    lane = p.stats()["lane"]
+    os.kill(a.pid, signal.SIGKILL)
+    a.proc.wait(5)
+    p.close()
+    ring = Ring.attach(lane)
+    ring.words[W_PRODUCER_PID] = 1 << 40  # os.kill(2**40, 0) raises OverflowError
+    ring.close()
+    b = agent(path)
+    # Adopted as orphaned; its "producer" cannot be alive: retired, drained, removed.
+    b.wait_for(lambda s: not any(r["kind"] == "lane" for r in s["rings"]))
+    assert b.proc.poll() is None
+    assert b.stop() == 0
+
+
 def test_ring_attach_bounds_every_header_value(segs: Any) -> None:
     from edge_actors.ring import W_CAPACITY, W_SLOT_SIZE
 
@@ -642,28 +664,44 @@ def test_an_agent_that_cannot_remove_a_planted_segment_refuses_to_start(
     os.fchmod(fd, 0o666)
     os.ftruncate(fd, 1 << 16)
     os.close(fd)
-    err = short_dir / "stderr"
-    pid = os.fork()
-    if pid == 0:  # the agent as uid nobody (the interpreter under /root is not theirs to run)
-        code = 1
-        try:
-            sys.stderr = open(err, "w")  # noqa: SIM115
-            _drop_to_nobody()
-            code = cli_main(["run", "-c", str(path)])
-        finally:
-            sys.stderr.flush()
-            os._exit(code)
     try:
-        _, status = os.waitpid(pid, 0)
+        code, stderr = _run_as_nobody(["run", "-c", str(path)], short_dir / "stderr")
     finally:
         for name in shm_segments(cfg.instance):
             os.unlink(f"/dev/shm/{name}")
-    stderr = err.read_text()
-    assert os.waitstatus_to_exitcode(status) == 4, stderr
+    assert code == 4, stderr
     assert (
         f"edge-actors: shared memory {events!r} is owned by uid 0 with mode 0666, expected "
         "uid 65534 and mode 0600, and cannot be removed (Permission denied)" in stderr
     )
+
+
+def _run_as_nobody(argv: list[str], err: Path, timeout: float = 20.0) -> tuple[int | None, str]:
+    """``edge-actors ARGV`` in a forked child as uid nobody, without $XDG_RUNTIME_DIR.
+
+    In-process (the interpreter under /root is not nobody's to run). Returns the
+    exit code (None if it was still running after ``timeout``: killed) and stderr.
+    """
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            sys.stderr = open(err, "w")  # noqa: SIM115
+            os.environ.pop("XDG_RUNTIME_DIR", None)
+            _drop_to_nobody()
+            code = cli_main(argv)
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status), err.read_text()
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGTERM)
+    os.waitpid(pid, 0)
+    return None, err.read_text()
 
 
 def _drop_to_nobody() -> None:
@@ -748,29 +786,30 @@ def test_default_run_dir_prefers_private_places(
 
 @needs_root
 @no_fork_warning
-def test_default_run_dir_under_tmp_is_verified_not_trusted(short_dir: Path) -> None:
-    """Without $XDG_RUNTIME_DIR and /run, a user falls back to /tmp, where anyone could
+def test_default_run_dir_under_tmp_is_verified_not_trusted(
+    make_config: Callable[..., Path], short_dir: Path
+) -> None:
+    """Without $XDG_RUNTIME_DIR or /run, a user falls back to /tmp, where anyone could
     have made the directory first: the agent refuses one that is not its own."""
-    planted = short_dir / "edge-actors-65534"
-    planted.mkdir(mode=0o777)
+    planted = Path(f"/tmp/edge-actors-{NOBODY}")
+    if planted.exists() or planted.is_symlink():
+        pytest.skip(f"{planted} exists on this machine")
+    path = make_config(ONLY_SAMPLER)
+    data = yaml.safe_load(path.read_text())
+    del data["run_dir"]
+    path.write_text(yaml.safe_dump(data))
+    os.chown(short_dir, NOBODY, NOBODY)  # the agent's data_dir goes there
+    planted.mkdir()
     os.chmod(planted, 0o777)
-    os.chmod(short_dir, 0o755)
-
-    def check() -> dict[str, Any]:
-        os.environ.pop("XDG_RUNTIME_DIR", None)
-        from edge_actors import rundir
-
-        out: dict[str, Any] = {"default": str(default_run_dir())}
-        try:
-            rundir.prepare(planted)
-        except rundir.RunDirError as exc:
-            out["error"] = str(exc)
-        return out
-
-    got = as_nobody(check)
-    assert got["default"] == "/tmp/edge-actors-65534"
-    assert got["error"].startswith(
-        f"run_dir {planted} is owned by uid 0, not by uid 65534 that runs the agent"
+    try:
+        code, stderr = _run_as_nobody(["run", "-c", str(path)], short_dir / "stderr")
+    finally:
+        shutil.rmtree(planted)
+        for name in shm_segments(data["instance"]):
+            os.unlink(f"/dev/shm/{name}")
+    assert code == 4, stderr
+    assert stderr.startswith(
+        f"edge-actors: run_dir {planted} is owned by uid 0, not by uid 65534 that runs the agent"
     )
 
 
