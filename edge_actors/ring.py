@@ -114,6 +114,7 @@ class Ring:
         # these copies, never a live value another process could have scribbled.
         self._n_consumers = int(self.words[W_NCONS])
         self._fixed = self.words[: W_NCONS + 1].copy()
+        self._fixed_bytes = self._fixed.tobytes()
         self.mask = self.capacity - 1
         self.slot_dtype = np.dtype(
             {
@@ -196,6 +197,7 @@ class Ring:
         # Magic last: an attacher that sees it sees a complete header.
         ring.words[W_MAGIC] = MAGIC
         ring._fixed[W_MAGIC] = MAGIC
+        ring._fixed_bytes = ring._fixed.tobytes()
         return ring
 
     @classmethod
@@ -269,9 +271,10 @@ class Ring:
         A ring whose geometry, layout or epoch changed under us was written by
         something that is not a well-behaved producer: do not trust it.
         """
-        now = self.words[: W_NCONS + 1]
-        if np.array_equal(now, self._fixed):
+        # One bytes compare (well under a microsecond): every lane, every tick.
+        if self.words[: W_NCONS + 1].tobytes() == self._fixed_bytes:
             return ""
+        now = self.words[: W_NCONS + 1]
         labels = {
             W_MAGIC: "magic",
             W_VERSION: "layout version",

@@ -55,7 +55,10 @@ def exchange(path: str, data: bytes, timeout: float = 5.0) -> tuple[bytes, bool]
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(data)
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused at accept: the reply is already queued for us
         buf = b""
         while b"\n" not in buf:
             chunk = s.recv(65536)
