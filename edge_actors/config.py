@@ -434,14 +434,25 @@ def default_device_id(machine_id_path: Path = Path("/etc/machine-id")) -> str:
 
 
 def default_run_dir() -> Path:
-    """Return the default ``run_dir``.
+    """Return the default ``run_dir``: a place other users cannot have prepared.
 
-    ``$XDG_RUNTIME_DIR/edge-actors`` when that variable is set (a per-user tmpfs
-    cleaned at logout), else ``/tmp/edge-actors-<uid>``.
+    ``$XDG_RUNTIME_DIR/edge-actors`` when that variable is set (a per-user
+    tmpfs, 0700, cleaned at logout); else ``/run/edge-actors`` when it is
+    this user's already (systemd ``RuntimeDirectory=``) or ``/run`` is writable
+    (root); else ``/tmp/edge-actors-<uid>``, where anyone could have created
+    the directory first: the supervisor verifies its owner and mode whatever
+    the choice (edge_actors.rundir), so a planted one is refused, not used.
     """
     xdg = os.environ.get("XDG_RUNTIME_DIR")
     if xdg:
         return Path(xdg) / "edge-actors"
+    run = Path("/run/edge-actors")
+    try:
+        if run.stat().st_uid == os.geteuid():
+            return run
+    except OSError:
+        if os.access("/run", os.W_OK):
+            return run
     return Path(f"/tmp/edge-actors-{os.getuid()}")
 
 
@@ -949,6 +960,30 @@ class SupervisorConfig:
         conv=_boolean(),
         type_="boolean",
     )
+    max_clients: int = _opt(
+        256,
+        doc=(
+            "Most control-socket connections at once (each producer holds one); more are "
+            "refused with a reply. Lowered to fit the open-file limit."
+        ),
+        conv=_integer(1),
+        type_="integer",
+    )
+    client_idle_timeout_seconds: float = _opt(
+        10.0,
+        doc="A control connection without a lane that sends no request for this long is closed.",
+        conv=_positive(),
+        type_="number",
+    )
+    shm_budget_mb: float = _opt(
+        256.0,
+        doc=(
+            "Total shared memory of all rings and lanes; a producer asking for a lane past it "
+            "is refused (and told why)."
+        ),
+        conv=_positive(),
+        type_="number",
+    )
 
 
 @dataclass(frozen=True)
@@ -977,7 +1012,10 @@ class Config:
             doc="Directory of the control socket `{run_dir}/{instance}.sock` (at most 107 bytes).",
             conv=_path(),
             type_="path",
-            default_doc="$XDG_RUNTIME_DIR/edge-actors, else /tmp/edge-actors-<uid>",
+            default_doc=(
+                "$XDG_RUNTIME_DIR/edge-actors, else /run/edge-actors if this user's or /run "
+                "is writable, else /tmp/edge-actors-<uid>"
+            ),
         ),
     )
     data_dir: Path = field(

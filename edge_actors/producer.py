@@ -436,7 +436,10 @@ class Producer:
         sock.settimeout(5.0)
         prefer = self._ring.name if self._ring is not None else None
         try:
-            sock.connect(os.fspath(control.socket_path(self.run_dir, self.instance)))
+            path = control.socket_path(self.run_dir, self.instance)
+            sock.connect(os.fspath(path))
+            # Before a byte is sent: a socket swapped in by another user gets nothing.
+            control.check_server(sock, path)
             sock.sendall(
                 control.encode(
                     {

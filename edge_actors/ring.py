@@ -65,6 +65,19 @@ def round_capacity(n: int, floor: int = 2) -> int:
     return 1 << (n - 1).bit_length()
 
 
+def _geometry_problem(capacity: int, slot_size: int, n_consumers: int, seg_size: int) -> str:
+    """Why a header's geometry cannot be a ring of ``seg_size`` bytes ('' if it can)."""
+    if not 1 <= n_consumers <= MAX_CONSUMERS:
+        return f"consumer count {n_consumers} (1..{MAX_CONSUMERS})"
+    if capacity < 2 or capacity & (capacity - 1):
+        return f"capacity {capacity} is not a power of two >= 2"
+    if slot_size < 16 or slot_size % 8:
+        return f"slot size {slot_size} (a multiple of 8, at least 16)"
+    if HEADER_SIZE + capacity * slot_size > seg_size:
+        return f"{capacity} slots of {slot_size} bytes do not fit in the segment ({seg_size} bytes)"
+    return ""
+
+
 @dataclass(frozen=True)
 class ReadBatch:
     """Records one ``read`` delivered, with their sequence numbers.
@@ -97,6 +110,11 @@ class Ring:
         )
         self.capacity = int(self.words[W_CAPACITY])
         self.slot_size = int(self.words[W_SLOT_SIZE])
+        # Header words fixed at creation, kept as read at attach: indexing uses
+        # these copies, never a live value another process could have scribbled.
+        self._n_consumers = int(self.words[W_NCONS])
+        self._fixed = self.words[: W_NCONS + 1].copy()
+        self._fixed_bytes = self._fixed.tobytes()
         self.mask = self.capacity - 1
         self.slot_dtype = np.dtype(
             {
@@ -178,6 +196,8 @@ class Ring:
         ring.stamps[:] = BUSY  # slot 0 must not look like seq 0 before it is written
         # Magic last: an attacher that sees it sees a complete header.
         ring.words[W_MAGIC] = MAGIC
+        ring._fixed[W_MAGIC] = MAGIC
+        ring._fixed_bytes = ring._fixed.tobytes()
         return ring
 
     @classmethod
@@ -200,9 +220,14 @@ class Ring:
             problem = f"layout version {head[W_VERSION]}, this code reads {LAYOUT_VERSION}"
         elif record_dtype is not None and head[W_DTYPE] != dtype_fingerprint(record_dtype):
             problem = "record layout differs from this code's (different model schema?)"
-        elif record_dtype is not None:
-            slot, size = cls.layout_size(record_dtype, int(head[W_CAPACITY]))
-            if slot != head[W_SLOT_SIZE] or size > seg.size:
+        else:
+            # Every value read from the segment is bounded before anything indexes with it.
+            problem = _geometry_problem(
+                int(head[W_CAPACITY]), int(head[W_SLOT_SIZE]), int(head[W_NCONS]), seg.size
+            )
+        if not problem and record_dtype is not None:
+            slot, _size = cls.layout_size(record_dtype, int(head[W_CAPACITY]))
+            if slot != head[W_SLOT_SIZE]:
                 problem = "slot size does not match the record layout"
         if problem:
             seg.close()
@@ -237,8 +262,34 @@ class Ring:
 
     @property
     def n_consumers(self) -> int:
-        """Number of pre-registered consumer lines."""
-        return int(self.words[W_NCONS])
+        """Number of pre-registered consumer lines (as validated at attach)."""
+        return self._n_consumers
+
+    def header_problem(self) -> str:
+        """Why the header's fixed words no longer match what was attached ('' if they do).
+
+        A ring whose geometry, layout or epoch changed under us was written by
+        something that is not a well-behaved producer: do not trust it.
+        """
+        # One bytes compare (well under a microsecond): every lane, every tick.
+        if self.words[: W_NCONS + 1].tobytes() == self._fixed_bytes:
+            return ""
+        now = self.words[: W_NCONS + 1]
+        labels = {
+            W_MAGIC: "magic",
+            W_VERSION: "layout version",
+            W_CAPACITY: "capacity",
+            W_SLOT_SIZE: "slot size",
+            W_DTYPE: "record layout hash",
+            W_EPOCH: "epoch",
+            W_NCONS: "consumer count",
+        }
+        diffs = [
+            f"{labels[i]} {int(now[i])}, expected {int(self._fixed[i])}"
+            for i in labels
+            if now[i] != self._fixed[i]
+        ]
+        return "header changed under the supervisor: " + "; ".join(diffs)
 
     @property
     def producer_pid(self) -> int:

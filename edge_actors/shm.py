@@ -7,6 +7,11 @@ everybody else's feet, and it starts an extra tracker process per interpreter.
 Here the segment is opened with ``shm_open`` directly, on every Python version,
 so attaching never registers anything; only the supervisor, which created the
 segment, ever unlinks it.
+
+/dev/shm is writable by every user, so a name is no proof of origin: another
+user can create ``ea_<instance>_evt`` first, mode 0666. Every attach checks the
+open segment (``fstat``): a regular file, owned by the expected uid (this
+process's by default), with no group or other permission bits.
 """
 
 from __future__ import annotations
@@ -111,12 +116,47 @@ def create(name: str, size: int, *, mode: int = 0o600) -> Segment:
     return Segment(name, mm, created=True)
 
 
-def attach(name: str) -> Segment:
-    """Map an existing segment read-write, without registering it anywhere."""
+def ownership_problem(st: os.stat_result, owner: int | None = None) -> str:
+    """Why a segment with this stat must not be trusted ('' if it may be).
+
+    Trusted: a regular file owned by ``owner`` (default: this process's euid)
+    that no other user can read or write.
+    """
+    want = os.geteuid() if owner is None else owner
+    mode = stat.S_IMODE(st.st_mode)
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file"
+    if st.st_uid != want or mode & 0o077:
+        return (
+            f"is owned by uid {st.st_uid} with mode {mode:04o}, expected uid {want} and mode 0600"
+        )
+    return ""
+
+
+def stat_problem(name: str) -> str:
+    """:func:`ownership_problem` of an existing segment by name ('' if gone or trusted)."""
+    try:
+        st = os.lstat(_SHM_DIR / check_name(name))
+    except FileNotFoundError:
+        return ""
+    return ownership_problem(st)
+
+
+def attach(name: str, *, owner: int | None = None) -> Segment:
+    """Map an existing segment read-write, without registering it anywhere.
+
+    Refuses (ShmError, EPERM) a segment owned by another uid than ``owner``
+    (default: this process's) or open to other users: it was not made by the
+    agent, and its content could be forged or read by someone else.
+    """
     check_name(name)
     fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        problem = ownership_problem(st, owner)
+        if problem:
+            raise ShmError(errno.EPERM, f"shared memory {name!r} {problem}")
+        size = st.st_size
         if size == 0:
             raise ShmError(errno.EINVAL, f"shared memory {name!r} is empty (being created?)")
         mm = mmap.mmap(fd, size)
@@ -140,11 +180,13 @@ def _unlink_quiet(name: str) -> bool:
 
 
 def exists(name: str) -> bool:
-    """True if a segment of that name exists."""
+    """True if a segment of that name exists (even one this user cannot open)."""
     try:
         fd = _posixshmem.shm_open("/" + check_name(name), os.O_RDONLY, mode=0)
-    except (FileNotFoundError, PermissionError):
+    except FileNotFoundError:
         return False
+    except PermissionError:
+        return True
     os.close(fd)
     return True
 

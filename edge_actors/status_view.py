@@ -48,6 +48,12 @@ def render(status: dict[str, Any]) -> str:
     lines += ["", f"producers attached: {len(producers)}"]
     for p in producers:
         lines.append(f"  pid {p['pid']} -> {p['lane']} ({p['state']})")
+    for bad in status.get("invalid_lanes", []):
+        lines.append(f"  INVALID lane {bad['lane']} (pid {bad['pid']}), removed: {bad['problem']}")
+    if "shm_mb" in status:
+        lines.append(
+            f"shared memory: {status['shm_mb']:g} of {status['shm_budget_mb']:g} MB budget"
+        )
     for name, w in status["workers"].items():
         extra = w.get("stats", {}).get("summary_lines")
         if extra:

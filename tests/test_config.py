@@ -191,7 +191,11 @@ def test_run_dir_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     import os
 
-    assert parse_config({}, tmp_path, "x").run_dir == Path(f"/tmp/edge-actors-{os.getuid()}")
+    # /run when this user may create there (root), else /tmp (verified at start: rundir.py).
+    expected = (
+        "/run/edge-actors" if os.access("/run", os.W_OK) else f"/tmp/edge-actors-{os.getuid()}"
+    )
+    assert parse_config({}, tmp_path, "x").run_dir == Path(expected)
 
 
 def test_socket_path_too_long(tmp_path: Path) -> None:
@@ -431,7 +435,8 @@ def test_instance_rules(tmp_path: Path) -> None:
             "restart_backoff_max_seconds, restart_stable_seconds, max_restarts, "
             "restart_period_seconds, heartbeat_interval_seconds, heartbeat_timeout_seconds, "
             "memory_check_interval_seconds, memory_metric, stop_grace_seconds, "
-            "shutdown_timeout_seconds, hard_memory_limit)",
+            "shutdown_timeout_seconds, hard_memory_limit, max_clients, "
+            "client_idle_timeout_seconds, shm_budget_mb)",
         ),
         (
             "drift_detection: {seed_defaults: true}",
