@@ -666,3 +666,18 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(short_dir: Path, args:
     finally:
         os.close(w)
     assert (proc.returncode, proc.stderr) == (141, "")
+
+
+def test_max_reference_mb_caps_a_json_reference(short_dir: Path) -> None:
+    ref = short_dir / "ref.json"
+    ref.write_text(json.dumps({"sqft": list(range(1000))}))  # 4.9 KB
+    cfg = _config_with_reference(short_dir, ref)
+    data = yaml.safe_load(cfg.read_text())
+    data["drift_detection"]["max_reference_mb"] = 0.001  # 1 KiB
+    cfg.write_text(yaml.safe_dump(data))
+    out = cli("check-config", str(cfg))
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == (
+        f"edge-actors: invalid reference:\n{ref}: 4.8 KiB, more than the 1.0 KiB allowed "
+        "(drift_detection.max_reference_mb)\n"
+    )
