@@ -11,7 +11,8 @@ FIFO or a symlink with a regular file, and a temporary file with a fixed name
   and renamed over the target, so a reader sees the old or the new file, never
   half of one;
 - a new file is 0600 (outputs hold device or training data); a replaced file
-  keeps its permission bits, as editors and ``sed -i`` do.
+  of ours keeps its permission bits, as editors and ``sed -i`` do (one owned by
+  another user gets 0600).
 """
 
 from __future__ import annotations
@@ -84,7 +85,10 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], None] | bytes) -> None
             target is unchanged.
     """
     st = check_target(path)
-    mode = stat.S_IMODE(st.st_mode) & 0o777 if st is not None else NEW_FILE_MODE
+    # Keep the mode of our own file; a file someone else planted (0666 in a shared
+    # directory, say) must not lend its mode to what we write.
+    mine = st is not None and st.st_uid == os.geteuid()
+    mode = stat.S_IMODE(st.st_mode) & 0o777 if st is not None and mine else NEW_FILE_MODE
     parent = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -681,3 +681,15 @@ def test_max_reference_mb_caps_a_json_reference(short_dir: Path) -> None:
         f"edge-actors: invalid reference:\n{ref}: 4.8 KiB, more than the 1.0 KiB allowed "
         "(drift_detection.max_reference_mb)\n"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a file to another uid")
+def test_a_planted_world_writable_output_does_not_lend_its_mode(tmp_path: Path) -> None:
+    target = tmp_path / "ref.npz"
+    target.write_text("planted")
+    target.chmod(0o666)
+    os.chown(target, 65534, 65534)  # nobody's file in a shared directory
+    out = cli("reference", "build", str(_csv(tmp_path)), "-o", str(target))
+    assert out.returncode == 0, out.stderr
+    st = target.stat()
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o600)
