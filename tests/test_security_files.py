@@ -693,3 +693,43 @@ def test_a_planted_world_writable_output_does_not_lend_its_mode(tmp_path: Path) 
     assert out.returncode == 0, out.stderr
     st = target.stat()
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (os.geteuid(), 0o600)
+
+
+def test_any_corrupt_reference_is_a_reference_error(tmp_path: Path) -> None:
+    # Seeded byte flips, cuts and insertions of a good .npz and JSON: every
+    # failure must be a ReferenceError naming the file (zlib.error and
+    # NotImplementedError from the zip reader used to escape and crash).
+    import random
+
+    feats = [
+        FeatureReference("a", "numeric", np.arange(50.0), 50, 0.0, 49.0, 0.0),
+        FeatureReference("c", "categorical", np.empty(0), 10, np.nan, np.nan, 0.1, {"x": 4}),
+    ]
+    save_reference(Reference.from_features(feats), tmp_path / "good.npz")
+    sources = {
+        ".npz": (tmp_path / "good.npz").read_bytes(),
+        ".json": json.dumps({"a": [1, 2, 3, None, 4.5], "c": ["x", "y", None]}).encode(),
+    }
+    rng = random.Random(11)
+    escaped: dict[str, str] = {}
+    for i in range(1500):
+        suffix = ".json" if i % 3 == 0 else ".npz"
+        b = bytearray(sources[suffix])
+        for _ in range(rng.randint(1, 8)):
+            pos = rng.randrange(len(b))
+            op = rng.random()
+            if op < 0.6:
+                b[pos] = rng.randrange(256)
+            elif op < 0.8:
+                del b[pos : pos + rng.randint(1, 20)]
+            else:
+                b[pos:pos] = rng.randbytes(rng.randint(1, 10))
+        p = tmp_path / f"mutant{suffix}"
+        p.write_bytes(bytes(b))
+        try:
+            load_reference(p)
+        except ReferenceError as exc:
+            assert str(exc).startswith(f"{p}: "), exc
+        except Exception as exc:
+            escaped.setdefault(type(exc).__name__, str(exc))
+    assert escaped == {}

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import stat
+import struct
 import zipfile
 import zlib
 from collections import Counter
@@ -773,7 +774,20 @@ def _load_npz(path: Path, fh: IO[bytes], file_size: int, max_bytes: int) -> Refe
                 features.append(feat)
     except ReferenceError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        IndexError,
+        OverflowError,
+        struct.error,
+        NotImplementedError,  # an unsupported zip feature (version, compression)
+        RuntimeError,  # an encrypted member
+    ) as exc:
         kind = "ValueError" if isinstance(exc, _PickleRefused) else type(exc).__name__
         raise _fail(path, f"corrupt reference file: {kind}: {exc}") from None
     ref = Reference.from_features(features, source=str(path))
