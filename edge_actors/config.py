@@ -1546,7 +1546,17 @@ def _parse_yaml(text: str, source: str) -> object:
     def fail(path: str, message: str) -> ConfigError:
         return ConfigError(source, [ConfigIssue(path, message)])
 
-    loader = _ConfigLoader(text)
+    try:
+        # The reader checks every character here already.
+        loader = _ConfigLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise fail(
+            "",
+            f"invalid YAML at line {line}, column {column}: "
+            f"control character U+{exc.character:04X} is not allowed",
+        ) from None
     try:
         node = loader.get_single_node()
         if loader.found:

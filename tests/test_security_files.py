@@ -733,3 +733,11 @@ def test_any_corrupt_reference_is_a_reference_error(tmp_path: Path) -> None:
         except Exception as exc:
             escaped.setdefault(type(exc).__name__, str(exc))
     assert escaped == {}
+
+
+def test_a_control_character_in_the_config_is_one_line_with_its_place(short_dir: Path) -> None:
+    p = short_dir / "c.yaml"
+    p.write_bytes(b"instance: edge\ndevice_id: a\x1bb\n")
+    assert config_error(p) == (
+        f"{p}: invalid YAML at line 2, column 13: control character U+001B is not allowed"
+    )
