@@ -24,6 +24,8 @@ EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 4
+#: What a shell reports for a process killed by SIGPIPE (128 + 13): ``status | head``.
+EXIT_BROKEN_PIPE = 141
 
 log = logging.getLogger("edge_actors.cli")
 
@@ -149,8 +151,11 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate a config file: every error, or a summary."""
+    """Validate a config file and the reference it names: every error, or a summary."""
     cfg = _load(args.file)
+    ref_line = _check_reference(cfg)
+    if ref_line is None:
+        return EXIT_BAD_INPUT
     model = cfg.model
     print(f"{args.file}: OK")
     print(f"  instance {cfg.instance!r}, device_id {cfg.device_id!r}")
@@ -163,7 +168,39 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     ]
     print(f"  workers: {', '.join(workers) or 'none'}")
     print(f"  run_dir {cfg.run_dir}, data_dir {cfg.data_dir}")
+    if ref_line:
+        print(ref_line)
     return EXIT_OK
+
+
+def _check_reference(cfg: Any) -> str | None:
+    """Load and validate the configured reference as the drift worker will at start.
+
+    Returns the summary line ("" without a reference), or ``None`` after
+    printing why the reference is unusable.
+    """
+    dc = cfg.drift_detection
+    if dc.reference_data_path is None:
+        return ""
+    if not (dc.enabled and cfg.workers.drift.enabled):
+        return f"  reference {dc.reference_data_path} (not checked: drift detection is off)"
+    from edge_actors.drift.reference import (
+        ReferenceError,
+        load_reference,
+        validate_against_model,
+    )
+
+    try:
+        max_bytes = int(dc.max_reference_mb * 2**20)
+        ref = load_reference(dc.reference_data_path, max_bytes=max_bytes)
+        validate_against_model(ref, cfg.model)
+    except ReferenceError as exc:
+        print(f"edge-actors: invalid reference:\n{exc}", file=sys.stderr)
+        return None
+    return (
+        f"  reference {dc.reference_data_path}: {len(ref.features)} features, "
+        f"hash {ref.content_hash}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,8 +246,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so the flush at interpreter exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script."""
+    """Entry point of the console script.
+
+    A reader that goes away (``edge-actors status | head``) ends the command
+    quietly with exit code 141, as a tool killed by SIGPIPE would, instead of a
+    ``BrokenPipeError`` traceback.
+    """
+    try:
+        try:
+            code = _main(argv)
+        finally:
+            # Flush here, inside the handler: at interpreter exit it would be too late.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the command; errors become one line and an exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -233,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NOT_RUNNING
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        raise  # main() ends quietly
     except Exception as exc:
         if args.debug:
             raise

@@ -26,13 +26,18 @@ import math
 import os
 import re
 import socket
+import stat
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
+
+from edge_actors.keys import prefix_problem
+from edge_actors.redact import redact_url, short_repr
 
 __all__ = [
     "SCHEMA",
@@ -126,6 +131,9 @@ class _Invalid(Exception):
 # ---------------------------------------------------------------------------
 # Value formatting and converters
 
+#: Longest bad value echoed whole in a message; longer ones are cut.
+_SHOWN_CHARS = 80
+
 
 def _show(value: object) -> str:
     """Format a bad value the way the user wrote it in YAML."""
@@ -134,14 +142,27 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return repr(value)
+        # Cut: a 10 MB bad value must not come back whole in the message.
+        return short_repr(value, _SHOWN_CHARS)
     if isinstance(value, (int, float)):
         return _num(value)
     if isinstance(value, Mapping):
         return "a mapping"
     if isinstance(value, (list, tuple)):
         return "a list"
-    return repr(value)
+    text = repr(value)
+    if len(text) > _SHOWN_CHARS:
+        return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+    return text
+
+
+def _key_text(key: object) -> str:
+    """A mapping key as shown in a key path: as written when plain, else quoted and cut."""
+    if isinstance(key, str):
+        if key.isprintable() and len(key) <= _SHOWN_CHARS:
+            return key
+        return short_repr(key, _SHOWN_CHARS)
+    return _show(key)
 
 
 def _num(x: float) -> str:
@@ -363,22 +384,16 @@ def _bucket() -> _Conv:
 
 
 def _prefix() -> _Conv:
-    """Converter for the object key prefix: no traversal, no absolute keys."""
+    """Converter for the object key prefix: the sinks' own rules, then a ``/`` appended."""
 
     def conv(value: object, ctx: _Ctx) -> str:
         if value is None:
             return ""
         s = _string(value)
-        shown = _show(value)
-        if len(s) > 256:
-            raise _Invalid(f"must be at most 256 characters, got {len(s)}")
-        if any(ord(c) < 32 or ord(c) == 127 for c in s):
-            raise _Invalid(f"must not contain NUL or control characters, got {shown}")
-        if s.startswith("/"):
-            raise _Invalid(f"must not start with '/', got {shown}")
-        # The local sink maps keys to paths, so '..' would escape its directory.
-        if any(part == ".." for part in s.replace("\\", "/").split("/")):
-            raise _Invalid(f"must not contain a '..' segment, got {shown}")
+        # The very function every sink applies: what loads here is never refused later.
+        problem = prefix_problem(s)
+        if problem is not None:
+            raise _Invalid(problem)
         if s and not s.endswith("/"):
             s += "/"
         return s
@@ -386,11 +401,42 @@ def _prefix() -> _Conv:
     return conv
 
 
+_CREDENTIALS_CHAIN = (
+    "credentials belong in the AWS credential chain (AWS_ACCESS_KEY_ID/"
+    "AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or an instance role)"
+)
+
+
 def _url() -> _Conv:
+    """Converter for an endpoint URL: http(s), a host, and no credentials in it.
+
+    A user name, password or query string (``?X-Amz-Security-Token=...``) in the
+    URL would travel into every log line, ``status`` and the outbox; messages
+    here show the URL redacted.
+    """
+
     def conv(value: object, ctx: _Ctx) -> str:
         s = _string(value)
-        if not s.startswith(("http://", "https://")) or len(s) <= len("https://"):
-            raise _Invalid(f"must start with http:// or https://, got {_show(value)}")
+        shown = short_repr(redact_url(s))
+        try:
+            parts = urlsplit(s)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise _Invalid(f"must be a valid URL ({exc}), got {shown}") from None
+        if parts.scheme not in ("http", "https") or not s.startswith(("http://", "https://")):
+            raise _Invalid(f"must start with http:// or https://, got {shown}")
+        if "@" in parts.netloc:
+            raise _Invalid(
+                f"must not contain a user name or password; {_CREDENTIALS_CHAIN}, got {shown}"
+            )
+        if parts.query or "?" in s:
+            raise _Invalid(f"must not contain a query string; {_CREDENTIALS_CHAIN}, got {shown}")
+        if parts.fragment or "#" in s:
+            raise _Invalid(f"must not contain a '#' fragment, got {shown}")
+        if not parts.hostname:
+            raise _Invalid(f"must name a host, got {shown}")
+        if any(ord(c) <= 32 or ord(c) == 127 for c in s):
+            raise _Invalid(f"must not contain blanks or control characters, got {shown}")
         return s
 
     return conv
@@ -629,11 +675,21 @@ class DriftConfig:
         metadata=_meta(
             doc=(
                 'Reference data: the seed\'s JSON (`{"feature": [values...]}`) or a `.npz` '
-                "built by `edge-actors reference build`. Not checked at load time."
+                "built by `edge-actors reference build`. Loaded and checked by "
+                "`edge-actors check-config` and by the drift worker at start."
             ),
             conv=_nullable(_path()),
             type_="path",
         ),
+    )
+    max_reference_mb: float = _opt(
+        64.0,
+        doc=(
+            "Largest reference accepted: the size of a JSON file, or the uncompressed "
+            "size a `.npz` declares (checked before anything is read)."
+        ),
+        conv=_positive(),
+        type_="number",
     )
     check_frequency: int = _opt(
         100,
@@ -1147,7 +1203,7 @@ class _Parser:
         self.issues.append(ConfigIssue(path, message))
 
     def unknown(self, path: str, key: object, allowed: list[str]) -> None:
-        name = str(key)
+        name = _key_text(key)
         close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
         where = f"{path}.{name}" if path else name
         if close:
@@ -1244,7 +1300,7 @@ def _field_spec(p: _Parser, raw: object, where: str) -> FieldSpec | None:
                 p.issue(f"{where}.categories[{i}]", f"must be a string, got {_show(c)}")
                 ok = False
             elif c in categories:
-                p.issue(f"{where}.categories[{i}]", f"duplicate category {c!r}")
+                p.issue(f"{where}.categories[{i}]", f"duplicate category {_show(c)}")
                 ok = False
             else:
                 categories.append(c)
@@ -1444,36 +1500,230 @@ def parse_config(data: object, base_dir: Path, source: str) -> Config:
     return cfg
 
 
+#: Largest config file read. A config is a few KB: this stops ``/dev/zero``-like input.
+MAX_CONFIG_BYTES = 1 << 20
+#: Deepest nesting of YAML mappings and lists (a valid config needs 5).
+MAX_CONFIG_DEPTH = 32
+#: Most characters of an integer in the file (Python refuses to parse 4,300 digits).
+MAX_INT_CHARS = 32
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _path_text(parts: list[str]) -> str:
+    out = ""
+    for part in parts:
+        out += part if part.startswith("[") or not out else f".{part}"
+    return out
+
+
+class _TooDeep(Exception):
+    def __init__(self, path: str, mark: yaml.Mark) -> None:
+        super().__init__(path)
+        self.path = path
+        self.mark = mark
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that bounds nesting, rejects duplicate keys and over-long integers.
+
+    While composing it knows the key path of every node, so each of these
+    problems (and a value the constructor cannot build) is reported with its
+    key path and line, and all duplicate keys / long integers at once.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.key_path: list[str] = []
+        self.node_paths: dict[int, str] = {}
+        self.found: list[ConfigIssue] = []
+
+    # The stubs type these hooks loosely (index is a node, an int or None).
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if parent is None:
+            return super().compose_node(parent, index)
+        if isinstance(index, int):
+            part = f"[{index}]"
+        elif isinstance(index, yaml.ScalarNode):
+            part = _key_text(index.value)
+        elif index is None:
+            part = "(key)"  # a mapping key being composed
+        else:
+            part = "(complex key)"
+        self.key_path.append(part)
+        try:
+            if len(self.key_path) > MAX_CONFIG_DEPTH:
+                event = self.peek_event()  # type: ignore[no-untyped-call]
+                raise _TooDeep(_path_text(self.key_path), event.start_mark)
+            node = super().compose_node(parent, index)
+            self.node_paths.setdefault(id(node), _path_text(self.key_path))
+            return node
+        finally:
+            self.key_path.pop()
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        node = super().compose_scalar_node(anchor)
+        if node.tag == _INT_TAG and len(node.value) > MAX_INT_CHARS:
+            self.found.append(
+                ConfigIssue(
+                    _path_text(self.key_path),
+                    f"integer of {len(node.value)} characters at line {node.start_mark.line + 1} "
+                    f"is too long (at most {MAX_INT_CHARS})",
+                )
+            )
+        return node
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        first: dict[tuple[str, str], yaml.Node] = {}
+        for key, _value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE_TAG:
+                continue
+            seen = first.setdefault((key.tag, key.value), key)
+            if seen is not key:
+                self.found.append(
+                    ConfigIssue(
+                        _path_text([*self.key_path, _key_text(key.value)]),
+                        f"duplicate key at line {key.start_mark.line + 1} "
+                        f"(first at line {seen.start_mark.line + 1})",
+                    )
+                )
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, OverflowError, TypeError) as exc:
+            # e.g. a date 2024-13-45: PyYAML lets the bare ValueError out.
+            raise _BadValue(self.node_paths.get(id(node), ""), node.start_mark, exc) from None
+
+
+class _BadValue(Exception):
+    def __init__(self, path: str, mark: yaml.Mark, exc: Exception) -> None:
+        super().__init__(path)
+        self.path = path
+        self.mark = mark
+        self.exc = exc
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _read_config(source: str) -> bytes:
+    """The bytes of the config file: a regular file of at most :data:`MAX_CONFIG_BYTES`."""
+
+    def fail(message: str) -> ConfigError:
+        return ConfigError(source, [ConfigIssue("", message)])
+
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait forever for a writer.
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigFileNotFoundError(source) from None
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise fail("cannot read: Is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise fail(f"not a regular file ({_file_kind(st.st_mode)})")
+        too_big = fail(
+            f"larger than {MAX_CONFIG_BYTES // 1024} KiB ({st.st_size} bytes): not a config file"
+        )
+        if st.st_size > MAX_CONFIG_BYTES:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_CONFIG_BYTES:  # it grew while being read
+                raise too_big
+        return b"".join(chunks)
+    except OSError as exc:
+        raise fail(f"cannot read: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def _parse_yaml(text: str, source: str) -> object:
+    """YAML ``text`` as Python data, or :class:`ConfigError` with key path and line."""
+
+    def fail(path: str, message: str) -> ConfigError:
+        return ConfigError(source, [ConfigIssue(path, message)])
+
+    try:
+        # The reader checks every character here already.
+        loader = _ConfigLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise fail(
+            "",
+            f"invalid YAML at line {line}, column {column}: "
+            f"control character U+{exc.character:04X} is not allowed",
+        ) from None
+    try:
+        node = loader.get_single_node()
+        if loader.found:
+            raise ConfigError(source, loader.found)
+        return None if node is None else loader.construct_document(node)
+    except _TooDeep as exc:
+        raise fail(
+            exc.path,
+            f"nested deeper than {MAX_CONFIG_DEPTH} levels "
+            f"(line {exc.mark.line + 1}, column {exc.mark.column + 1})",
+        ) from None
+    except _BadValue as exc:
+        raise fail(
+            exc.path,
+            f"invalid value at line {exc.mark.line + 1}, column {exc.mark.column + 1}: "
+            f"{str(exc.exc)[:_SHOWN_CHARS]}",
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(x for x in (exc.context, exc.problem) if x) or "syntax error"
+        raise fail("", f"invalid YAML{where}: {what}") from None
+    except yaml.YAMLError as exc:
+        raise fail("", f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | os.PathLike[str] | None) -> Config:
     """Load and validate the YAML config at ``path``; ``None`` gives all defaults.
 
     Relative paths in the file resolve against the file's folder (the current
     directory when ``path`` is ``None``). An empty file gives all defaults.
+    The file must be a regular file of at most :data:`MAX_CONFIG_BYTES`; nesting,
+    duplicate keys and integer lengths are checked before any value is built.
     Raises :class:`ConfigError` listing every problem found.
     """
     if path is None:
         return parse_config({}, Path.cwd(), "<defaults>")
     source = os.fspath(path)
     file = Path(source)
+    raw = _read_config(source)
     try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigFileNotFoundError(source) from None
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             source, [ConfigIssue("", f"not valid UTF-8 (byte {exc.start})")]
         ) from None
-    except OSError as exc:
-        raise ConfigError(source, [ConfigIssue("", f"cannot read: {exc.strerror}")]) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = "; ".join(x for x in (exc.context, exc.problem) if x) or "syntax error"
-        raise ConfigError(source, [ConfigIssue("", f"invalid YAML{where}: {what}")]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [ConfigIssue("", f"invalid YAML: {exc}")]) from None
+    data = _parse_yaml(text, source)
     return parse_config(data, Path(os.path.abspath(file)).parent, source)
 
 

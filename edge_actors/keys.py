@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import datetime
 import re
+import unicodedata
+
+from edge_actors.redact import short_repr
 
 __all__ = [
     "MAX_KEY_BYTES",
+    "MAX_PREFIX_BYTES",
+    "MAX_PREFIX_CHARS",
     "MAX_SEQ",
     "object_key",
     "parse_key",
+    "prefix_problem",
     "validate_prefix",
 ]
 
@@ -31,6 +37,11 @@ __all__ = [
 MAX_KEY_BYTES = 1024
 #: Largest sequence number that fits the fixed-width (20 digit) key field.
 MAX_SEQ = 10**20 - 1
+#: Longest key prefix, in characters and in UTF-8 bytes. The bytes bound keeps
+#: every key of a valid config under :data:`MAX_KEY_BYTES` (the rest of a key is
+#: at most ~250 bytes), so the uploader can never meet a key it must refuse.
+MAX_PREFIX_CHARS = 256
+MAX_PREFIX_BYTES = 512
 
 # Streams become directory names that ops people type into queries: keep them boring.
 _STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -49,31 +60,78 @@ def _check_text(component: str, value: str) -> None:
         raise ValueError(f"{component}: contains a NUL or control character: {value!r}")
     if "\\" in value:
         raise ValueError(f"{component}: contains a backslash: {value!r}")
+    invisible = _invisible(value)
+    if invisible is not None:
+        raise ValueError(
+            f"{component}: contains a Unicode format or separator character ({invisible}): "
+            f"{value!r}"
+        )
+
+
+def _invisible(value: str) -> str | None:
+    """The first format, separator or surrogate character of ``value`` as ``U+XXXX``.
+
+    Bidirectional overrides (U+202E), line separators (U+2028) and zero-width
+    characters make a prefix look like another one in a console or a bucket
+    listing, and break line-oriented logs.
+    """
+    for c in value:
+        if unicodedata.category(c) in ("Cf", "Zl", "Zp", "Cs"):
+            return f"U+{ord(c):04X}"
+    return None
+
+
+def prefix_problem(prefix: object) -> str | None:
+    """Why ``prefix`` is not a valid key prefix (``None`` when it is).
+
+    The one rule set for ``storage.prefix``, used by the config loader (so
+    ``check-config`` fails) and by every sink (so a prefix that reached it
+    anyway is refused the same way). The prefix may be empty or contain
+    ``/``-separated segments (``"fleet/eu/"``); a non-empty prefix normally ends
+    with ``/``, one that does not is glued to the stream name (``"tele-"``).
+    """
+    if not isinstance(prefix, str):
+        return f"must be a string, got {type(prefix).__name__}"
+    if len(prefix) > MAX_PREFIX_CHARS:
+        return f"must be at most {MAX_PREFIX_CHARS} characters, got {len(prefix)}"
+    size = len(prefix.encode("utf-8", "surrogatepass"))
+    if size > MAX_PREFIX_BYTES:
+        return f"must be at most {MAX_PREFIX_BYTES} bytes in UTF-8, got {size}"
+    shown = short_repr(prefix)
+    if _CONTROL_RE.search(prefix):
+        return f"must not contain NUL or control characters, got {shown}"
+    invisible = _invisible(prefix)
+    if invisible is not None:
+        return (
+            "must not contain Unicode format or line/paragraph separator characters "
+            f"({invisible}), got {shown}"
+        )
+    if prefix.startswith("/"):
+        return f"must not start with '/', got {shown}"
+    # The local sink maps keys to paths, so '..' would escape its directory
+    # (on any OS: a backslash counts as a separator here).
+    segments = prefix.replace("\\", "/").split("/")
+    if ".." in segments:
+        return f"must not contain a '..' segment, got {shown}"
+    if "\\" in prefix:
+        return f"must not contain a backslash, got {shown}"
+    # The last segment is empty when the prefix ends with '/', the normal case.
+    if "." in segments:
+        return f"must not contain a '.' segment, got {shown}"
+    if "" in segments[:-1]:
+        return f"must not contain an empty segment ('//'), got {shown}"
+    return None
 
 
 def validate_prefix(prefix: str) -> str:
-    """Check a key prefix and return it unchanged.
-
-    The prefix may be empty or contain ``/``-separated segments (``"fleet/eu/"``);
-    it must not start with ``/``, contain empty, ``.`` or ``..`` segments, or
-    control characters. A non-empty prefix normally ends with ``/``; one that
-    does not is glued to the stream name, which is allowed (``"tele-"``).
+    """Check a key prefix (see :func:`prefix_problem`) and return it unchanged.
 
     Raises:
-        ValueError: naming ``prefix`` and the offending value.
+        ValueError: ``prefix: <why>``, naming the offending value.
     """
-    _check_text("prefix", prefix)
-    if not prefix:
-        return prefix
-    if prefix.startswith("/"):
-        raise ValueError(f"prefix: must not start with '/': {prefix!r}")
-    segments = prefix.split("/")
-    # The last segment is empty when the prefix ends with '/', which is the normal case.
-    for segment in segments[:-1]:
-        if segment in ("", ".", ".."):
-            raise ValueError(f"prefix: has an empty, '.' or '..' segment: {prefix!r}")
-    if segments[-1] in (".", ".."):
-        raise ValueError(f"prefix: has a '.' or '..' segment: {prefix!r}")
+    problem = prefix_problem(prefix)
+    if problem is not None:
+        raise ValueError(f"prefix: {problem}")
     return prefix
 
 

@@ -382,16 +382,19 @@ class EdgeMonitor:
             }
         import yaml
 
+        from edge_actors.safe_write import write_atomic
+
         path = Path(cfg.data_dir) / f"edge-monitor-{cfg.instance}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(
-            "# Written by EdgeMonitor (device_id override or a loaded config); the user's "
-            "config is "
-            f"{self.config_path or 'the defaults'}.\n" + yaml.safe_dump(raw, sort_keys=False),
-            encoding="utf-8",
+        # mkstemp-based: a fixed "<name>.tmp" would follow a symlink planted there.
+        write_atomic(
+            path,
+            (
+                "# Written by EdgeMonitor (device_id override or a loaded config); the user's "
+                "config is "
+                f"{self.config_path or 'the defaults'}.\n" + yaml.safe_dump(raw, sort_keys=False)
+            ).encode("utf-8"),
         )
-        os.replace(tmp, path)
         return path
 
     def _log_tail(self, lines: int = 15) -> str:
@@ -917,10 +920,10 @@ class EdgeMonitor:
             if self._reference is None:
                 self._reference = self._load_reference()
             data = orjson.dumps(self._reference, default=_json_default, option=_ORJSON_OPTS)
+        from edge_actors.safe_write import write_atomic
+
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        write_atomic(target, data)  # refuses a device, FIFO or symlink at target
         if configured is not None and target.resolve() == Path(configured).resolve():
             try:
                 self._request({"op": "restart", "worker": "drift"})

@@ -133,9 +133,15 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
         save_reference,
         validate_against_model,
     )
+    from edge_actors.safe_write import UnsafeTarget, check_target
 
     _quiet_info(args)
     model = _load_model(args.config)
+    out = Path(args.output)
+    try:
+        check_target(out)  # before a long build, not after it
+    except UnsafeTarget as exc:
+        return _report(OSError(f"{out}: {exc}"))
     kinds = {f.name: f.kind for f in model.fields} if model is not None else None
     names = [n.strip() for n in args.names.split(",")] if args.names else None
     fmt = cast("Literal['csv', 'tsv', 'ndjson', 'npy', 'json'] | None", args.format)
@@ -162,9 +168,10 @@ def cmd_reference_build(args: argparse.Namespace) -> int:
             validate_against_model(ref, model)
     except ReferenceError as exc:
         return _report(exc)
-    out = Path(args.output)
     try:
         save_reference(ref, out)
+    except UnsafeTarget as exc:
+        return _report(OSError(f"{out}: {exc}"))
     except OSError as exc:
         return _report(OSError(f"{out}: cannot write: {exc.strerror or exc}"))
     print(describe_reference(ref))

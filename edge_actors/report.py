@@ -1055,18 +1055,28 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ReportError(f"-o {path}: directory {parent} does not exist")
-    if path.is_dir():
+    from edge_actors.safe_write import UnsafeTarget, write_atomic
+
+    if path.is_dir() and not path.is_symlink():
         raise ReportError(f"-o {path}: is a directory")
-    tmp = parent / f".{path.name}.tmp-{os.getpid()}"
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, text.encode("utf-8"))
+    except UnsafeTarget as exc:
+        raise ReportError(f"-o {path}: {exc}") from exc
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ReportError(f"-o {path}: cannot write: {exc.strerror or exc}") from exc
+
+
+def _check_output(path: Path) -> None:
+    """Refuse a bad ``-o`` before reading anything (it is checked again when writing)."""
+    from edge_actors.safe_write import UnsafeTarget, check_target
+
+    if path.is_dir() and not path.is_symlink():
+        raise ReportError(f"-o {path}: is a directory")
+    try:
+        check_target(path)
+    except UnsafeTarget as exc:
+        raise ReportError(f"-o {path}: {exc}") from exc
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -1077,6 +1087,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             import matplotlib  # noqa: F401
         except ImportError:
             raise ReportError(MATPLOTLIB_MISSING) from None
+        _check_output(Path(args.output))
         since = time.time() - args.since * 3600.0 if args.since is not None else None
         if args.from_dir is not None:
             data = load_sink_tree(args.from_dir, device=args.device, since=since)

@@ -160,7 +160,7 @@ def effective_config(cfg: Config) -> Config:
     from edge_actors.drift.reference import load_reference
 
     try:
-        ref = load_reference(path)
+        ref = load_reference(path, max_bytes=int(cfg.drift_detection.max_reference_mb * 2**20))
     except (OSError, ValueError) as exc:
         log.warning("cannot derive the model fields from %s: %s", path, exc)
         return cfg

@@ -51,8 +51,12 @@ the same `instance` and `run_dir` to find each other. Ready files:
   ```
 
   `check-config` exits 1 on an invalid file and 0 with a summary otherwise.
-  Loading never checks that a referenced file (the reference data) exists:
-  the process that opens it reports that.
+  It also loads the reference data (`drift_detection.reference_data_path`)
+  and checks it against the model, as the drift worker will at start: a
+  missing or bad reference exits 1 there, naming the file and feature.
+- The file must be a regular file of at most 1 MiB; nesting deeper than 32
+  levels, integers longer than 32 characters and duplicate keys are errors
+  (with the key path and line); a long bad value is echoed cut to 80 characters.
 - A config written for the seed library (`system`, `model_logging`,
   `drift_detection`, `telemetry`, `storage`) loads unchanged. Where a key's
   meaning changed, its row says so; [operations.md](operations.md#upgrading-from-the-seed-library)

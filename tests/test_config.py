@@ -441,7 +441,7 @@ def test_instance_rules(tmp_path: Path) -> None:
         (
             "drift_detection: {seed_defaults: true}",
             "drift_detection.seed_defaults: unknown key (allowed: enabled, algorithm, "
-            "threshold, reference_data_path, check_frequency, mode, window_size, "
+            "threshold, reference_data_path, max_reference_mb, check_frequency, mode, window_size, "
             "long_window_size, expected_records_to_false_alarm, min_statistic, confirm_m, "
             "confirm_n, correction, nan_rate_threshold, out_of_range_threshold, "
             "min_expected_count, summary_interval_seconds)",

@@ -137,8 +137,8 @@ def _error_cases(tmp: Path) -> list[tuple[list[str], str]]:
         ),
         (
             ["build", str(good), "-o", str(tmp / "no" / "such" / "dir.npz")],
-            f"edge-actors: {tmp / 'no' / 'such' / 'dir.npz'}: cannot write: "
-            "No such file or directory\n",
+            f"edge-actors: {tmp / 'no' / 'such' / 'dir.npz'}: directory "
+            f"{tmp / 'no' / 'such'} does not exist\n",
         ),
         (
             ["show", str(tmp / "missing.npz")],

@@ -106,7 +106,8 @@ def test_object_key_layout_and_round_trip() -> None:
         (("", "model", "d\x00"), "device_id"),
         (("", "model", "d\n"), "device_id"),
         (("", "model", "d\\x"), "device_id"),
-        (("p" * 1000 + "/", "model", "d"), "key"),
+        (("p" * 1000 + "/", "model", "d"), "prefix"),
+        (("p" * 200 + "/", "model", "d" * 900), "key"),
     ],
 )
 def test_object_key_refuses_escapes(args: tuple[str, str, str], component: str) -> None:

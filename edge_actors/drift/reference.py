@@ -20,9 +20,14 @@ import codecs
 import csv
 import gzip
 import hashlib
+import io
 import json
 import logging
 import math
+import os
+import re
+import stat
+import struct
 import zipfile
 import zlib
 from collections import Counter
@@ -35,11 +40,11 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    import os
-
     from edge_actors.config import FieldSpec, ModelConfig
 
 __all__ = [
+    "DEFAULT_MAX_LINE_BYTES",
+    "DEFAULT_MAX_REFERENCE_BYTES",
     "FORMAT_VERSION",
     "MAX_CATEGORIES",
     "OTHER_CATEGORY",
@@ -61,6 +66,12 @@ FORMAT_VERSION = 1
 MAX_CATEGORIES = 1000
 #: Name of the bucket that collects categories beyond :data:`MAX_CATEGORIES`.
 OTHER_CATEGORY = "__OTHER__"
+#: Largest reference :func:`load_reference` accepts by default: a JSON file's size,
+#: or the uncompressed size a ``.npz`` declares (``drift_detection.max_reference_mb``).
+DEFAULT_MAX_REFERENCE_BYTES = 64 << 20
+#: Longest line :func:`build_reference` reads from CSV/NDJSON: a single-line file of
+#: gigabytes is refused after this much, not read whole into memory.
+DEFAULT_MAX_LINE_BYTES = 8 << 20
 
 Kind = Literal["numeric", "categorical"]
 Progress = Callable[[int, int], None]
@@ -74,6 +85,13 @@ _CHUNK_ROWS = 8192
 # Distinct categories counted exactly while streaming, before new ones go to OTHER.
 # Larger than MAX_CATEGORIES so the final top-1000 is chosen from a wide set.
 _WORKING_CATEGORIES = 10 * MAX_CATEGORIES
+# Deflate cannot expand data more than ~1032:1; a member declaring more lies.
+_MAX_DEFLATE_RATIO = 1100
+# Members of a .npz: the metadata plus one array per feature.
+_MAX_NPZ_MEMBERS = 100_000
+# Digits of a JSON integer beyond which it cannot be a float64 (and Python refuses
+# to parse 4,300 digits at all).
+_MAX_INT_DIGITS = 310
 
 
 class ReferenceError(ValueError):
@@ -81,8 +99,130 @@ class ReferenceError(ValueError):
 
 
 def _fail(source: object, reason: str, feature: str | None = None) -> ReferenceError:
-    where = f"{source}: feature {feature!r}: " if feature is not None else f"{source}: "
+    where = f"{source}: feature {_shown(feature)}: " if feature is not None else f"{source}: "
     return ReferenceError(where + reason)
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``repr`` of a name or value from a file: escaped (no terminal control) and cut."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character (ESC, U+202E, U+2028...) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _human(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop always returns
+
+
+def _open_regular(path: Path) -> tuple[IO[bytes], int]:
+    """Open ``path`` for reading if it is a regular file; return it and its size.
+
+    A FIFO would block forever and ``/dev/zero`` never ends: refuse them before
+    reading a byte (``O_NONBLOCK`` so that even opening a FIFO cannot hang).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _fail(path, "file not found") from None
+    except OSError as exc:
+        raise _fail(path, f"cannot read: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise _fail(path, "cannot read: Is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise _fail(path, f"not a regular file ({_file_kind(st.st_mode)})")
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class _BadNumber:
+    """A JSON number no reference can hold (NaN, ±Infinity, beyond float64), for the message."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _json_int(text: str) -> int | _BadNumber:
+    if len(text) > _MAX_INT_DIGITS:
+        return _BadNumber(text)
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:
+        return _BadNumber(text)
+    return value
+
+
+def _json_float(text: str) -> float | _BadNumber:
+    value = float(text)
+    return value if math.isfinite(value) else _BadNumber(text)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` where NaN, ±Infinity and out-of-range numbers become :class:`_BadNumber`.
+
+    Python's json accepts ``NaN``/``Infinity`` (not JSON) and turns ``1e999`` into
+    inf; a reference bound of ±inf would silently disable the out-of-range check.
+    """
+    return json.loads(text, parse_constant=_BadNumber, parse_int=_json_int, parse_float=_json_float)
+
+
+# A JSON string or one bare token (number or constant): finds the line of a bad number.
+_JSON_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|[^\s,\[\]{}:"]+')
+
+
+def _line_of(text: str, token: str) -> int | None:
+    """Line of the first bare ``token`` in the JSON ``text`` (not inside a string)."""
+    for m in _JSON_TOKEN_RE.finditer(text):
+        if m.group() == token:
+            return text.count("\n", 0, m.start()) + 1
+    return None
+
+
+def _bad_number(v: _BadNumber, text: str | None) -> str:
+    """Reason for a :class:`_BadNumber`, with its line in ``text`` when known."""
+    line = _line_of(text, v.text) if text is not None else None
+    where = f" (line {line})" if line is not None else ""
+    shown = v.text if len(v.text) <= 40 else f"{v.text[:20]}... ({len(v.text)} digits)"
+    what = "is not a finite number" if v.text.lstrip("-+").isalpha() else "is out of range"
+    return (
+        f"{shown}{where} {what}: only finite float64 values are allowed (null marks a missing one)"
+    )
+
+
+def _short_json(v: object) -> str:
+    try:
+        text = json.dumps(v, default=lambda o: getattr(o, "text", str(o)))
+    except (RecursionError, ValueError):
+        return "a deeply nested value"
+    return text if len(text) <= 60 else f"{text[:60]}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------------------
@@ -335,27 +475,40 @@ def _cap_categories(counts: Mapping[str, int], overflow: int = 0) -> dict[str, i
 # Seed JSON
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path, max_bytes: int | None = None) -> tuple[Any, str]:
+    """Parse the JSON file ``path``; return the data and its text (for line numbers)."""
+    fh, size = _open_regular(path)
+    with fh:
+        if max_bytes is not None and size > max_bytes:
+            raise _fail(
+                path,
+                f"{_human(size)}, more than the {_human(max_bytes)} allowed "
+                "(drift_detection.max_reference_mb)",
+            )
+        try:
+            raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise _fail(path, f"cannot read: {exc.strerror}") from None
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise _fail(path, f"grew past {_human(max_bytes)} while being read")
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise _fail(path, "file not found") from None
-    except OSError as exc:
-        raise _fail(path, f"cannot read: {exc.strerror}") from None
-    try:
-        return json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise _fail(path, f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return _loads(text), text
     except json.JSONDecodeError as exc:
         raise _fail(
             path, f"not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    except RecursionError:
+        raise _fail(path, "not a reference: JSON nested too deeply") from None
 
 
 def _json_kind_name(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float, _BadNumber)):
         return "a number"
     if isinstance(value, str):
         return "a string"
@@ -367,7 +520,7 @@ def _json_kind_name(value: object) -> str:
 
 
 def _features_from_json(
-    data: object, path: Path, cap: int | None, seed: int
+    data: object, path: Path, cap: int | None, seed: int, text: str | None = None
 ) -> list[FeatureReference]:
     if not isinstance(data, dict):
         raise _fail(
@@ -389,11 +542,13 @@ def _features_from_json(
         for i, v in enumerate(values):
             if v is None:
                 acc.add_missing()
+            elif isinstance(v, _BadNumber):
+                raise _fail(path, f"value at index {i}: {_bad_number(v, text)}", name)
             elif categorical:
                 if not isinstance(v, str):
                     raise _fail(
                         path,
-                        f"value at index {i} is {_json_kind_name(v)} ({json.dumps(v)}), "
+                        f"value at index {i} is {_json_kind_name(v)} ({_short_json(v)}), "
                         "expected a string (the feature's first value is a string)",
                         name,
                     )
@@ -403,7 +558,7 @@ def _features_from_json(
             else:
                 raise _fail(
                     path,
-                    f"value at index {i} is not a number: {json.dumps(v)}",
+                    f"value at index {i} is not a number: {_short_json(v)}",
                     name,
                 )
         out.append(acc.finish(str(path)))
@@ -421,10 +576,13 @@ def _kind(categorical: bool) -> Kind:
 def save_reference(ref: Reference, path: str | os.PathLike[str]) -> None:
     """Write ``ref`` as a compressed ``.npz`` (no pickle) that :func:`load_reference` reads.
 
-    The file is written to a temporary name and renamed, so a reader never sees
-    half a file.
+    Written through :func:`edge_actors.safe_write.write_atomic`: a private
+    temporary file next to the target, renamed over it, so a reader never sees
+    half a file; a target that is not a regular file (a device, a FIFO, a
+    symlink) is refused. A new file is 0600: a reference holds a training sample.
     """
-    target = Path(path)
+    from edge_actors.safe_write import write_atomic
+
     names = sorted(ref.features)
     meta = {
         "format_version": FORMAT_VERSION,
@@ -436,59 +594,208 @@ def save_reference(ref: Reference, path: str | os.PathLike[str]) -> None:
     }
     for i, name in enumerate(names):
         arrays[f"v{i}"] = np.ascontiguousarray(ref.features[name].sorted_values, dtype="<f8")
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as fh:
+
+    def write(fh: IO[bytes]) -> None:
         np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
-    tmp.replace(target)
+
+    write_atomic(Path(path), write)
 
 
-def _load_npz(path: Path) -> Reference:
+def _check_members(path: Path, zf: zipfile.ZipFile, file_size: int, max_bytes: int) -> None:
+    """Refuse an archive whose declared sizes are impossible or too large, before reading.
+
+    Each member's declared (uncompressed) size bounds what reading it can
+    produce, so checking the declarations is enough to bound memory: a zip bomb
+    declaring 8 GiB in an 8 MB file fails here, having allocated nothing.
+    """
+    infos = zf.infolist()
+    if len(infos) > _MAX_NPZ_MEMBERS:
+        raise _fail(path, f"corrupt reference file: {len(infos)} members")
+    total = 0
+    for info in infos:
+        name = _shown(info.filename)
+        if info.compress_size > file_size:
+            raise _fail(
+                path,
+                f"corrupt reference file: member {name} declares {info.compress_size} "
+                f"compressed bytes in a file of {file_size}",
+            )
+        limit = (
+            info.compress_size
+            if info.compress_type == zipfile.ZIP_STORED
+            else info.compress_size * _MAX_DEFLATE_RATIO + 1024
+        )
+        if info.file_size > limit:
+            raise _fail(
+                path,
+                f"corrupt reference file: member {name} declares {_human(info.file_size)} "
+                f"from {info.compress_size} compressed bytes, more than compression allows",
+            )
+        total += info.file_size
+    if total > max_bytes:
+        raise _fail(
+            path,
+            f"declares {_human(total)} of uncompressed data, more than the {_human(max_bytes)} "
+            "allowed (drift_detection.max_reference_mb)",
+        )
+
+
+class _PickleRefused(ValueError):
+    """An object array (it would need a pickle); worded as ``np.load`` words it."""
+
+
+def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> npt.NDArray[Any]:
+    """Read one ``.npy`` member; its array header must match the member's size exactly."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if _META_KEY not in npz.files:
+        info = zf.getinfo(name)
+    except KeyError:
+        raise _fail(path, f"corrupt reference file: no member {name}") from None
+    with zf.open(info) as member:
+        data = member.read(info.file_size + 1)
+    fmt = np.lib.format
+    buf = io.BytesIO(data)
+    version = fmt.read_magic(buf)
+    if version == (1, 0):
+        shape, fortran, dtype = fmt.read_array_header_1_0(buf)
+    elif version == (2, 0):
+        shape, fortran, dtype = fmt.read_array_header_2_0(buf)
+    else:
+        raise ValueError(f"{name}: unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise _PickleRefused("Object arrays cannot be loaded when allow_pickle=False")
+    count = math.prod(shape)
+    declared = count * dtype.itemsize
+    held = len(data) - buf.tell()
+    if declared != held:
+        raise ValueError(
+            f"{name}: its header declares {_human(declared)}, the member holds {_human(held)}"
+        )
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _meta_float(fm: Mapping[str, Any], key: str) -> float:
+    value = fm[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{key} is not a number")
+    return float(value)
+
+
+def _feature_from_meta(
+    path: Path, fm: object, values: npt.NDArray[Any], known: set[str]
+) -> FeatureReference:
+    """Check one feature's metadata and sample: finite bounds and values, sane counts."""
+    if not isinstance(fm, dict) or not isinstance(fm.get("name"), str):
+        raise _fail(path, "corrupt reference file: feature metadata without a name")
+    name: str = fm["name"]
+    if name in known:
+        raise _fail(path, "corrupt reference file: feature listed twice", name)
+    kind = fm.get("kind")
+    if kind not in ("numeric", "categorical"):
+        raise _fail(path, f"corrupt reference file: unknown kind {_short_json(kind)}", name)
+    n = fm["n"]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise _fail(path, f"corrupt reference file: n is {_short_json(n)}", name)
+    nan_rate = _meta_float(fm, "nan_rate")
+    if not 0.0 <= nan_rate <= 1.0:
+        raise _fail(path, f"corrupt reference file: nan_rate {nan_rate} is not in [0, 1]", name)
+    lo, hi = _meta_float(fm, "min"), _meta_float(fm, "max")
+    if values.dtype != np.dtype("<f8") or values.ndim != 1:
+        raise _fail(path, f"corrupt reference file: sample is {values.dtype} {values.shape}", name)
+    if kind == "numeric":
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise _fail(
+                path, f"min {lo} / max {hi} must be finite: a bound of ±inf disables checks", name
+            )
+        if values.size == 0 or not np.isfinite(values).all():
+            raise _fail(path, "sample holds no values, or non-finite ones (NaN, ±inf)", name)
+    categories = fm.get("categories")
+    if not isinstance(categories, list):
+        raise _fail(path, "corrupt reference file: categories is not a list", name)
+    counts: dict[str, int] = {}
+    for pair in categories:
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not isinstance(pair[0], str)
+            or isinstance(pair[1], bool)
+            or not isinstance(pair[1], int)
+            or pair[1] < 0
+        ):
+            raise _fail(path, f"corrupt reference file: category {_short_json(pair)}", name)
+        counts[pair[0]] = pair[1]
+    return FeatureReference(
+        name=name,
+        kind=_kind(kind == "categorical"),
+        sorted_values=values,
+        n=n,
+        min=lo,
+        max=hi,
+        nan_rate=nan_rate,
+        category_counts=counts,
+    )
+
+
+def _load_npz(path: Path, fh: IO[bytes], file_size: int, max_bytes: int) -> Reference:
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            _check_members(path, zf, file_size, max_bytes)
+            if f"{_META_KEY}.npy" not in zf.namelist():
                 raise _fail(path, "corrupt reference file: no metadata")
-            raw_meta = npz[_META_KEY]
             try:
-                if not isinstance(raw_meta, np.ndarray) or raw_meta.dtype != np.uint8:
+                raw_meta = _read_member(path, zf, f"{_META_KEY}.npy")
+                if raw_meta.dtype != np.uint8:
                     raise ValueError("not a uint8 array")
+                # NaN is legitimate here: the min/max of a categorical feature.
                 meta = json.loads(raw_meta.tobytes().decode("utf-8"))
-            except ValueError:
+            except _PickleRefused:
+                raise
+            except (ValueError, RecursionError):
                 raise _fail(path, "corrupt reference file: unreadable metadata") from None
             if not isinstance(meta, dict):
                 raise _fail(path, "corrupt reference file: metadata is not an object")
             version = meta.get("format_version")
             if version != FORMAT_VERSION:
-                found = "none" if version is None else json.dumps(version)
+                found = "none" if version is None else _short_json(version)
                 raise _fail(
                     path,
                     f"unsupported reference format version: found {found}, "
                     f"supported {FORMAT_VERSION}",
                 )
-            features = []
-            for i, fm in enumerate(meta["features"]):
-                values = npz[f"v{i}"]
-                features.append(
-                    FeatureReference(
-                        name=str(fm["name"]),
-                        kind=_kind(fm["kind"] == "categorical"),
-                        sorted_values=values,
-                        n=int(fm["n"]),
-                        min=float(fm["min"]),
-                        max=float(fm["max"]),
-                        nan_rate=float(fm["nan_rate"]),
-                        category_counts={str(k): int(c) for k, c in fm["categories"]},
-                    )
-                )
+            listed = meta["features"]
+            if not isinstance(listed, list):
+                raise TypeError("features is not a list")
+            features: list[FeatureReference] = []
+            known: set[str] = set()
+            for i, fm in enumerate(listed):
+                values = _read_member(path, zf, f"v{i}.npy")
+                feat = _feature_from_meta(path, fm, values, known)
+                known.add(feat.name)
+                features.append(feat)
     except ReferenceError:
         raise
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, EOFError) as exc:
-        raise _fail(path, f"corrupt reference file: {type(exc).__name__}: {exc}") from None
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        IndexError,
+        OverflowError,
+        struct.error,
+        NotImplementedError,  # an unsupported zip feature (version, compression)
+        RuntimeError,  # an encrypted member
+    ) as exc:
+        kind = "ValueError" if isinstance(exc, _PickleRefused) else type(exc).__name__
+        raise _fail(path, f"corrupt reference file: {kind}: {exc}") from None
     ref = Reference.from_features(features, source=str(path))
     if ref.content_hash != meta.get("content_hash"):
         raise _fail(
             path,
             f"corrupt reference file: content hash {ref.content_hash} does not match "
-            f"the stored {meta.get('content_hash')}",
+            f"the stored {_printable(str(meta.get('content_hash')))[:80]}",
         )
     return ref
 
@@ -498,28 +805,36 @@ def _load_npz(path: Path) -> Reference:
 
 
 def load_reference(
-    path: str | os.PathLike[str], *, cap: int | None = None, seed: int = 0
+    path: str | os.PathLike[str],
+    *,
+    cap: int | None = None,
+    seed: int = 0,
+    max_bytes: int = DEFAULT_MAX_REFERENCE_BYTES,
 ) -> Reference:
     """Load a reference from the seed's JSON or a native ``.npz`` (told apart by content).
 
     ``cap`` optionally subsamples the numeric features of a JSON file (``n``,
     ``min``, ``max`` and the NaN rate stay exact); a ``.npz`` is already compact.
+    The file must be a regular file; a JSON file may be at most ``max_bytes``
+    long, a ``.npz`` may declare at most ``max_bytes`` of uncompressed data.
+    Values must be finite (NaN, ±Infinity are refused with the feature and line).
     Raises :class:`ReferenceError` naming the file, the feature and the reason.
     """
     p = Path(path)
-    try:
-        with open(p, "rb") as fh:
+    fh, size = _open_regular(p)
+    with fh:
+        try:
             head = fh.read(4)
-    except FileNotFoundError:
-        raise _fail(p, "file not found") from None
-    except OSError as exc:
-        raise _fail(p, f"cannot read: {exc.strerror}") from None
-    if head == _ZIP_MAGIC:
-        return _load_npz(p)
+        except OSError as exc:
+            raise _fail(p, f"cannot read: {exc.strerror}") from None
+        if head == _ZIP_MAGIC:
+            fh.seek(0)
+            return _load_npz(p, fh, size, max_bytes)
     if p.suffix == ".npz":
         # np.load would take it for a pickle and suggest allow_pickle=True: never.
         raise _fail(p, "corrupt reference file: not a .npz (zip) archive")
-    return Reference.from_features(_features_from_json(_read_json(p), p, cap, seed), source=str(p))
+    data, text = _read_json(p, max_bytes)
+    return Reference.from_features(_features_from_json(data, p, cap, seed, text), source=str(p))
 
 
 def validate_against_model(ref: Reference, model: ModelConfig | Iterable[FieldSpec]) -> None:
@@ -583,8 +898,12 @@ class _ByteCounter:
             self.progress(done, self.total)
 
 
-def _text_lines(path: Path, progress: Progress | None) -> Iterator[str]:
-    """Yield decoded lines of ``path`` (gzip when it ends in ``.gz``), streaming."""
+def _text_lines(path: Path, progress: Progress | None, max_line: int) -> Iterator[str]:
+    """Yield decoded lines of ``path`` (gzip when it ends in ``.gz``), streaming.
+
+    A line longer than ``max_line`` bytes is refused once that much is read: a
+    2 GB file without a newline must not be read whole into memory.
+    """
     total = path.stat().st_size
     with open(path, "rb") as raw:
         counter = _ByteCounter(raw, total, progress)
@@ -592,7 +911,15 @@ def _text_lines(path: Path, progress: Progress | None) -> Iterator[str]:
             cast(IO[bytes], gzip.GzipFile(fileobj=raw)) if path.suffix == ".gz" else raw
         )
         decoder = codecs.getincrementaldecoder("utf-8-sig")()
-        for lineno, line in enumerate(stream, start=1):
+        lineno = 0
+        while line := stream.readline(max_line + 1):
+            lineno += 1
+            if len(line) > max_line:
+                raise _fail(
+                    path,
+                    f"line {lineno} is longer than {_human(max_line)}: not line-oriented "
+                    "training data",
+                )
             try:
                 yield decoder.decode(line)
             except UnicodeDecodeError as exc:
@@ -608,8 +935,9 @@ def _build_csv(
     kinds: Mapping[str, Kind],
     progress: Progress | None,
     delimiter: str,
+    max_line: int,
 ) -> list[FeatureReference]:
-    reader = csv.reader(_text_lines(path, progress), delimiter=delimiter)
+    reader = csv.reader(_text_lines(path, progress, max_line), delimiter=delimiter)
     try:
         header = next(reader)
     except StopIteration:
@@ -653,6 +981,13 @@ def _build_csv(
                         ) from None
                     acc.add_text(text)
                 else:
+                    if math.isinf(x):
+                        raise _fail(
+                            path,
+                            f"line {reader.line_num}: {_shown(text)} is not a finite number "
+                            "(leave the cell empty for a missing value)",
+                            acc.name,
+                        )
                     acc.add_number(x, text)
     except csv.Error as exc:
         raise _fail(path, f"line {reader.line_num}: {exc}") from None
@@ -660,18 +995,25 @@ def _build_csv(
 
 
 def _build_ndjson(
-    path: Path, cap: int, seed: int, kinds: Mapping[str, Kind], progress: Progress | None
+    path: Path,
+    cap: int,
+    seed: int,
+    kinds: Mapping[str, Kind],
+    progress: Progress | None,
+    max_line: int,
 ) -> list[FeatureReference]:
     accs: dict[str, _Accumulator] = {}
-    for lineno, line in enumerate(_text_lines(path, progress), start=1):
+    for lineno, line in enumerate(_text_lines(path, progress, max_line), start=1):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line.rstrip("\r\n"))
+            obj = _loads(line.rstrip("\r\n"))
         except json.JSONDecodeError as exc:
             raise _fail(
                 path, f"line {lineno}: not valid JSON: {exc.msg} (column {exc.colno})"
             ) from None
+        except RecursionError:
+            raise _fail(path, f"line {lineno}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise _fail(path, f"line {lineno}: must be a JSON object, got {_json_kind_name(obj)}")
         record = _flatten(obj, path, lineno)
@@ -681,6 +1023,8 @@ def _build_ndjson(
                 acc = accs[name] = _Accumulator(name, cap, seed, kinds.get(name))
             if v is None:
                 acc.add_missing()
+            elif isinstance(v, _BadNumber):
+                raise _fail(path, f"line {lineno}: {_bad_number(v, None)}", name)
             elif isinstance(v, str):
                 if acc.kind == "numeric":
                     raise _fail(path, f"line {lineno}: {v!r} is not a number", name)
@@ -760,7 +1104,15 @@ def _build_npy(
         for j, acc in enumerate(accs):
             col = chunk[columns[j]] if arr.dtype.names else chunk[:, j]
             if col.dtype.kind in "biuf" and acc.kind != "categorical":
-                acc.add_array(col.astype(np.float64))
+                values = col.astype(np.float64)
+                inf = np.flatnonzero(np.isinf(values))
+                if inf.size:
+                    raise _fail(
+                        path,
+                        f"row {start + int(inf[0])} is {values[inf[0]]}: not a finite number",
+                        acc.name,
+                    )
+                acc.add_array(values)
             elif col.dtype.kind in "USO" or acc.kind == "categorical":
                 for v in col.tolist():
                     text = v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
@@ -786,6 +1138,7 @@ def build_reference(
     names: Iterable[str] | None = None,
     kinds: Mapping[str, Kind] | None = None,
     fmt: Literal["csv", "tsv", "ndjson", "npy", "json"] | None = None,
+    max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
 ) -> Reference:
     """Build a reference from training data, streaming it.
 
@@ -800,7 +1153,9 @@ def build_reference(
     reservoir sampling (deterministic for a given ``seed`` and input); n, min, max
     and the NaN rate are exact. Categorical counts are exact for the 1000 most
     frequent categories, the rest summed as ``__OTHER__``. ``progress`` is called
-    as ``progress(bytes_done, bytes_total)`` now and then.
+    as ``progress(bytes_done, bytes_total)`` now and then. A CSV/NDJSON line longer
+    than ``max_line_bytes`` is refused; NaN/±Infinity numbers are refused (an empty
+    cell or ``null`` marks a missing value).
     """
     if cap < 1:
         raise ValueError(f"cap must be >= 1, got {cap}")
@@ -832,13 +1187,15 @@ def build_reference(
     if progress is not None:
         progress(0, size)
     if fmt in ("csv", "tsv"):
-        feats = _build_csv(p, cap, seed, kinds, progress, "," if fmt == "csv" else "\t")
+        delimiter = "," if fmt == "csv" else "\t"
+        feats = _build_csv(p, cap, seed, kinds, progress, delimiter, max_line_bytes)
     elif fmt == "ndjson":
-        feats = _build_ndjson(p, cap, seed, kinds, progress)
+        feats = _build_ndjson(p, cap, seed, kinds, progress, max_line_bytes)
     elif fmt == "npy":
         feats = _build_npy(p, cap, seed, names, kinds, progress)
     else:
-        feats = _features_from_json(_read_json(p), p, cap, seed)
+        data, text = _read_json(p)
+        feats = _features_from_json(data, p, cap, seed, text)
         if progress is not None:
             progress(size, size)
     logger.info("built reference from %s: %d features", p, len(feats))
@@ -851,17 +1208,22 @@ def build_reference(
 
 def describe_reference(ref: Reference) -> str:
     """Return a human summary: one line per feature, then the hash and version."""
-    lines = [f"reference {ref.source or '(in memory)'}: {len(ref.features)} features"]
-    width = max((len(n) for n in ref.features), default=0)
+    # Names and categories come from a file: escaped, so none can rewrite the terminal.
+    source = _printable(ref.source) or "(in memory)"
+    lines = [f"reference {source}: {len(ref.features)} features"]
+    shown = {name: _printable(name) for name in ref.features}
+    width = max((len(n) for n in shown.values()), default=0)
     for name in sorted(ref.features):
         f = ref.features[name]
         if f.kind == "numeric":
             detail = f"min {f.min:.6g}  max {f.max:.6g}  sample {f.sample_size}"
         else:
             top = sorted(f.category_counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            shown = ", ".join(f"{k} {c / f.n:.1%}" for k, c in top[:3])
+            cats = ", ".join(f"{_printable(k)} {c / f.n:.1%}" for k, c in top[:3])
             more = f" (+{len(top) - 3} more)" if len(top) > 3 else ""
-            detail = f"{len(top)} categories: {shown}{more}"
-        lines.append(f"  {name:<{width}}  {f.kind:<11}  n {f.n:<8}  nan {f.nan_rate:.2%}  {detail}")
+            detail = f"{len(top)} categories: {cats}{more}"
+        lines.append(
+            f"  {shown[name]:<{width}}  {f.kind:<11}  n {f.n:<8}  nan {f.nan_rate:.2%}  {detail}"
+        )
     lines.append(f"hash {ref.content_hash}  format version {ref.format_version}")
     return "\n".join(lines)

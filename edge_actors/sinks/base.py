@@ -20,6 +20,8 @@ import gzip
 import hashlib
 from typing import Protocol, runtime_checkable
 
+from edge_actors.redact import redact_urls
+
 __all__ = [
     "PermanentSinkError",
     "Sink",
@@ -34,9 +36,13 @@ class SinkError(Exception):
     """Base class of the errors a sink raises from :meth:`Sink.put`."""
 
     def __init__(self, message: str, *, hint: str = "") -> None:
-        """Keep ``hint``: what an operator should do about it (may be empty)."""
-        super().__init__(message)
-        self.hint = hint
+        """Keep ``hint``: what an operator should do about it (may be empty).
+
+        URLs in both are redacted (user-info, query string): the text goes to the
+        log, ``status`` and the outbox.
+        """
+        super().__init__(redact_urls(message))
+        self.hint = redact_urls(hint)
 
     def __str__(self) -> str:
         """Message followed by the hint, so a plain log line carries both."""

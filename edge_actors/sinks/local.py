@@ -4,6 +4,9 @@ Objects are files under ``root`` at their key path, e.g.
 ``root/model/device=pi-7/date=2024-05-01/00000000000000000000-00000000000000004999.ndjson.gz``,
 which DuckDB and Spark read as a Hive-partitioned dataset.
 
+Objects are agent data (model inputs and outputs): files are 0600 and the
+directories this sink creates 0700, whatever the umask.
+
 A write is atomic and durable: a temporary file in the target directory,
 ``fsync``, ``rename`` over the final name, ``fsync`` of the directory (and of
 every directory created on the way). A reader never sees a half-written
@@ -84,7 +87,9 @@ class LocalSink:
             probe = probe.parent
         if not missing:
             return
-        directory.mkdir(parents=True, exist_ok=True)
+        for created in reversed(missing):
+            # mode= is filtered by the umask; 0700 at most, never more.
+            created.mkdir(mode=0o700, exist_ok=True)
         # A new directory entry is durable only once its parent is fsynced.
         for created in reversed(missing):
             _fsync_dir(created.parent)
@@ -102,7 +107,9 @@ class LocalSink:
         tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
         try:
             self._makedirs(path.parent)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
             try:
                 view = memoryview(body)
                 while view:

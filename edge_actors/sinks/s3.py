@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from edge_actors.keys import validate_prefix
+from edge_actors.redact import redact_url
 from edge_actors.sinks.base import PermanentSinkError, TransientSinkError, md5_hex_from_b64
 
 if TYPE_CHECKING:
@@ -128,7 +129,7 @@ class S3Sink:
         """Show the target, never credentials."""
         return (
             f"S3Sink(bucket={self.bucket!r}, prefix={self.prefix!r}, region={self.region!r}, "
-            f"endpoint_url={self.endpoint_url!r})"
+            f"endpoint_url={self._shown_endpoint!r})"
         )
 
     def _get_client(self) -> S3Client:
@@ -156,13 +157,18 @@ class S3Sink:
                 )
             return self._client
 
+    @property
+    def _shown_endpoint(self) -> str | None:
+        """The endpoint URL without user-info or query string, for messages."""
+        return None if self.endpoint_url is None else redact_url(self.endpoint_url)
+
     def _hint(self, template: str, key: str) -> str:
         return template.format(
             bucket=self.bucket,
             key=key,
             prefix=self.prefix,
             region=self.region or "(default)",
-            endpoint=self.endpoint_url or "AWS S3",
+            endpoint=self._shown_endpoint or "AWS S3",
         )
 
     def put(self, key: str, body: bytes, md5_b64: str) -> None:

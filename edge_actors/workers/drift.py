@@ -102,7 +102,7 @@ class DriftWorker(Worker):
         from edge_actors.drift.detector import DriftDetector
         from edge_actors.drift.reference import load_reference, validate_against_model
 
-        ref = load_reference(dc.reference_data_path)
+        ref = load_reference(dc.reference_data_path, max_bytes=int(dc.max_reference_mb * 2**20))
         model = self.cfg.model
         if not (model.inputs or model.outputs):
             raise ValueError(

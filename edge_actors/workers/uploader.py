@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_actors.outbox import Cursor, Outbox, OutboxFull
+from edge_actors.redact import redact_urls
 from edge_actors.retry import Backoff, RetryPolicy
 from edge_actors.ring import Ring, RingConsumer, RingError
 from edge_actors.rows import (
@@ -133,7 +134,9 @@ class Shipper(threading.Thread):
                 region=st.region,
             )
         except (OSError, ValueError) as exc:
-            self.state.last_error = f"cannot start uploads: {exc}"
+            # Permanent until the config is fixed: say so in status, not only in the log.
+            self.state.last_error = redact_urls(f"cannot start uploads: {exc}")
+            self.state.last_error_hint = "fix the storage settings and restart the agent"
             log.error("%s", self.state.last_error)
             return
         interval = self.cfg.telemetry.upload_interval_seconds
@@ -172,6 +175,12 @@ class Shipper(threading.Thread):
                             self._failed(outbox, stream, exc, permanent=False)
                             failed = True
                             break
+                        except ValueError as exc:
+                            # A key the sink refuses (keys.object_key): retrying cannot
+                            # help, and letting it out would end this thread unseen.
+                            self._failed(outbox, stream, exc, permanent=True)
+                            failed = True
+                            break
                         if batch is None:
                             break
                         self.backoff.on_success()
@@ -192,8 +201,8 @@ class Shipper(threading.Thread):
     def _failed(self, outbox: Outbox, stream: str, exc: Exception, *, permanent: bool) -> None:
         now = time.monotonic()
         self.backoff.on_failure(now, permanent=permanent)
-        hint = str(getattr(exc, "hint", "") or "")
-        msg = f"upload of {stream} failed: {exc}"
+        hint = redact_urls(str(getattr(exc, "hint", "") or ""))
+        msg = redact_urls(f"upload of {stream} failed: {exc}")
         self.state.attempts += 1
         if msg != self.state.last_error:
             (log.error if permanent else log.warning)("%s%s", msg, f" ({hint})" if hint else "")

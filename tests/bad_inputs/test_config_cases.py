@@ -84,11 +84,13 @@ def test_run_with_a_bad_config_starts_nothing(short_dir: Path) -> None:
 def test_missing_reference_file_is_reported_in_status(
     make_config: Callable[..., Path], agent: Callable[..., Any], short_dir: Path
 ) -> None:
-    # Loading never checks the file exists: the drift worker reports it, and
-    # keeps running (a crash loop would take the whole agent down).
+    # check-config says so first; an agent started anyway runs, and the drift
+    # worker reports it and keeps running (a crash loop would take the agent down).
     ref = short_dir / "no-such-reference.json"
     cfg = make_config({"drift_detection": {"reference_data_path": str(ref)}})
-    assert cli("check-config", str(cfg)).returncode == 0
+    out = cli("check-config", str(cfg))
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == f"edge-actors: invalid reference:\n{ref}: file not found\n"
     a = agent(cfg)
     s = a.wait_for(lambda s: s["workers"]["drift"]["stats"].get("error"))
     drift = s["workers"]["drift"]
