@@ -834,10 +834,26 @@ class Outbox:
         self._spill_folded()
         return True
 
+    def ring_ended(self, ring: str, stream: str, end: Cursor) -> None:
+        """A ring was removed after its records up to ``end`` were stored: forget its cursor.
+
+        A ring created later under the same name is then new, not a gap.
+        Written to the side file if the database cannot take it.
+        """
+        ended = {ring: (stream, end.epoch, end.seq, end.seq)}
+        try:
+            with self._txn() as conn:
+                self._fold(conn, _spill.Spill(ended=ended), {})
+        except (sqlite3.Error, OSError):
+            self._to_side_file({}, {}, ended)
+
     def _to_side_file(
-        self, drops: Mapping[tuple[str, str], int], cursors: Mapping[str, Cursor]
+        self,
+        drops: Mapping[tuple[str, str], int],
+        cursors: Mapping[str, Cursor],
+        ended: Mapping[str, _spill.Ended] | None = None,
     ) -> None:
-        self._unsaved.merge(drops, {r: (c.epoch, c.seq) for r, c in cursors.items()})
+        self._unsaved.merge(drops, {r: (c.epoch, c.seq) for r, c in cursors.items()}, ended)
         u = self._unsaved
         if _spill.write_or_log(
             self._spill_path, u.drops, u.cursors, u.ended, reserve=self._ballast_path()

@@ -138,6 +138,7 @@ def add(
     spill = load(path) or Spill()
     spill.merge(drops, cursors, ended)
     spill.token = uuid.uuid4().hex
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
