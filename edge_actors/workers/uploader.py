@@ -475,9 +475,12 @@ class UploaderWorker(Worker):
         refuses: ``disk_full``) is counted, since the rings are removed after
         the stop.
         """
+        # Within the supervisor's stop timeout, so that what is left is counted
+        # here, with the outbox's cursors, and the shipper still stops cleanly.
+        deadline = time.monotonic() + 0.5 * self.cfg.supervisor.shutdown_timeout_seconds
         if self.outbox is not None:
             for _ in range(1000):
-                if self.step() == 0:
+                if self.step() == 0 or time.monotonic() > deadline:
                     break
         self._give_up_pending()
         if self.outbox is not None:
