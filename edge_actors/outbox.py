@@ -1149,15 +1149,26 @@ class Outbox:
         finally:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
 
-    def _vacuum(self) -> None:
-        """Hand the free pages back to the file system, a few at a time.
+    def _vacuum(self, *, full_disk: bool = True) -> None:
+        """Hand the free pages back to the file system.
 
         One unbounded ``incremental_vacuum`` writes every moved page to the WAL
         before any of it is checkpointed: on a nearly full disk it fails and
-        frees nothing. Steps of half the WAL bound, each checkpointed (which
-        truncates the database file), shrink the same file on the same disk.
+        frees nothing. There (``full_disk``), steps of half the WAL bound, each
+        checkpointed (which truncates the database file), shrink the same file
+        on the same disk. With room on the disk (budget enforcement) one pass
+        is cheaper; it falls back to steps if the disk turns out to be full.
         """
         conn = self._conn
+        if not full_disk:
+            try:
+                conn.executescript("PRAGMA incremental_vacuum;")
+                return
+            except sqlite3.Error as exc:
+                self._rollback()
+                if not _is_disk_full(exc):
+                    logger.warning("outbox %s: incremental_vacuum failed: %s", self.path, exc)
+                    return
         step = max(8, self._wal_limit_bytes // self._page_size // 2)
         while True:
             free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
@@ -1208,7 +1219,7 @@ class Outbox:
                     self._recover_disk_full(0, exc)
                 else:
                     self._log_drops(dropped, "budget")
-            self._vacuum()
+            self._vacuum(full_disk=False)
             self._checkpoint("TRUNCATE")
             if sum(self.disk_bytes()) <= self.max_bytes or freed == 0:
                 break

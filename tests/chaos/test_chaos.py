@@ -343,6 +343,9 @@ def test_filesystem_full_tmpfs(
                 config(
                     make_config,
                     s3_storage(proxy.endpoint, s3_bucket, max_sqlite_size_mb=64),
+                    # The restart check below is about crash loops on a full disk; a
+                    # 2 s heartbeat limit on a loaded machine would count scheduling.
+                    {"supervisor": {"heartbeat_timeout_seconds": 15}},
                 )
             )
             tally = Tally("filesystem full (3 MB tmpfs data_dir, network down)")
