@@ -477,7 +477,7 @@ class UploaderWorker(Worker):
         """
         # Within the supervisor's stop timeout, so that what is left is counted
         # here, with the outbox's cursors, and the shipper still stops cleanly.
-        deadline = time.monotonic() + 0.5 * self.cfg.supervisor.shutdown_timeout_seconds
+        deadline = time.monotonic() + 0.4 * self.cfg.supervisor.shutdown_timeout_seconds
         if self.outbox is not None:
             for _ in range(1000):
                 if self.step() == 0 or time.monotonic() > deadline:
@@ -517,7 +517,9 @@ class UploaderWorker(Worker):
     def close(self) -> None:
         """Stop the shipper, close the outbox and rings."""
         if self.shipper is not None:
-            self.shipper.stop(timeout=5.0)
+            # A put or a write of the shipper cut short by the exit is safe (the
+            # batch stays in flight); the stop timeout is not.
+            self.shipper.stop(timeout=min(5.0, 0.2 * self.cfg.supervisor.shutdown_timeout_seconds))
         if self.outbox is not None:
             self.outbox.close()
         for src in self.sources.values():
