@@ -353,6 +353,22 @@ def bucket_seqs(endpoint: str, bucket: str, prefix: str, stream: str) -> Counter
     return seqs
 
 
+def outbox_seqs(db: Path, stream: str) -> set[int]:
+    """Outbox sequence numbers of the records of ``stream`` still in an outbox file."""
+    if not db.exists():
+        return set()
+    conn = _outbox_conn(db)
+    try:
+        rows = conn.execute("SELECT codec, body FROM chunks WHERE stream=?", (stream,)).fetchall()
+    finally:
+        conn.close()
+    out: set[int] = set()
+    for codec, body in rows:
+        raw = zlib.decompress(body) if codec == 1 else bytes(body)
+        out.update(int(orjson.loads(line)["seq"]) for line in raw.splitlines() if line.strip())
+    return out
+
+
 def side_file(db: Path) -> dict[str, Any]:
     """The outbox's drop-count side file (``{}`` if there is none)."""
     path = Path(f"{db}.drops.json")
