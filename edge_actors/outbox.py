@@ -48,6 +48,7 @@ writer, which lets it cache the next sequence numbers in memory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -64,6 +65,8 @@ from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import orjson
+
+from edge_actors import spill as _spill
 
 __all__ = [
     "DEFAULT_PRIORITIES",
@@ -93,7 +96,14 @@ DEFAULT_PRIORITIES: Mapping[str, int] = {
 DEFAULT_SEQ_BASE: int | None = None
 
 #: Reasons a record can be dropped for.
-DROP_REASONS = ("budget", "disk_full", "ring_overrun", "sampled")
+DROP_REASONS = (
+    "budget",
+    "disk_full",
+    "ring_overrun",
+    "sampled",
+    "outbox_unavailable",
+    "unflushed_at_stop",
+)
 
 _SCHEMA_VERSION = 1
 _CODEC_RAW = 0
@@ -104,6 +114,11 @@ _ROW_OVERHEAD = 96
 # bursts instead of on every append (each drop costs a checkpoint and a vacuum).
 _LOW_WATER = 0.95
 _SQLITE_FULL = 13
+# Free bytes below which open() releases the reserve before touching the database:
+# a WAL database needs its -shm (32 KiB) and a first WAL frame.
+_OPEN_ROOM = 256 * 1024
+# Disk-full recoveries per append (each drops about twice as much as the last).
+_FULL_RETRIES = 3
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
@@ -336,8 +351,17 @@ class Outbox:
         self.corrupt_recovered = 0
         self._page_size = 4096
         self._wal_limit_bytes = 0
-        self._ballast_bytes = max(32 * 1024, min(1 << 20, max_bytes // 32))
-        self._ballast_ok = False
+        # The reserve: max_bytes / 32 in 32 KiB..1 MiB, at most 1/8 of the file
+        # system; grown to hold the WAL plus two of the largest appends seen.
+        self._fs_cap = max(32 * 1024, _fs_bytes(path.parent) // 8)
+        self._ballast_bytes = min(max(32 * 1024, min(1 << 20, max_bytes // 32)), self._fs_cap)
+        # Largest append seen (bytes): the reserve must hold one more plus the WAL.
+        self._max_txn_bytes = 0
+        self._spill_path = _spill.spill_path(path)
+        # Drop counts in the side file, not yet folded into the database.
+        self._spill: _spill.Spill | None = None
+        # Counts that could not even be written to the side file (retried).
+        self._unsaved = _spill.Spill()
         self._load_state()
 
     # ------------------------------------------------------------------ opening
@@ -392,13 +416,26 @@ class Outbox:
             raise ValueError(f"compress_level: must be in [0, 9], got {compress_level}")
         db_path = Path(path)
         db_path.parent.mkdir(parents=True, exist_ok=True)
+        reserve = Path(f"{db_path}-reserve")
+        if _free_bytes(db_path.parent) < _OPEN_ROOM and reserve.exists():
+            # A (nearly) full disk: opening a WAL database creates its -shm and
+            # -wal files. The reserve is for exactly this; it comes back later.
+            logger.warning("outbox %s: disk full at open, reserve released", db_path)
+            reserve.unlink(missing_ok=True)
         corrupt = False
         if db_path.exists() and db_path.stat().st_size > 0:
             problem = _quick_check(db_path)
             if problem is not None:
                 _move_aside(db_path, problem)
                 corrupt = True
-        conn = _connect(db_path, sync, busy_timeout_ms)
+        try:
+            conn = _connect(db_path, sync, busy_timeout_ms)
+        except sqlite3.OperationalError as exc:
+            if not reserve.exists():
+                raise
+            logger.warning("outbox %s: cannot open (%s), reserve released", db_path, exc)
+            reserve.unlink(missing_ok=True)
+            conn = _connect(db_path, sync, busy_timeout_ms)
         outbox = cls(
             conn,
             db_path,
@@ -415,6 +452,9 @@ class Outbox:
         )
         if corrupt:
             outbox._count_corrupt()
+        outbox._spill = _spill.load(outbox._spill_path)
+        if outbox._spill is not None:
+            outbox.count_drops({})  # fold what the side file holds, now if possible
         try:
             # The budget may have shrunk in the config since the last run.
             outbox._enforce_budget()
@@ -426,10 +466,13 @@ class Outbox:
     def _load_state(self) -> None:
         conn = self._conn
         self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        # Keep the WAL small relative to the budget (it counts against it) and no
-        # larger than the reserve file: on a full disk, releasing the reserve must
-        # leave room for a checkpoint to move the whole WAL into the database.
-        wal_bytes = min(256 * self._page_size, self.max_bytes // 8, self._ballast_bytes)
+        # Keep the WAL small relative to the budget (it counts against it) and well
+        # under the reserve file: on a full disk, releasing the reserve must leave
+        # room for a checkpoint to move the whole WAL (this bound plus the last
+        # transaction, see _bound_wal) into the database. journal_size_limit
+        # keeps that much WAL allocated after a checkpoint: the small writes a
+        # full disk still needs (in-flight mark, ack, drop) reuse it.
+        wal_bytes = min(256 * self._page_size, self.max_bytes // 8, self._ballast_bytes // 2)
         wal_pages = max(4, wal_bytes // self._page_size)
         self._wal_limit_bytes = wal_pages * self._page_size
         conn.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
@@ -609,35 +652,37 @@ class Outbox:
         reported: Mapping[tuple[str, str], int] | None,
         drops: Mapping[tuple[str, str], int] | None = None,
     ) -> int:
-        if rows and not self._ballast_ok and self.disk_full_events:
-            self._restore_reserve(sum(r.nbytes + _ROW_OVERHEAD for r in rows))
-        try:
-            self._write(rows, cursors, reported, drops)
-        except (sqlite3.Error, OSError) as exc:
-            if _is_disk_full(exc):
-                incoming = sum(r.nbytes + _ROW_OVERHEAD for r in rows)
-                self._recover_disk_full(incoming, exc)
-                try:
-                    self._write(rows, cursors, reported, drops)
-                except (sqlite3.Error, OSError) as exc2:
-                    if not _is_disk_full(exc2):
-                        raise
-                    self._note_error(f"disk full: {exc2}")
+        incoming = sum(r.nbytes + _ROW_OVERHEAD for r in rows)
+        self._max_txn_bytes = max(self._max_txn_bytes, incoming)
+        if rows and not self._reserve_present():
+            self._restore_reserve(incoming)
+        for attempt in range(_FULL_RETRIES + 1):
+            try:
+                self._write(rows, cursors, reported, drops)
+                break
+            except (sqlite3.Error, OSError) as exc:
+                if not _is_disk_full(exc):
+                    raise
+                # The room made must go to this write: the reserve is taken back
+                # only after it (below), or the retry would find no room again.
+                if attempt == _FULL_RETRIES or not self._recover_disk_full(
+                    incoming << attempt, exc
+                ):
+                    self._note_error(f"disk full: {exc}")
                     raise OutboxFull(
                         f"outbox {self.path}: disk full, nothing stored; keep the records "
                         "in the ring and retry later"
-                    ) from exc2
-            else:
-                raise
+                    ) from exc
+        self._spill_folded()
         n = sum(r.n for r in rows)
         for row in rows:
             self._next_seq[row.stream] = row.last_seq + 1
         # The records are committed: from here on an exception would make the
         # caller keep them in the ring and store them twice. Log instead.
         try:
+            self._bound_wal()
             self._enforce_budget()
-            if not self._ballast_ok:
-                self._ensure_ballast()
+            self._ensure_ballast()
         except sqlite3.DatabaseError as exc:
             if not isinstance(exc, sqlite3.OperationalError) and _is_corrupt(exc):
                 raise  # _heals moves the file aside and stores the append anew
@@ -686,11 +731,143 @@ class Outbox:
                     [(count, s, r) for (s, r), count in reported.items()],
                 )
             if drops:
-                conn.executemany(
-                    "INSERT INTO drops(stream, reason, count) VALUES (?, ?, ?) "
-                    "ON CONFLICT(stream, reason) DO UPDATE SET count=count+excluded.count",
-                    [(s, r, int(n)) for (s, r), n in drops.items() if n],
-                )
+                self._add_drops(conn, drops)
+            if self._spill is not None:
+                self._fold(conn, self._spill, cursors)
+            if self._unsaved.drops or self._unsaved.cursors or self._unsaved.ended:
+                self._fold(conn, self._unsaved, cursors)
+
+    @staticmethod
+    def _add_drops(conn: sqlite3.Connection, drops: Mapping[tuple[str, str], int]) -> None:
+        conn.executemany(
+            "INSERT INTO drops(stream, reason, count) VALUES (?, ?, ?) "
+            "ON CONFLICT(stream, reason) DO UPDATE SET count=count+excluded.count",
+            [(s, r, int(n)) for (s, r), n in drops.items() if n],
+        )
+
+    # ------------------------------------------------------ side-file counts
+
+    def _fold(
+        self, conn: sqlite3.Connection, sp: _spill.Spill, cursors: Mapping[str, Cursor]
+    ) -> None:
+        """Fold side-file counts into the open transaction (see :mod:`edge_actors.spill`)."""
+        if sp.token:
+            row = conn.execute("SELECT value FROM meta WHERE key='spill_token'").fetchone()
+            if row is not None and row[0] == sp.token:
+                return  # folded before a crash prevented the unlink
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES('spill_token', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (sp.token,),
+            )
+        stored = {
+            str(r): Cursor(int(e), int(q))
+            for r, e, q in conn.execute("SELECT ring, epoch, seq FROM cursors")
+        }
+        drops: dict[tuple[str, str], int] = dict(sp.drops)
+        for ring, (stream, epoch, read_seq, write_seq) in sp.ended.items():
+            # Everything before the furthest known position is stored or counted.
+            start = read_seq
+            c = stored.get(ring)
+            if c is not None and c.epoch == epoch:
+                start = max(start, c.seq)
+            sc = sp.cursors.get(ring)
+            if sc is not None and sc[0] == epoch:
+                start = max(start, sc[1])
+            if write_seq > start:
+                key = (stream, "unflushed_at_stop")
+                drops[key] = drops.get(key, 0) + write_seq - start
+            # The ring is gone and fully accounted: forget its cursor, so that the
+            # ring of the same name created at the next start is no "gap".
+            conn.execute("DELETE FROM cursors WHERE ring=? AND epoch=?", (ring, epoch))
+        for ring, (epoch, seq) in sp.cursors.items():
+            if ring in cursors or ring in sp.ended:
+                continue  # the transaction's own cursor is newer
+            c = stored.get(ring)
+            if c is not None and c.epoch == epoch and c.seq >= seq:
+                continue
+            conn.execute(
+                "INSERT INTO cursors(ring, epoch, seq) VALUES (?, ?, ?) "
+                "ON CONFLICT(ring) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq",
+                (ring, epoch, seq),
+            )
+        if drops:
+            self._add_drops(conn, drops)
+
+    def _spill_folded(self) -> None:
+        """After a commit that folded the side file: remove it."""
+        if self._spill is not None:
+            self._spill_path.unlink(missing_ok=True)
+            self._spill = None
+        if self._unsaved.drops or self._unsaved.cursors or self._unsaved.ended:
+            self._unsaved = _spill.Spill()
+
+    @_heals
+    def count_drops(
+        self,
+        drops: Mapping[tuple[str, str], int],
+        cursors: Mapping[str, Cursor] | None = None,
+    ) -> bool:
+        """Persist drop counts now, with the ring cursors that skip the dropped records.
+
+        For losses the caller learns of while the outbox may refuse writes
+        (records overwritten in a ring while the disk is full, records given
+        up at shutdown). Written to the database if it takes the small
+        transaction, else to the side file (:mod:`edge_actors.spill`) that the
+        next open or successful append folds in. Never raises for a storage
+        problem.
+
+        Returns:
+            True if the counts are in the database, False if in the side file
+            (or, if even that failed, only in memory and logged; retried on the
+            next call).
+        """
+        try:
+            self._write([], cursors or {}, None, drops)
+        except (sqlite3.Error, OSError) as exc:
+            corrupt = not isinstance(exc, sqlite3.OperationalError) and _is_corrupt(exc)
+            if isinstance(exc, sqlite3.DatabaseError) and corrupt:
+                raise  # _heals moves the file aside and counts anew
+            self._note_error(f"cannot count drops in the database: {exc}")
+            self._to_side_file(drops, cursors or {})
+            return False
+        self._spill_folded()
+        return True
+
+    def ring_ended(self, ring: str, stream: str, end: Cursor) -> None:
+        """A ring was removed after its records up to ``end`` were stored: forget its cursor.
+
+        A ring created later under the same name is then new, not a gap.
+        Written to the side file if the database cannot take it.
+        """
+        ended = {ring: (stream, end.epoch, end.seq, end.seq)}
+        try:
+            with self._txn() as conn:
+                self._fold(conn, _spill.Spill(ended=ended), {})
+        except (sqlite3.Error, OSError):
+            self._to_side_file({}, {}, ended)
+
+    def _to_side_file(
+        self,
+        drops: Mapping[tuple[str, str], int],
+        cursors: Mapping[str, Cursor],
+        ended: Mapping[str, _spill.Ended] | None = None,
+    ) -> None:
+        self._unsaved.merge(drops, {r: (c.epoch, c.seq) for r, c in cursors.items()}, ended)
+        u = self._unsaved
+        if _spill.write_or_log(
+            self._spill_path, u.drops, u.cursors, u.ended, reserve=self._ballast_path()
+        ):
+            self._spill = _spill.load(self._spill_path)
+            self._unsaved = _spill.Spill()
+
+    def pending_side_drops(self) -> dict[tuple[str, str], int]:
+        """Drop counts waiting in the side file (or in memory) to be folded in."""
+        out: dict[tuple[str, str], int] = {}
+        for sp in (self._spill, self._unsaved):
+            for key, n in (sp.drops if sp is not None else {}).items():
+                out[key] = out.get(key, 0) + n
+        return out
 
     @_heals
     def cursors(self) -> dict[str, Cursor]:
@@ -813,20 +990,39 @@ class Outbox:
             conn.execute("DELETE FROM inflight WHERE stream=?", (stream,))
 
     def _guarded(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run a small write; on a full disk make room once, then raise OutboxFull."""
+        """Run a small write (in-flight mark, ack); on a full disk make room, else OutboxFull.
+
+        These writes free space (an ack deletes rows) or precede a write that
+        does: the reserve exists for them. It is released first, which costs
+        no record; only if that is not enough are records dropped per policy.
+        The ingest path re-creates the reserve once there is room.
+        """
         try:
             fn(*args)
+            return
         except (sqlite3.Error, OSError) as exc:
             if not _is_disk_full(exc):
                 raise
-            self._recover_disk_full(0, exc)
+            self._rollback()
+            first: BaseException = exc
+        if self._release_ballast():
+            logger.warning("outbox %s: disk full, reserve released for an upload", self.path)
+            self._checkpoint()
             try:
                 fn(*args)
-            except (sqlite3.Error, OSError) as exc2:
-                if not _is_disk_full(exc2):
+                return
+            except (sqlite3.Error, OSError) as exc:
+                if not _is_disk_full(exc):
                     raise
-                self._note_error(f"disk full: {exc2}")
-                raise OutboxFull(f"outbox {self.path}: disk full") from exc2
+                first = exc
+        self._recover_disk_full(0, first)
+        try:
+            fn(*args)
+        except (sqlite3.Error, OSError) as exc2:
+            if not _is_disk_full(exc2):
+                raise
+            self._note_error(f"disk full: {exc2}")
+            raise OutboxFull(f"outbox {self.path}: disk full") from exc2
 
     @_heals
     def ack(self, batch: Batch) -> None:
@@ -923,19 +1119,77 @@ class Outbox:
             pass
         return db, wal
 
-    def _checkpoint(self, mode: str = "TRUNCATE") -> None:
-        try:
-            self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-        except sqlite3.Error as exc:
-            logger.debug("checkpoint(%s) failed: %s", mode, exc)
+    def _checkpoint(self, mode: str = "RESTART") -> bool:
+        """Copy the WAL into the database; True if it completed.
 
-    def _vacuum(self) -> None:
+        RESTART, not TRUNCATE: the next writer starts the WAL over and
+        ``journal_size_limit`` trims it to the WAL bound, so that much WAL
+        stays allocated. On a 100 % full disk the small writes that free space
+        (drop, ack, in-flight mark) then still have room to be written.
+        """
         try:
-            # execute() steps a statement once, and each step frees a single page;
-            # executescript() runs it to completion.
-            self._conn.executescript("PRAGMA incremental_vacuum;")
+            row = self._conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         except sqlite3.Error as exc:
-            logger.debug("incremental_vacuum failed: %s", exc)
+            logger.warning("outbox %s: checkpoint(%s) failed: %s", self.path, mode, exc)
+            return False
+        return row is None or not row[0]
+
+    def _bound_wal(self) -> None:
+        """Checkpoint when the WAL outgrew its bound (a reader held back the autocheckpoint).
+
+        Waits at most 0.2 s for readers (the shipper's are short): ingestion is
+        never held up for long, and the next append tries again.
+        """
+        if self.disk_bytes()[1] <= self._wal_limit_bytes:
+            return
+        conn = self._conn
+        conn.execute("PRAGMA busy_timeout=200")
+        try:
+            self._checkpoint()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+
+    def _vacuum(self, *, full_disk: bool = True) -> None:
+        """Hand the free pages back to the file system.
+
+        One unbounded ``incremental_vacuum`` writes every moved page to the WAL
+        before any of it is checkpointed: on a nearly full disk it fails and
+        frees nothing. There (``full_disk``), steps of half the WAL bound, each
+        checkpointed (which truncates the database file), shrink the same file
+        on the same disk. With room on the disk (budget enforcement) one pass
+        is cheaper; it falls back to steps if the disk turns out to be full.
+        """
+        conn = self._conn
+        if not full_disk:
+            try:
+                conn.executescript("PRAGMA incremental_vacuum;")
+                return
+            except sqlite3.Error as exc:
+                self._rollback()
+                if not _is_disk_full(exc):
+                    logger.warning("outbox %s: incremental_vacuum failed: %s", self.path, exc)
+                    return
+        step = max(8, self._wal_limit_bytes // self._page_size // 2)
+        while True:
+            free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+            if free == 0:
+                return
+            try:
+                # execute() steps a statement once, and each step frees a single
+                # page; executescript() runs it to completion.
+                conn.executescript(f"PRAGMA incremental_vacuum({min(step, free)});")
+            except sqlite3.Error as exc:
+                logger.warning(
+                    "outbox %s: incremental_vacuum failed (%d free pages kept): %s",
+                    self.path,
+                    free,
+                    exc,
+                )
+                return
+            self._checkpoint()
+            if int(conn.execute("PRAGMA freelist_count").fetchone()[0]) >= free:
+                logger.warning("outbox %s: incremental_vacuum made no progress", self.path)
+                return
 
     def _live_bytes(self) -> int:
         conn = self._conn
@@ -946,7 +1200,8 @@ class Outbox:
     def _enforce_budget(self) -> None:
         if sum(self.disk_bytes()) <= self.max_bytes:
             return
-        self._checkpoint()
+        # The WAL counts against the budget: give it back first (the disk is not full).
+        self._checkpoint("TRUNCATE")
         if sum(self.disk_bytes()) <= self.max_bytes:
             return
         # Room for the WAL to regrow before the next checkpoint, plus hysteresis.
@@ -964,8 +1219,8 @@ class Outbox:
                     self._recover_disk_full(0, exc)
                 else:
                     self._log_drops(dropped, "budget")
-            self._vacuum()
-            self._checkpoint()
+            self._vacuum(full_disk=False)
+            self._checkpoint("TRUNCATE")
             if sum(self.disk_bytes()) <= self.max_bytes or freed == 0:
                 break
         total = sum(self.disk_bytes())
@@ -1065,35 +1320,49 @@ class Outbox:
     def _ballast_path(self) -> Path:
         return Path(f"{self.path}-reserve")
 
+    def _reserve_target(self) -> int:
+        """Reserve size: room for the whole WAL plus two of the largest appends seen."""
+        want = max(self._ballast_bytes, self._wal_limit_bytes + 2 * self._max_txn_bytes + 65536)
+        return min(want, max(self._ballast_bytes, self._fs_cap))
+
+    def _reserve_present(self) -> bool:
+        return self._ballast_path().exists()
+
     def _ensure_ballast(self) -> None:
+        """Create (or grow) the reserve file if the file system has room for it."""
         path = self._ballast_path()
-        size = self._ballast_bytes
+        size = self._reserve_target()
         try:
-            if path.exists():
-                self._ballast_ok = path.stat().st_size >= size
-                if self._ballast_ok:
-                    return
-            st = os.statvfs(path.parent)
-            if st.f_bavail * st.f_frsize < size + 64 * 1024:
-                return  # not now: the space is better used by records
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                try:
-                    os.posix_fallocate(fd, 0, size)
-                except (AttributeError, OSError):
-                    os.write(fd, b"\0" * size)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._ballast_ok = True
+            have = path.stat().st_size
+        except FileNotFoundError:
+            have = 0
+        if have >= size:
+            return
+        if _free_bytes(path.parent) < size - have + 64 * 1024:
+            return  # not now: the space is better used by records
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
         except OSError as exc:
-            self._ballast_ok = False
-            path.unlink(missing_ok=True)
-            logger.debug("cannot create the reserve file %s: %s", path, exc)
+            logger.warning("cannot create the reserve file %s: %s", path, exc)
+            return
+        try:
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except (AttributeError, OSError):
+                os.pwrite(fd, b"\0" * (size - have), have)
+            os.fsync(fd)
+        except OSError as exc:
+            # Keep what the reserve had; never lose it trying to grow it.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, have)
+            if have == 0:
+                path.unlink(missing_ok=True)
+            logger.warning("cannot grow the reserve file %s: %s", path, exc)
+        finally:
+            os.close(fd)
 
     def _release_ballast(self) -> bool:
         path = self._ballast_path()
-        self._ballast_ok = False
         try:
             path.unlink()
         except FileNotFoundError:
@@ -1103,10 +1372,16 @@ class Outbox:
             return False
         return True
 
-    def _recover_disk_full(self, incoming: int, exc: BaseException) -> None:
+    def _recover_disk_full(self, incoming: int, exc: BaseException) -> bool:
+        """Make room on a full disk for a write of ``incoming`` bytes; True if any was made.
+
+        The room goes to the retried write: the reserve is re-created only
+        after it succeeded (``_store``), never before.
+        """
         self.disk_full_events += 1
         self._note_error(f"disk full: {exc}")
         self._rollback()
+        free_before = _free_bytes(self.path.parent)
         released = self._release_ballast()
         logger.error(
             "outbox %s: disk full (%s); %sdropping per policy to make room",
@@ -1114,14 +1389,11 @@ class Outbox:
             exc,
             "reserve released, " if released else "",
         )
-        # This file system has less room than the budget assumed: from now on keep
-        # the WAL short, so that little is ever stranded in it when space runs out.
-        self._conn.execute("PRAGMA wal_autocheckpoint=16")
-        # The WAL is never larger than the reserve, so with the reserve gone the
-        # database can absorb it; truncating it then frees room for the drop.
-        self._checkpoint("TRUNCATE")
-        # Make room for the append and for a new reserve as well.
-        need = max(2 * incoming, 64 * 1024, self._live_bytes() // 20) + self._ballast_bytes
+        # With the reserve gone the database can absorb the WAL (bounded by it).
+        self._checkpoint()
+        # Room for the append, and for a new reserve after it.
+        need = max(2 * incoming, 64 * 1024, self._live_bytes() // 20) + self._reserve_target()
+        dropped: dict[str, list[int]] = {}
         try:
             with self._txn():
                 _freed, dropped = self._drop(need, "disk_full")
@@ -1129,41 +1401,43 @@ class Outbox:
             logger.error("outbox %s: cannot drop to make room: %s", self.path, exc2)
         else:
             self._log_drops(dropped, "disk_full")
-        # Vacuum first so the checkpoint only needs the (smaller) database size,
-        # then truncate the WAL: both hand the freed pages back to the file system.
         self._vacuum()
-        self._checkpoint("TRUNCATE")
-        # The room just made goes to the reserve first, not to new records.
-        self._ensure_ballast()
+        self._checkpoint()
+        return released or bool(dropped) or _free_bytes(self.path.parent) > free_before
 
     def _restore_reserve(self, incoming: int) -> None:
         """On a disk this outbox filled, get the reserve back before storing more.
 
         Without it, new records would take every byte a drop or an ack frees,
         and the next disk-full event could not even write the drop that makes
-        room: the outbox would wedge. If the reserve cannot be re-created, the
-        oldest records are dropped to make room for it; if even that fails the
-        append is refused (:class:`OutboxFull`) and the records stay in the ring.
+        room: the outbox would wedge. Free pages inside the database go back
+        to the file system first (no record lost); only if that is not enough
+        are the oldest records dropped per policy. If the reserve still cannot
+        be made, the append is tried anyway (and refused only if it fails).
         """
         self._ensure_ballast()
-        if self._ballast_ok:
+        if self._reserve_present():
             return
-        need = self._ballast_bytes + incoming + 64 * 1024
-        try:
-            with self._txn():
-                _freed, dropped = self._drop(need, "disk_full")
-        except sqlite3.Error as exc:
-            self._note_error(f"disk full: {exc}")
-        else:
-            self._log_drops(dropped, "disk_full")
-            self._vacuum()
-            self._checkpoint("TRUNCATE")
-            self._ensure_ballast()
-        if not self._ballast_ok:
-            raise OutboxFull(
-                f"outbox {self.path}: disk full and no room for the reserve; keep the "
-                "records in the ring and retry later"
-            )
+        self._vacuum()
+        self._checkpoint()
+        self._ensure_ballast()
+        if self._reserve_present():
+            return
+        need = self._reserve_target() + incoming + 64 * 1024 - _free_bytes(self.path.parent)
+        if need > 0:
+            try:
+                with self._txn():
+                    _freed, dropped = self._drop(need, "disk_full")
+            except sqlite3.Error as exc:
+                self._note_error(f"disk full: {exc}")
+            else:
+                if dropped:
+                    self.disk_full_events += 1
+                    self._note_error("disk full: records dropped to re-create the reserve")
+                self._log_drops(dropped, "disk_full")
+                self._vacuum()
+                self._checkpoint()
+        self._ensure_ballast()
 
     def _recover_corrupt_runtime(self, exc: BaseException) -> None:
         logger.error("outbox %s: database corrupt while running (%s)", self.path, exc)
@@ -1278,6 +1552,8 @@ class Outbox:
             }
         successes = [v["last_success"] for v in streams.values() if v["last_success"] is not None]
         drops = self.drops()
+        for key, n in self.pending_side_drops().items():
+            drops[key] = drops.get(key, 0) + n
         db, wal = self.disk_bytes()
         return {
             "streams": streams,
@@ -1290,7 +1566,7 @@ class Outbox:
             "dropped_total": sum(drops.values()),
             "db_bytes": db,
             "wal_bytes": wal,
-            "reserve_bytes": self._ballast_bytes if self._ballast_ok else 0,
+            "reserve_bytes": _file_bytes(self._ballast_path()),
             "max_bytes": self.max_bytes,
             "corrupt_recovered": self.corrupt_recovered,
             "disk_full_events": self.disk_full_events,
@@ -1308,6 +1584,9 @@ def _connect(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite3.Conn
         conn.execute("PRAGMA journal_mode=WAL").fetchall()
         conn.execute(f"PRAGMA synchronous={synchronous}")
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # On by default in some builds: deleting rows would overwrite the freed
+        # pages with zeros, so that freeing space writes as much as it frees.
+        conn.execute("PRAGMA secure_delete=0")
         # A small page cache: the outbox is write-mostly and devices are small.
         conn.execute("PRAGMA cache_size=-2048")
         conn.execute("BEGIN IMMEDIATE")
@@ -1337,9 +1616,36 @@ def _quick_check(path: Path) -> str | None:
             return "; ".join(str(r[0]) for r in rows[:5])
         return None
     except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and not _is_corrupt(exc):
+            # Not corruption (disk full, I/O error, locked): never move a good
+            # file aside for it; the caller's open fails and is retried.
+            raise
         return str(exc)
     finally:
         conn.close()
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return 0
+    return st.f_bavail * st.f_frsize
+
+
+def _fs_bytes(directory: Path) -> int:
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return 1 << 40
+    return st.f_blocks * st.f_frsize
+
+
+def _file_bytes(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _move_aside(path: Path, problem: str) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import psutil
 
-from edge_actors import control, rundir, shm, topology
+from edge_actors import control, rundir, shm, spill, topology
 from edge_actors.config import Config
 from edge_actors.restart_policy import Backoff, Intensity
 from edge_actors.ring import Ring, RingError
@@ -1191,17 +1191,38 @@ class Supervisor:
         self._report_unflushed()
 
     def _report_unflushed(self) -> None:
+        """Count what the uploader left in the rings, which are unlinked next.
+
+        Records written after the uploader's last drain (or left by an
+        uploader killed at the stop timeout) are dropped ``unflushed_at_stop``.
+        The counts, with every ring's final position, go to the outbox's side
+        file (:mod:`edge_actors.spill`): the next start folds them into the
+        drops stream (from the outbox's own cursor, so nothing stored is
+        counted) and forgets these rings' cursors, so that the rings created
+        then are not reported as gaps.
+        """
         if not self.workers["uploader"].enabled:
             return
-        for ring in [*self.rings.values(), *(r for ln in self.lanes.values() for r in ln.rings())]:
-            behind = ring.write_seq - ring.consumer_line(topology.UPLOADER)["read_seq"]
-            if behind > 0:
+        rings = [(r, self.ring_kinds[n].stream) for n, r in self.rings.items()]
+        for lane in self.lanes.values():
+            rings.append((lane.ring, "model"))
+            if lane.payload is not None:
+                rings.append((lane.payload, "payload"))
+        ended: dict[str, spill.Ended] = {}
+        for ring, stream in rings:
+            read = int(ring.consumer_line(topology.UPLOADER)["read_seq"])
+            written = ring.write_seq
+            ended[ring.name] = (stream, ring.epoch, read, written)
+            if written > read:
                 log.warning(
-                    "%d records in %s were written after the uploader's last drain "
-                    "and are not in the outbox",
-                    behind,
+                    "%d %s records in %s were written after the uploader's last drain: "
+                    "counted as dropped (unflushed_at_stop)",
+                    written - read,
+                    stream,
                     ring.name,
                 )
+        db = Path(self.cfg.storage.sqlite_path)
+        spill.write_or_log(spill.spill_path(db), ended=ended, reserve=Path(f"{db}-reserve"))
 
     def _cleanup(self, *, unlink_rings: bool = True) -> None:
         """Close everything; unlink the rings only after an ordered shutdown.

@@ -473,3 +473,177 @@ def test_a_recreated_outbox_does_not_reuse_object_keys(
     b = second.next_batch("model", 100)
     second.close()
     assert b is not None and b.first_seq > a.last_seq
+
+
+# ------------------------------------------------- a really full file system
+
+
+@pytest.fixture
+def tmpfs8(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs (needs root), unmounted after the test."""
+    mnt = tmp_path / "mnt8"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root: the full-disk tests did not run")
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount an 8 MiB tmpfs: {res.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _free(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _fill(path: Path, leave: int = 0) -> Path:
+    """Fill the file system of ``path`` with a file until ``leave`` bytes (0: none) are free."""
+    filler = path / f"filler-{len(list(path.glob('filler-*')))}"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 64 << 10, 4096, 512, 1):
+            while _free(path) - size >= leave:
+                try:
+                    os.write(fd, b"\1" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _noise(rng: random.Random, n: int, start: int = 0) -> list[dict[str, Any]]:
+    """Incompressible records: the disk really fills."""
+    return [
+        {"ts": 1.7e9 + i, "i": i, "p": rng.randbytes(150).hex()} for i in range(start, start + n)
+    ]
+
+
+def test_uploads_continue_on_a_100_percent_full_disk(tmpfs8: Path, tmp_path: Path) -> None:
+    """Nothing else may be written: the shipper still marks, uploads and acks; space returns."""
+    rng = random.Random(1)
+    ob = Outbox.open(tmpfs8 / "o.db", max_bytes=64 << 20, chunk_records=100)
+    for k in range(20):
+        ob.append({"model": _noise(rng, 500, k * 500)}, {"r": Cursor(1, (k + 1) * 500)})
+    _fill(tmpfs8)
+    assert _free(tmpfs8) == 0
+    sink = LocalSink(tmp_path / "sink")
+    uploaded = 0
+    while (b := deliver_batch(ob, sink, "model", device_id="d", max_records=1000)) is not None:
+        uploaded += b.n
+    assert uploaded == 10_000
+    assert ob.drops() == {}, "uploading must not cost records"
+    # Ingestion resumes in the room the uploads freed, with the reserve back first.
+    ob.append({"model": _noise(rng, 500, 10_000)}, {"r": Cursor(1, 10_500)})
+    assert ob.stats()["reserve_bytes"] > 0
+    assert ob.drops() == {}
+    ob.close()
+
+
+def test_outbox_opens_on_a_100_percent_full_disk(tmpfs8: Path) -> None:
+    """A restart on a full disk: the outbox opens, stores by dropping old data, and uploads."""
+    rng = random.Random(2)
+    ob = Outbox.open(tmpfs8 / "o.db", max_bytes=64 << 20, chunk_records=100)
+    for k in range(20):
+        stream = "system" if k % 2 else "model"
+        ob.append({stream: _noise(rng, 250, k * 250)}, {"r": Cursor(1, (k + 1) * 250)})
+    ob.close()
+    _fill(tmpfs8)
+    assert _free(tmpfs8) == 0
+    ob = Outbox.open(tmpfs8 / "o.db", max_bytes=64 << 20, chunk_records=100)
+    assert ob.cursors() == {"r": Cursor(1, 5000)}
+    assert not any(".corrupt-" in p.name for p in tmpfs8.iterdir()), "a full disk is no corruption"
+    for k in range(6):
+        ob.append({"model": _noise(rng, 250, 5000 + k * 250)}, {"r": Cursor(1, 5250 + k * 250)})
+    assert ob.cursors() == {"r": Cursor(1, 6500)}
+    drops = ob.drops()
+    assert drops.get(("system", "disk_full"), 0) > 0, drops
+    assert ("model", "disk_full") not in drops, "system goes before model"
+    assert ob.next_batch("model", 1000) is not None
+    ob.close()
+
+
+def test_full_disk_never_refuses_while_older_data_can_go(tmpfs8: Path) -> None:
+    """Other files fill the disk: every append succeeds by dropping older records, all counted."""
+    rng = random.Random(3)
+    ob = Outbox.open(tmpfs8 / "o.db", max_bytes=64 << 20, chunk_records=100)
+    _fill(tmpfs8, leave=3 << 20)
+    appended: dict[str, int] = {"system": 0, "model": 0}
+    refused = 0
+    for k in range(300):
+        stream = "system" if k % 3 == 0 else "model"
+        recs = _noise(rng, 60, appended[stream])
+        try:
+            ob.append({stream: recs}, {stream: Cursor(1, appended[stream] + 60)})
+        except OutboxFull:
+            refused += 1
+            continue
+        appended[stream] += 60
+    assert refused == 0, f"{refused} appends refused although older records could be dropped"
+    st = ob.stats()
+    drops = ob.drops()
+    assert set(r for _, r in drops) == {"disk_full"}
+    for stream, n in appended.items():
+        stored = st["streams"][stream]["records"]
+        assert stored + drops.get((stream, "disk_full"), 0) == n, (stream, stored, drops)
+    # System records go first: a larger share of them was dropped.
+    assert drops.get(("system", "disk_full"), 0) > 0
+    system_share = drops[("system", "disk_full")] / appended["system"]
+    assert system_share > drops.get(("model", "disk_full"), 0) / appended["model"]
+    assert st["reserve_bytes"] > 0
+    ob.close()
+
+
+def test_secure_delete_off_and_wal_bounded_by_the_reserve(tmp_path: Path) -> None:
+    """Deleting must not rewrite the freed pages; the WAL never outgrows the reserve."""
+    rng = random.Random(4)
+    ob = Outbox.open(tmp_path / "o.db", max_bytes=32 << 20, chunk_records=100)
+    assert ob._conn.execute("PRAGMA secure_delete").fetchone()[0] == 0
+    reader = sqlite3.connect(ob.path)  # the shipper's connection reads meanwhile
+    try:
+        for k in range(40):
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM chunks").fetchone()
+            ob.append({"model": _noise(rng, 400, k * 400)}, {"r": Cursor(1, (k + 1) * 400)})
+            reader.execute("COMMIT")
+            ob.append({"system": _noise(rng, 50, k * 50)})
+            wal = ob.disk_bytes()[1]
+            assert wal <= ob.stats()["reserve_bytes"], (k, wal, ob.stats()["reserve_bytes"])
+    finally:
+        reader.close()
+        ob.close()
+
+
+def test_spilled_drop_counts_are_folded_in_once(tmp_path: Path) -> None:
+    """Counts the outbox could not take (side file) reach the drops table exactly once."""
+    from edge_actors import spill
+
+    db = tmp_path / "o.db"
+    ob = Outbox.open(db, max_bytes=1 << 20)
+    ob.append({"model": _records(10)}, {"lane_0": Cursor(5, 10), "sys": Cursor(6, 3)})
+    ob.close()
+    side = spill.spill_path(db)
+    # The uploader, outbox refusing: 7 overwritten records skipped, cursor moved past them.
+    spill.add(side, {("model", "ring_overrun"): 7}, {"lane_0": (5, 17)})
+    # The supervisor at a clean stop: lane_0 ended at 20 (3 never read), sys at 3.
+    spill.add(side, ended={"lane_0": ("model", 5, 17, 20), "sys": ("system", 6, 3, 3)})
+    assert side.stat().st_mode & 0o777 == 0o600
+    saved = side.read_bytes()
+    ob = Outbox.open(db, max_bytes=1 << 20)
+    assert not side.exists()
+    want = {("model", "ring_overrun"): 7, ("model", "unflushed_at_stop"): 3}
+    assert ob.drops() == want
+    assert ob.cursors() == {}, "the rings that ended are forgotten: no false gap at restart"
+    ob.close()
+    side.write_bytes(saved)  # as if the process died between the fold's commit and the unlink
+    ob = Outbox.open(db, max_bytes=1 << 20)
+    assert ob.drops() == want
+    assert not side.exists()
+    ob.close()

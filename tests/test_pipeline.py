@@ -340,3 +340,58 @@ def test_model_sample_rate_uploads_a_share_and_counts_the_rest(make_config, agen
     assert delivered + sampled_out == n
     assert 0.15 * n < delivered < 0.35 * n
     p.close()
+
+
+def test_a_clean_restart_reports_no_gap(make_config, agent) -> None:
+    """Stop, start again: the rings are new, but nothing was lost, so nothing is warned."""
+    cfg = make_config({"workers": {"drift": {"enabled": False}}})
+    a = agent(cfg)
+    p = _producer(a)
+    for i in range(200):
+        p.log([1, 1, 1.0, float(i)], [1.0, 1.0])
+    a.wait_for(lambda s: s["workers"]["uploader"]["stats"].get("uploaded_records", 0) >= 200)
+    p.close()
+    assert a.stop() == 0
+    b = agent(cfg)
+    p = _producer(b)  # a lane of the same name, a new epoch
+    p.log([1, 1, 1.0, 0.0], [1.0, 1.0])
+    b.wait_for(lambda s: s["workers"]["uploader"]["stats"].get("ingested", 0) >= 1)
+    p.close()
+    assert b.stop() == 0
+    assert "re-created" not in b.log(), b.log()
+    from edge_actors.outbox import Outbox
+
+    with Outbox.open(Path(b.cfg["data_dir"]) / "outbox.db", max_bytes=2**30) as ob:
+        assert ob.drops() == {}
+
+
+def test_records_left_in_a_ring_at_stop_are_counted(make_config, agent) -> None:
+    """An uploader that cannot drain at stop: what stays in the lane is counted, not just logged."""
+    cfg = make_config(
+        {
+            "workers": {"drift": {"enabled": False}},
+            "storage": {"type": "sqlite"},
+            "model_logging": {"buffer_size": 65536},
+            "supervisor": {"heartbeat_timeout_seconds": 60, "shutdown_timeout_seconds": 1.0},
+        }
+    )
+    a = agent(cfg)
+    p = _producer(a)
+    os.kill(a.worker_pid("uploader"), signal.SIGSTOP)  # it will never drain again
+    for i in range(500):
+        p.log([1, 1, 1.0, float(i)], [1.0, 1.0])
+    assert p.stats()["written"] == 500
+    assert a.stop() == 0
+    p.close()
+    assert "unflushed_at_stop" in a.log()
+    b = agent(cfg)  # the next start folds the count into the drops stream
+    assert b.stop() == 0
+    from edge_actors.outbox import Outbox
+
+    with Outbox.open(Path(a.cfg["data_dir"]) / "outbox.db", max_bytes=2**30) as ob:
+        stored = ob.stats()["streams"].get("model", {}).get("records", 0)
+        drops = ob.drops()
+        assert stored + drops.get(("model", "unflushed_at_stop"), 0) == 500, (stored, drops)
+        assert drops.get(("model", "unflushed_at_stop"), 0) > 0
+        report = ob.peek("drops", 100)
+    assert report is not None and b"unflushed_at_stop" in report.body

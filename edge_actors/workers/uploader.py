@@ -24,8 +24,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from edge_actors import spill
 from edge_actors.outbox import Cursor, Outbox, OutboxFull
 from edge_actors.redact import redact_urls
 from edge_actors.retry import Backoff, RetryPolicy
@@ -237,7 +239,10 @@ class UploaderWorker(Worker):
         self.rng = random.Random()
         self.ingested = 0
         self.full_events = 0
+        self._refusing = False  # the last append was refused (disk full)
         self._drops: dict[tuple[str, str], int] = {}
+        # Rings removed after the uploader drained them: ring -> final cursor.
+        self._ended: dict[str, Cursor] = {}
         self._next_drop_report = time.monotonic() + DROP_REPORT_SECONDS
         self.shipper: Shipper | None = None
         self.hold = False
@@ -249,7 +254,7 @@ class UploaderWorker(Worker):
         """Open the outbox; on failure stay up and retry (a crash loop would stop the agent).
 
         Until it opens, records wait in the rings; what the rings overwrite by
-        then is counted as ``ring_overrun`` once ingestion resumes.
+        then is counted at once as ``outbox_unavailable`` (in the side file).
         """
         try:
             self.outbox = open_outbox(self.cfg)
@@ -304,6 +309,14 @@ class UploaderWorker(Worker):
         for name in list(self.sources):
             if name not in wanted:
                 src = self.sources.pop(name)
+                # The supervisor removes a ring once this consumer drained it: a
+                # ring of the same name created later is a new ring, not a gap.
+                end = Cursor(src.ring.epoch, src.cons.pos)
+                if src.cons.pos == src.ring.write_seq:
+                    self._ended[name] = end
+                    if self.outbox is not None:
+                        self.outbox.ring_ended(name, src.spec.stream, end)
+                self.saved[name] = end
                 src.ring.close()
         for spec in specs:
             if spec.name in self.sources:
@@ -324,10 +337,15 @@ class UploaderWorker(Worker):
         if saved is not None and saved.epoch == ring.epoch:
             if saved.seq <= ring.write_seq:
                 cons.seek(saved.seq)
+        elif saved is not None and self._ended.get(ring.name) == saved:
+            log.debug("ring %s is new; the old one was drained", ring.name)
         elif saved is not None:
+            # A clean stop forgets the cursors of the rings it removed (their
+            # losses counted as unflushed_at_stop); a cursor of another epoch
+            # means the old ring vanished without one (reboot, /dev/shm wiped).
             log.warning(
-                "ring %s was re-created (epoch changed): records of the old ring "
-                "after the outbox cursor %d are gone",
+                "ring %s was re-created (epoch changed) without a clean stop: records the "
+                "old ring held after the outbox cursor %d are gone, how many is unknown",
                 ring.name,
                 saved.seq,
             )
@@ -361,12 +379,14 @@ class UploaderWorker(Worker):
             if time.monotonic() >= self._next_open:
                 self._try_open()
             if self.outbox is None:
+                self._count_overwritten("outbox_unavailable")
                 self.idle_wait = 1.0
                 return 0
         batches: dict[str, list[dict[str, Any]]] = {}
         cursors: dict[str, Cursor] = {}
         self._drops = {}
         rollback: list[tuple[_Source, int, int]] = []
+        reads: list[int] = []
         n = 0
         for src in self.sources.values():
             before = (src.cons.pos, src.cons.lost)
@@ -374,6 +394,7 @@ class UploaderWorker(Worker):
             if not len(b) and not b.lost:
                 continue
             rollback.append((src, *before))
+            reads.append(b.first_seq)
             if b.lost:
                 key = (src.spec.stream, "ring_overrun")
                 self._drops[key] = self._drops.get(key, 0) + b.lost
@@ -393,10 +414,11 @@ class UploaderWorker(Worker):
             self.full_events += 1
             if self.full_events == 1 or self.full_events % 100 == 0:
                 log.error("outbox full, records stay in the rings: %s", exc)
-            for src, pos, lost in rollback:
-                src.cons.seek(pos, lost)
+            self._refusing = True
+            self._refused(rollback, reads)
             self.idle_wait = 1.0
             return 0
+        self._refusing = False
         for src, _pos, _lost in rollback:
             src.cons.commit()
         for (stream, reason), k in self._drops.items():
@@ -408,6 +430,78 @@ class UploaderWorker(Worker):
         if self.shipper is not None and n >= self.cfg.telemetry.max_batch_size:
             self.shipper.wake.set()
         return n
+
+    def _refused(self, rollback: list[tuple[_Source, int, int]], firsts: list[int]) -> None:
+        """The outbox refused a step: seek back, but count what the rings overwrote now.
+
+        The records read stay in the rings for the next try. Those the ring
+        had already overwritten (before the read's first record) are counted
+        ``ring_overrun`` at once, with cursors past them: they are known lost
+        now, and a later success must not be needed to say so.
+        """
+        drops: dict[tuple[str, str], int] = {}
+        cursors: dict[str, Cursor] = {}
+        for (src, pos, lost), first in zip(rollback, firsts, strict=True):
+            skipped = max(0, first - pos)
+            src.cons.seek(first if skipped else pos, lost + skipped)
+            if skipped:
+                key = (src.spec.stream, "ring_overrun")
+                drops[key] = drops.get(key, 0) + skipped
+                cursors[src.ring.name] = Cursor(src.ring.epoch, first)
+        if drops:
+            self._persist_drops(drops, cursors)
+
+    def _count_overwritten(self, reason: str) -> None:
+        """Without an outbox: count what the rings overwrite, as it happens (side file)."""
+        drops: dict[tuple[str, str], int] = {}
+        cursors: dict[str, Cursor] = {}
+        for src in self.sources.values():
+            ring, cons = src.ring, src.cons
+            start = ring.write_seq - ring.capacity
+            if cons.pos < start:
+                key = (src.spec.stream, reason)
+                drops[key] = drops.get(key, 0) + start - cons.pos
+                cons.seek(start, cons.lost + start - cons.pos)
+                cursors[ring.name] = Cursor(ring.epoch, start)
+        if drops:
+            self._persist_drops(drops, cursors)
+
+    def _persist_drops(self, drops: dict[tuple[str, str], int], cursors: dict[str, Cursor]) -> None:
+        """Counts to the outbox (side file if it cannot write), then the ring cursors."""
+        for (stream, reason), k in sorted(drops.items()):
+            log.warning("%d %s records lost (%s)", k, stream, reason)
+        if self.outbox is not None:
+            self.outbox.count_drops(drops, cursors)
+        else:
+            db = Path(self.cfg.storage.sqlite_path)
+            spill.write_or_log(
+                spill.spill_path(db),
+                drops,
+                {r: (c.epoch, c.seq) for r, c in cursors.items()},
+                reserve=Path(f"{db}-reserve"),
+            )
+        for src in self.sources.values():
+            if src.ring.name in cursors:
+                src.cons.commit()
+
+    def _give_up_pending(self) -> None:
+        """At stop: count what stays in the rings (they are removed) and skip it."""
+        if self.outbox is None:
+            reason = "outbox_unavailable"
+        else:
+            reason = "disk_full" if self._refusing else "unflushed_at_stop"
+        self._count_overwritten("ring_overrun" if self.outbox is not None else reason)
+        drops: dict[tuple[str, str], int] = {}
+        cursors: dict[str, Cursor] = {}
+        for src in self.sources.values():
+            left = src.ring.write_seq - src.cons.pos
+            if left > 0:
+                key = (src.spec.stream, reason)
+                drops[key] = drops.get(key, 0) + left
+                src.cons.seek(src.ring.write_seq)
+                cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
+        if drops:
+            self._persist_drops(drops, cursors)
 
     def _report_drops(self) -> None:
         """Every few seconds, store pending drop counts as records of the drops stream."""
@@ -423,16 +517,23 @@ class UploaderWorker(Worker):
             pass  # the counts stay pending in the database
 
     def flush(self) -> None:
-        """Drain every ring into the outbox before exiting."""
-        if self.outbox is None:
-            pending = sum(src.cons.pending for src in self.sources.values())
-            log.error("stopping without an outbox: %d records stay unsaved in the rings", pending)
-            return
-        for _ in range(1000):
-            if self.step() == 0:
-                break
-        self._next_drop_report = 0.0
-        self._report_drops()
+        """Drain every ring into the outbox before exiting.
+
+        What cannot be stored (no outbox: ``outbox_unavailable``; the outbox
+        refuses: ``disk_full``) is counted, since the rings are removed after
+        the stop.
+        """
+        # Within the supervisor's stop timeout, so that what is left is counted
+        # here, with the outbox's cursors, and the shipper still stops cleanly.
+        deadline = time.monotonic() + 0.4 * self.cfg.supervisor.shutdown_timeout_seconds
+        if self.outbox is not None:
+            for _ in range(1000):
+                if self.step() == 0 or time.monotonic() > deadline:
+                    break
+        self._give_up_pending()
+        if self.outbox is not None:
+            self._next_drop_report = 0.0
+            self._report_drops()
 
     def stats(self) -> dict[str, Any]:
         """Outbox backlog and drops, uploads, last error."""
@@ -467,7 +568,9 @@ class UploaderWorker(Worker):
     def close(self) -> None:
         """Stop the shipper, close the outbox and rings."""
         if self.shipper is not None:
-            self.shipper.stop(timeout=5.0)
+            # A put or a write of the shipper cut short by the exit is safe (the
+            # batch stays in flight); the stop timeout is not.
+            self.shipper.stop(timeout=min(5.0, 0.2 * self.cfg.supervisor.shutdown_timeout_seconds))
         if self.outbox is not None:
             self.outbox.close()
         for src in self.sources.values():

@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: The model every chaos config declares (same as tests.conftest.MODEL).
@@ -332,6 +334,61 @@ class BucketReader:
                 hit = self._cache[key] = (etag, _keys(gzip.decompress(body).splitlines()))
             out += hit[1]
         return out
+
+
+def bucket_seqs(endpoint: str, bucket: str, prefix: str, stream: str) -> Counter[int]:
+    """Outbox sequence number -> copies in the bucket, for every record of ``stream``."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    seqs: Counter[int] = Counter()
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=f"{prefix}{stream}/"
+    ):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+            for line in gzip.decompress(body).splitlines():
+                if line.strip():
+                    seqs[int(orjson.loads(line)["seq"])] += 1
+    return seqs
+
+
+def outbox_seqs(db: Path, stream: str) -> set[int]:
+    """Outbox sequence numbers of the records of ``stream`` still in an outbox file."""
+    if not db.exists():
+        return set()
+    conn = _outbox_conn(db)
+    try:
+        rows = conn.execute("SELECT codec, body FROM chunks WHERE stream=?", (stream,)).fetchall()
+    finally:
+        conn.close()
+    out: set[int] = set()
+    for codec, body in rows:
+        raw = zlib.decompress(body) if codec == 1 else bytes(body)
+        out.update(int(orjson.loads(line)["seq"]) for line in raw.splitlines() if line.strip())
+    return out
+
+
+def side_file(db: Path) -> dict[str, Any]:
+    """The outbox's drop-count side file (``{}`` if there is none)."""
+    path = Path(f"{db}.drops.json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def folded_drops(db: Path, max_bytes: int) -> tuple[dict[str, Counter[str]], Counter[str]]:
+    """Open the outbox (which folds its side file in): ``(stream -> reason -> dropped,
+    stream -> records still in the outbox)``."""
+    from edge_actors.outbox import Outbox
+
+    with Outbox.open(db, max_bytes=max_bytes) as ob:
+        drops = ob.drops()
+        streams = ob.stats()["streams"]
+    out: dict[str, Counter[str]] = {}
+    for (stream, reason), n in drops.items():
+        if n:
+            out.setdefault(stream, Counter())[reason] += n
+    backlog = Counter({s: int(v["records"]) for s, v in streams.items() if v["records"]})
+    return out, backlog
 
 
 # ------------------------------------------------------------------ outbox
