@@ -247,6 +247,10 @@ class Producer:
         # Uploader losses of lanes this producer left (the header of the current one has the rest).
         self._overrun_base = 0
         self._payload_overrun_base = 0
+        # Highest loss seen on the current lane / payload ring (the header figure
+        # can dip for an instant while the uploader commits: stats never go back).
+        self._overrun_seen = 0
+        self._payload_overrun_seen = 0
         self._ringer = Ringer(self.run_dir, instance)
         # Doorbell cadence: ring when the sequence crosses a multiple of half the lane.
         self._half = 0
@@ -630,7 +634,8 @@ class Producer:
 
     def _close_payload(self) -> None:
         if self._payload_ring is not None:
-            self._payload_overrun_base += _uploader_lost(self._payload_ring)
+            self._payload_overrun_base += self._payload_overrun()
+            self._payload_overrun_seen = 0
             self._payload_writer = None
             self._payload_ring.close()
             self._payload_ring = None
@@ -681,7 +686,8 @@ class Producer:
         if self._writer is None:
             return
         if self._ring is not None:
-            self._overrun_base += _uploader_lost(self._ring)
+            self._overrun_base += self._overrun()
+            self._overrun_seen = 0
         self._writer = None
         self._q = None
         self._buf = None
@@ -722,22 +728,33 @@ class Producer:
             time.sleep(0.01)
         return self._writer is not None
 
+    def _overrun(self) -> int:
+        """Uploader losses on the current lane so far (lock held)."""
+        if self._ring is not None:
+            self._overrun_seen = max(self._overrun_seen, _uploader_lost(self._ring))
+        return self._overrun_seen
+
+    def _payload_overrun(self) -> int:
+        """Uploader losses on the current payload ring so far (lock held)."""
+        if self._payload_ring is not None:
+            self._payload_overrun_seen = max(
+                self._payload_overrun_seen, _uploader_lost(self._payload_ring)
+            )
+        return self._payload_overrun_seen
+
     def stats(self) -> dict[str, Any]:
         """Counters: written, held, dropped by reason, attaches, lane, last error.
 
         ``dropped["ring_overrun"]`` (``payload_ring_overrun``) counts records
-        the uploader found overwritten in this producer's lane (payload ring):
-        written faster than the agent could take them. It is read from the lane
-        header, so it shows within one uploader step (well under a second).
+        overwritten in this producer's lane (payload ring) before the uploader
+        read them: written faster than the agent could take them. It is read
+        from the lane header (the uploader's ``lost`` counter and cursor), so
+        it shows the moment a record is overwritten unread.
         """
         with self._lock:
             dropped = dict(self._dropped)
-            dropped["ring_overrun"] = self._overrun_base + (
-                _uploader_lost(self._ring) if self._ring is not None else 0
-            )
-            dropped["payload_ring_overrun"] = self._payload_overrun_base + (
-                _uploader_lost(self._payload_ring) if self._payload_ring is not None else 0
-            )
+            dropped["ring_overrun"] = self._overrun_base + self._overrun()
+            dropped["payload_ring_overrun"] = self._payload_overrun_base + self._payload_overrun()
             return {
                 "attached": self._writer is not None,
                 "connected": self._sock is not None,
@@ -808,6 +825,7 @@ class Producer:
         self._pending_payloads, self._pending_payload_bytes = [], 0
         self._written = self._attaches = 0
         self._overrun_base = self._payload_overrun_base = 0
+        self._overrun_seen = self._payload_overrun_seen = 0
         self._dropped = dict.fromkeys(self._dropped, 0)
         self._ringer = Ringer(self.run_dir, self.instance)
         self._pid = os.getpid()
@@ -816,10 +834,10 @@ class Producer:
 
 
 def _uploader_lost(ring: Ring) -> int:
-    """Records the uploader found overwritten in ``ring`` (from its header line)."""
+    """Records of ``ring`` overwritten before the uploader read them (from the header)."""
     try:
-        return ring.consumer_line(_UPLOADER)["lost"]
-    except (IndexError, ValueError):
+        return ring.overrun(_UPLOADER)
+    except IndexError:
         return 0
 
 

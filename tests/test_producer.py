@@ -369,13 +369,23 @@ def test_stats_report_records_the_uploader_lost(lane: MakeLane) -> None:
     p, ring = lane(cap=64)
     for i in range(100):
         p.log([i, i, i, i], [i])
-    assert p.stats()["dropped"]["ring_overrun"] == 0  # nothing read yet: nothing known lost
-    b = ring.consumer(0).read()  # the uploader's line; it commits its loss to the header
-    assert b.lost == 36
+    # Overwritten unread: shown at once, before the uploader even looks.
+    assert p.stats()["dropped"]["ring_overrun"] == 36
+    up = ring.consumer(0)  # the uploader's line
+    b = up.read(commit=False)  # as the uploader does: commit after its own transaction
+    assert b.lost == 36 and len(b) == 64
+    assert p.stats()["dropped"]["ring_overrun"] == 36  # not counted twice, never goes back
+    up.commit()
     s = p.stats()
     assert s["dropped"]["ring_overrun"] == 36 and s["dropped_total"] == 36
-    ring.consumer(1).read()  # the drift worker skipping records is not a loss of data
+    for i in range(64):  # fills the slots the uploader already copied: no loss
+        p.log([i, i, i, i], [i])
     assert p.stats()["dropped"]["ring_overrun"] == 36
+    p.log([1, 2, 3, 4], [5])
+    assert p.stats()["dropped"]["ring_overrun"] == 37
+    ring.consumer(1).read()  # the drift worker skipping records is not a loss of data
+    assert p.stats()["dropped"]["ring_overrun"] == 37
+    assert up.read().lost == 1 and p.stats()["dropped"]["ring_overrun"] == 37
 
 
 def test_doorbell_rings_once_per_half_lane(lane: MakeLane, short_dir: Path) -> None:
