@@ -13,7 +13,7 @@ Two scenarios (issue: "bursty producers overrun small lanes"):
   slots): how many seconds of this loop it holds, against the lane used now.
 * ``overload``: one producer (``connect()``) writing ``log_batch`` far faster
   than the agent can ingest. Figures: ms from the first record overwritten
-  unread (seen in the lane header) to ``stats()["dropped"]["ring_overrun"] > 0``
+  unread (seen in the lane header) to ``stats()["lost"]["ring_overrun"] > 0``
   (target <= 1000 ms), and once the agent drained, whether ``stats()`` equals
   the loss the agent stored and ``written == stored + lost``.
 """
@@ -156,7 +156,7 @@ def overload(seconds: float) -> dict[str, Any]:
             line = lane.consumer_line(topology.UPLOADER)
             if t_over is None and lane.write_seq - line["read_seq"] > lane.capacity:
                 t_over = now  # records the uploader has not read were just overwritten
-            if t_seen is None and p.stats()["dropped"]["ring_overrun"] > 0:
+            if t_seen is None and p.stats()["lost"]["ring_overrun"] > 0:
                 t_seen = now
             if t_seen is not None and now - t0 > 1.0:
                 break
@@ -174,7 +174,7 @@ def overload(seconds: float) -> dict[str, Any]:
         agent.proc.send_signal(signal.SIGTERM)
         agent.proc.wait(60)
         drops = _drops(Path(agent.cfg["data_dir"]))
-        lost = s["dropped"]["ring_overrun"]
+        lost = s["lost"]["ring_overrun"]
         return {
             "seconds": round(time.perf_counter() - t0, 1),
             "written": s["written"],

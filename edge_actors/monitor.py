@@ -608,7 +608,9 @@ class EdgeMonitor:
             out["started_agent"] = self.started_agent
             stats = self._producer.stats()
             out["producer"] = stats
-            out["dropped"] = {k: v for k, v in stats["dropped"].items() if v}
+            # Records never written and records overwritten before upload, by reason.
+            both = {**stats["dropped"], **stats["lost"]}
+            out["dropped"] = {k: v for k, v in both.items() if v}
             out["agent"] = self._request({"op": "status"})["status"]
             out["running"] = True
         except control.ControlError as exc:

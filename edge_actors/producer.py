@@ -18,7 +18,7 @@ application that logs at once loses nothing.
 A lane filling faster than its readers poll wakes them through their doorbells
 (``edge_actors.doorbell``), rung when the writes cross a half-lane boundary:
 never a system call per record. What they lose anyway (a producer faster than
-the agent can ingest) is in ``stats()["dropped"]["ring_overrun"]``, read from
+the agent can ingest) is in ``stats()["lost"]["ring_overrun"]``, read from
 the uploader's ``lost`` counter in the lane header.
 
 This module imports numpy and the ring, nothing heavy (no scipy, no boto3).
@@ -234,8 +234,6 @@ class Producer:
             "lane_lost": 0,
             "payload_too_large": 0,
             "payload_detached": 0,
-            "ring_overrun": 0,
-            "payload_ring_overrun": 0,
             "pending_at_close": 0,
         }
         # Records held while detached: packed records back to back (see _hold).
@@ -743,18 +741,22 @@ class Producer:
         return self._payload_overrun_seen
 
     def stats(self) -> dict[str, Any]:
-        """Counters: written, held, dropped by reason, attaches, lane, last error.
+        """Counters: written, held, dropped and lost by reason, attaches, lane, last error.
 
-        ``dropped["ring_overrun"]`` (``payload_ring_overrun``) counts records
-        overwritten in this producer's lane (payload ring) before the uploader
-        read them: written faster than the agent could take them. It is read
-        from the lane header (the uploader's ``lost`` counter and cursor), so
-        it shows the moment a record is overwritten unread.
+        Every record logged is ``written`` (into a lane), ``pending`` (held
+        for the next one) or in ``dropped`` (never reached a lane, by reason).
+        ``lost["ring_overrun"]`` (``payload_ring_overrun``) counts *written*
+        records overwritten in this producer's lane (payload ring) before the
+        uploader read them: logged faster than the agent could take them. It
+        is read from the lane header (the uploader's ``lost`` counter and
+        cursor), so it shows the moment a record is overwritten unread.
         """
         with self._lock:
             dropped = dict(self._dropped)
-            dropped["ring_overrun"] = self._overrun_base + self._overrun()
-            dropped["payload_ring_overrun"] = self._payload_overrun_base + self._payload_overrun()
+            lost = {
+                "ring_overrun": self._overrun_base + self._overrun(),
+                "payload_ring_overrun": self._payload_overrun_base + self._payload_overrun(),
+            }
             return {
                 "attached": self._writer is not None,
                 "connected": self._sock is not None,
@@ -763,6 +765,8 @@ class Producer:
                 "pending": self._pending_n,
                 "dropped": dropped,
                 "dropped_total": sum(dropped.values()),
+                "lost": lost,
+                "lost_total": sum(lost.values()),
                 "attaches": self._attaches,
                 "last_error": self._last_error,
             }

@@ -222,10 +222,9 @@ def test_detached_counts_and_never_raises(run_dir: Path) -> None:
         "lane_lost": 0,
         "payload_too_large": 0,
         "payload_detached": 0,
-        "ring_overrun": 0,
-        "payload_ring_overrun": 0,
         "pending_at_close": 0,
     }
+    assert s["lost"] == {"ring_overrun": 0, "payload_ring_overrun": 0}
     assert s["dropped_total"] == 15 and s["written"] == 0 and s["pending"] == 0
     assert (s["attached"], s["connected"], s["lane"], s["attaches"]) == (False, False, None, 0)
     with pytest.raises(ValueError):  # validation still applies
@@ -370,22 +369,23 @@ def test_stats_report_records_the_uploader_lost(lane: MakeLane) -> None:
     for i in range(100):
         p.log([i, i, i, i], [i])
     # Overwritten unread: shown at once, before the uploader even looks.
-    assert p.stats()["dropped"]["ring_overrun"] == 36
+    assert p.stats()["lost"]["ring_overrun"] == 36
     up = ring.consumer(0)  # the uploader's line
     b = up.read(commit=False)  # as the uploader does: commit after its own transaction
     assert b.lost == 36 and len(b) == 64
-    assert p.stats()["dropped"]["ring_overrun"] == 36  # not counted twice, never goes back
+    assert p.stats()["lost"]["ring_overrun"] == 36  # not counted twice, never goes back
     up.commit()
     s = p.stats()
-    assert s["dropped"]["ring_overrun"] == 36 and s["dropped_total"] == 36
+    assert s["lost"]["ring_overrun"] == 36 and s["lost_total"] == 36
+    assert s["written"] == 100 and s["dropped_total"] == 0  # written, then overwritten
     for i in range(64):  # fills the slots the uploader already copied: no loss
         p.log([i, i, i, i], [i])
-    assert p.stats()["dropped"]["ring_overrun"] == 36
+    assert p.stats()["lost"]["ring_overrun"] == 36
     p.log([1, 2, 3, 4], [5])
-    assert p.stats()["dropped"]["ring_overrun"] == 37
+    assert p.stats()["lost"]["ring_overrun"] == 37
     ring.consumer(1).read()  # the drift worker skipping records is not a loss of data
-    assert p.stats()["dropped"]["ring_overrun"] == 37
-    assert up.read().lost == 1 and p.stats()["dropped"]["ring_overrun"] == 37
+    assert p.stats()["lost"]["ring_overrun"] == 37
+    assert up.read().lost == 1 and p.stats()["lost"]["ring_overrun"] == 37
 
 
 def test_doorbell_rings_once_per_half_lane(lane: MakeLane, short_dir: Path) -> None:
