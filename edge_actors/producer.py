@@ -240,7 +240,7 @@ class Producer:
         self._pending = bytearray()
         self._pending_n = 0
         self._pending_max = int(pending_records)
-        self._pending_payloads: list[tuple[int, int, bytes]] = []
+        self._pending_payloads: list[tuple[int, int, int, bytes]] = []  # (t_ns, id, kind, data)
         self._pending_payload_bytes = 0
         # Uploader losses of lanes this producer left (the header of the current one has the rest).
         self._overrun_base = 0
@@ -400,7 +400,7 @@ class Producer:
         raise (bad or ValueError("values must be numbers")) from None
 
     def _not_attached(self, rid: int) -> int:
-        """Hold the record in the scratch buffer: it has no lane to go to (lock held)."""
+        """Hold the record packed in the scratch buffer: it has no lane to go to (lock held)."""
         if self._closed:
             raise ProducerClosedError(CLOSED_MESSAGE)
         reason = "detached"
@@ -443,8 +443,8 @@ class Producer:
         self._pending_n = 0
         held, self._pending_payloads = self._pending_payloads, []
         self._pending_payload_bytes = 0
-        for rid, kind, data in held:
-            self._write_payload(rid, kind, data)
+        for t_ns, rid, kind, data in held:
+            self._write_payload(rid, kind, data, t_ns)
 
     def log_batch(self, inputs_2d: Any, outputs_2d: Any) -> int:
         """Log many predictions at once (numeric arrays, one row per record); returns the first id.
@@ -655,15 +655,17 @@ class Producer:
                     len(self._pending_payloads) < self._pending_max
                     and self._pending_payload_bytes + len(data) <= PENDING_PAYLOAD_BYTES
                 ):
-                    self._pending_payloads.append((int(record_id), int(kind), bytes(data)))
+                    self._pending_payloads.append(
+                        (_time_ns(), int(record_id), int(kind), bytes(data))
+                    )
                     self._pending_payload_bytes += len(data)
                     return True
                 self._dropped["payload_detached"] += 1
                 return False
             return self._write_payload(record_id, kind, data)
 
-    def _write_payload(self, record_id: int, kind: int, data: bytes) -> bool:
-        """One payload into the payload ring, or counted (lock held)."""
+    def _write_payload(self, record_id: int, kind: int, data: bytes, t_ns: int = 0) -> bool:
+        """One payload into the payload ring, or counted (lock held); ``t_ns`` 0: now."""
         w = self._payload_writer
         if w is None or self._q is None:
             self._dropped["payload_detached"] += 1
@@ -673,7 +675,7 @@ class Producer:
         if len(data) > room:
             self._dropped["payload_too_large"] += 1
             return False
-        struct.pack_into("<qqqq", scratch, 0, _time_ns(), record_id, kind, len(data))
+        struct.pack_into("<qqqq", scratch, 0, t_ns or _time_ns(), record_id, kind, len(data))
         scratch[32 : 32 + len(data)] = data
         seq = w.write_bytes(scratch) + 1
         if not seq & self._payload_half:

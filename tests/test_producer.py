@@ -306,6 +306,39 @@ def test_worker_wait_wakes_on_the_doorbell(run_dir: Path) -> None:
     assert not list(run_dir.glob("*.bell*")), "the doorbell is removed on exit"
 
 
+def test_payloads_logged_while_detached_follow_their_records(segs: Segments, run_dir: Path) -> None:
+    import socket as socketlib
+
+    from edge_actors.records import payload_dtype
+
+    p = Producer(run_dir, "pl", IN, OUT, start=False, payload=True, pending_records=3)
+    lane_ring = Ring.create(segs.new(), p.dtype, 64, 2)
+    pay = Ring.create(segs.new(), payload_dtype(256), 16, 1)
+    ours, theirs = socketlib.socketpair()
+    try:
+        ids = [p.log([i, i, i, i], [i]) for i in range(4)]
+        held = [p.log_payload(rid, KIND_PAIR, b'{"n": %d}' % k) for k, rid in enumerate(ids)]
+        assert held == [True, True, True, False]
+        s = p.stats()
+        assert (s["pending"], s["dropped"]["detached"], s["dropped"]["payload_detached"]) == (
+            3,
+            1,
+            1,
+        )
+        reply = {"lane": lane_ring.name, "payload": pay.name, "payload_slot_bytes": 256}
+        p._attach(ours, {**reply, **p.schema()})
+        assert lane_ring.consumer(0).read().records["id"].tolist() == ids[:3]
+        got = pay.consumer(0).read().records
+        assert got["id"].tolist() == ids[:3]
+        assert [bytes(r["data"][: r["len"]]) for r in got] == [b'{"n": %d}' % k for k in range(3)]
+        assert p.log_payload(ids[0], KIND_PAIR, b"{}") and pay.write_seq == 4
+    finally:
+        p.close()
+        lane_ring.close()
+        pay.close()
+        theirs.close()
+
+
 def _write_config(run_dir: Path, instance: str, **model_logging: Any) -> Path:
     import yaml
 
