@@ -746,7 +746,8 @@ class Producer:
         """Counters: written, held, dropped and lost by reason, attaches, lane, last error.
 
         Every record logged is ``written`` (into a lane), ``pending`` (held
-        for the next one) or in ``dropped`` (never reached a lane, by reason).
+        for the next one, as are ``pending_payloads``) or in ``dropped``
+        (never reached a lane, by reason).
         ``lost["ring_overrun"]`` (``payload_ring_overrun``) counts *written*
         records overwritten in this producer's lane (payload ring) before the
         uploader read them: logged faster than the agent could take them. It
@@ -765,6 +766,7 @@ class Producer:
                 "lane": self._ring.name if self._ring is not None else None,
                 "written": self._written,
                 "pending": self._pending_n,
+                "pending_payloads": len(self._pending_payloads),
                 "dropped": dropped,
                 "dropped_total": sum(dropped.values()),
                 "lost": lost,
