@@ -431,6 +431,7 @@ class RingConsumer:
         self._fence: Callable[[], None] | None = get_fence()
         w[self._base + C_PID] = os.getpid()
         w[self._base + C_INCARNATION] += 1
+        w[self._base + C_CLAIM] = self.pos  # a dead predecessor's claim means nothing now
 
     @property
     def pending(self) -> int:
