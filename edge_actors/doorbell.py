@@ -88,11 +88,9 @@ class Bell:
             # A stale bell of a killed predecessor: this consumer line is ours now.
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-            old = os.umask(0o177)
-            try:
-                sock.bind(self.path)
-            finally:
-                os.umask(old)
+            sock.bind(self.path)
+            # chmod, not umask: the umask is process-wide and other threads create files.
+            os.chmod(self.path, 0o600)
         except BaseException:
             sock.close()
             raise
