@@ -41,9 +41,9 @@ HELPERS = {"agentlib", "run_all"}
 #: Run (and embedded) by another benchmark: not run twice.
 EMBEDDED = {"drift_stats": "drift", "uploader_core": "uploader"}
 #: Run order (the rest follow alphabetically).
-ORDER = ["producer", "restart", "footprint", "drift", "uploader"]
+ORDER = ["producer", "restart", "footprint", "drift", "uploader", "burst"]
 QUICK_ARGS = {"footprint": ["--settle", "10", "--window", "10"]}
-TIMEOUTS = {"footprint": 300, "drift": 480, "restart": 240}
+TIMEOUTS = {"footprint": 300, "drift": 480, "restart": 240, "burst": 240}
 DEFAULT_TIMEOUT = 300
 
 
@@ -434,6 +434,39 @@ def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
                 _ok(med, lambda v, lim=lim: v <= lim),
                 unit="records",
             )
+
+    b = results.get("burst", {})
+    if "error" not in b and b:
+        t.section("bursts (real agent)")
+        sl = b.get("seed_loop", {})
+        over = sum((sl.get("ring_overrun") or {}).values()) if sl else None
+        t.add(
+            f"seed example loop, `buffer_size: 1000`, unpaced {fmt(sl.get('seconds'))} s "
+            f"({fmt(sl.get('predictions_per_s'))} pred/s): `ring_overrun`",
+            over,
+            "0",
+            _ok(over, lambda v: v == 0),
+            f"a 1,024-slot lane holds {fmt(sl.get('seed_lane_seconds_at_this_rate'))} s of it",
+            _ratio(sl.get("lane_seconds_at_this_rate"), sl.get("seed_lane_seconds_at_this_rate")),
+        )
+        ov = b.get("overload", {})
+        vis = ov.get("visible_after_ms")
+        t.add(
+            f"overloaded producer ({fmt(ov.get('written_per_s'))} rec/s): loss in `stats()` after",
+            vis,
+            "≤ 1,000 ms",
+            _ok(vis, lambda v: v <= 1000),
+            unit="ms",
+        )
+        t.add(
+            "… `stats()` loss == loss the agent stored; written == read + lost",
+            bool(ov.get("stats_equal_agent") and ov.get("written_eq_read_plus_lost")),
+            "yes",
+            _ok(
+                ov.get("stats_equal_agent"),
+                lambda v: bool(v and ov.get("written_eq_read_plus_lost")),
+            ),
+        )
 
     u = results.get("uploader", {})
     if "error" not in u and u:

@@ -624,11 +624,35 @@ class ModelLoggingConfig:
     buffer_size: int = _opt(
         1000,
         doc=(
-            "Capacity of each producer lane, in records. Rounded up to a power of two, "
-            "with a floor of 1024 (so the seed default of 1000 gives 1024)."
+            "Records each producer can have written ahead of the agent (the seed's in-process "
+            "buffer): the capacity of its shared-memory lane, rounded up to a power of two. "
+            "A lane is never smaller than the floor of 16384 records, the burst an "
+            "application logging at full speed writes while the agent's readers wake up "
+            "(so the seed default of 1000 gives 16384); larger values are kept."
         ),
         conv=_integer(1),
         type_="integer",
+    )
+    pending_records: int = _opt(
+        4096,
+        doc=(
+            "Records a producer holds in its own memory while it has no lane (no agent yet, "
+            "or the agent restarting) and writes into the lane once it gets one; what "
+            "overflows is counted as dropped `detached`. 0 drops at once."
+        ),
+        conv=_integer(0, 1_000_000),
+        type_="integer",
+    )
+    attach_timeout_seconds: float = _opt(
+        0.5,
+        doc=(
+            "How long `edge_actors.connect()` waits for its lane when an agent is up, so "
+            "that the first records go straight to it. It never waits when no agent's "
+            "control socket exists; 0 returns at once (records are then held, see "
+            "`pending_records`)."
+        ),
+        conv=_number(0, hi=10),
+        type_="number",
     )
     log_level: str = _opt(
         "INFO",
@@ -643,8 +667,12 @@ class ModelLoggingConfig:
         type_="integer",
     )
     payload_capacity: int = _opt(
-        4096,
-        doc="Number of slots in the payload ring.",
+        8192,
+        doc=(
+            "Number of slots in each payload ring, rounded up to a power of two, never "
+            "fewer than 8192 (half the lane floor: the same burst, one payload per "
+            "prediction)."
+        ),
         conv=_integer(16),
         type_="integer",
     )

@@ -311,7 +311,15 @@ class EdgeMonitor:
 
     def _new_producer(self) -> Producer:
         cfg = self.config
-        p = Producer(cfg.run_dir, cfg.instance, self._fields[0], self._fields[1], payload=True)
+        # Records logged before start() wait in the producer's bounded buffer.
+        p = Producer(
+            cfg.run_dir,
+            cfg.instance,
+            self._fields[0],
+            self._fields[1],
+            payload=True,
+            pending_records=cfg.model_logging.pending_records,
+        )
         self._refresh_sides(p)
         return p
 
@@ -834,7 +842,9 @@ class EdgeMonitor:
             out["started_agent"] = self.started_agent
             stats = self._producer.stats()
             out["producer"] = stats
-            out["dropped"] = {k: v for k, v in stats["dropped"].items() if v} | rejected
+            # Records never written and records overwritten before upload, by reason.
+            both = {**stats["dropped"], **stats["lost"]}
+            out["dropped"] = {k: v for k, v in both.items() if v} | rejected
             agent = self._request({"op": "status"})["status"]
             out["agent"] = agent
             out["running"] = True

@@ -6,9 +6,20 @@ handful of int64 stores: no system call, no lock held by another process, no
 disk or network. Everything that can wait — asking the supervisor for a lane,
 noticing it went away, attaching again — runs in a small background thread.
 
-Without a supervisor the handle is *detached*: records are validated and
-counted as dropped (``stats()``), never raised about; it attaches by itself
-within a second once a supervisor is up, and again after a supervisor restart.
+Without a supervisor the handle is *detached*: records are validated and held
+in a small bounded in-process buffer (``pending_records``, config key
+``model_logging.pending_records``) that is written into the lane as soon as
+one arrives; only what overflows it is counted as dropped (``detached`` in
+``stats()``), never raised about. It attaches by itself within a second once a
+supervisor is up, and again after a supervisor restart. :func:`connect` waits
+for the first attach (briefly, and only when an agent's socket exists), so an
+application that logs at once loses nothing.
+
+A lane filling faster than its readers poll wakes them through their doorbells
+(``edge_actors.doorbell``), rung when the writes cross a half-lane boundary:
+never a system call per record. What they lose anyway (a producer faster than
+the agent can ingest) is in ``stats()["lost"]["ring_overrun"]``, read from
+the uploader's ``lost`` counter in the lane header.
 
 This module imports numpy and the ring, nothing heavy (no scipy, no boto3).
 """
@@ -33,8 +44,13 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_actors import control
+from edge_actors.doorbell import Ringer
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype, payload_dtype
 from edge_actors.ring import W_FLAGS, W_WRITE_SEQ, Ring, RingError, RingWriter
+
+#: Consumer line of the uploader in a lane header (topology.UPLOADER; not imported
+#: from there to keep this module's imports small).
+_UPLOADER = 0
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +59,10 @@ _time_ns = time.time_ns
 CLOSED_MESSAGE = "producer is closed: create a new one with connect()"
 #: How often a detached producer tries to reach the supervisor.
 RETRY_SECONDS = 0.2
+#: Records held while detached, by default (``model_logging.pending_records``).
+DEFAULT_PENDING_RECORDS = 4096
+#: Payload bytes held while detached, at most (each payload is also one pending record).
+PENDING_PAYLOAD_BYTES = 4 << 20
 _PACK_D = struct.Struct("<d").pack
 
 
@@ -169,7 +189,22 @@ class Producer:
         *,
         start: bool = True,
         payload: bool = False,
+        pending_records: int = DEFAULT_PENDING_RECORDS,
+        attach_timeout: float = 0.0,
     ) -> None:
+        """Args (besides the supervisor's ``run_dir`` / ``instance`` and the model fields):
+
+        start: run the background attach thread (tests attach by hand).
+        payload: ask for a payload ring with the lane (see :meth:`log_payload`).
+        pending_records: records held while detached and written once a lane
+            arrives (0: drop at once); what overflows is counted ``detached``.
+        attach_timeout: with ``start``, wait up to this long for the first
+            attach attempt to finish, so records logged right after the
+            constructor reach the lane; returns at once when no agent's
+            socket exists or the agent refuses.
+        """
+        if pending_records < 0:
+            raise ValueError(f"pending_records must be >= 0, got {pending_records}")
         self.run_dir = Path(run_dir)
         #: Ask for a payload ring with the lane (for non-numeric values, see log_payload).
         self.want_payload = payload
@@ -199,18 +234,39 @@ class Producer:
             "lane_lost": 0,
             "payload_too_large": 0,
             "payload_detached": 0,
+            "pending_at_close": 0,
         }
+        # Records held while detached: packed records back to back (see _hold).
+        self._pending = bytearray()
+        self._pending_n = 0
+        self._pending_max = int(pending_records)
+        self._pending_payloads: list[tuple[int, int, int, bytes]] = []  # (t_ns, id, kind, data)
+        self._pending_payload_bytes = 0
+        # Uploader losses of lanes this producer left (the header of the current one has the rest).
+        self._overrun_base = 0
+        self._payload_overrun_base = 0
+        # Highest loss seen on the current lane / payload ring (the header figure
+        # can dip for an instant while the uploader commits: stats never go back).
+        self._overrun_seen = 0
+        self._payload_overrun_seen = 0
+        self._ringer = Ringer(self.run_dir, instance)
+        # Doorbell cadence: ring when the sequence crosses a multiple of half the lane.
+        self._half = 0
+        self._payload_half = 0
         self._orphan_seq = 0
         self._attaches = 0
         self._last_error = ""
         self._schema_known = False
         self._set_schema([Field.from_any(f) for f in inputs], [Field.from_any(f) for f in outputs])
         self._stop = threading.Event()
+        self._tried = threading.Event()  # set after each attach attempt, success or not
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         _register_fork_handler(self)
         if start:
             self._start_thread()
+            if attach_timeout > 0:
+                self.wait_first_attempt(attach_timeout)
 
     # ----------------------------------------------------------------- schema
     def _set_schema(self, inputs: list[Field], outputs: list[Field]) -> None:
@@ -279,9 +335,12 @@ class Producer:
             if fence is not None:
                 fence()
             q[qi] = seq
-            q[W_WRITE_SEQ] = seq + 1
-            self._seq = seq + 1
+            seq += 1
+            q[W_WRITE_SEQ] = seq
+            self._seq = seq
             self._written += 1
+            if not seq & self._half:
+                self._ringer.ring()  # crossed a half lane: wake sleeping readers
             return rid
         finally:
             self._release()
@@ -321,8 +380,10 @@ class Producer:
             assert self._writer is not None
             self._writer.seq = self._seq
             self._writer.write_bytes(self._scratch)
-            self._seq = self._writer.seq
+            self._seq = seq = self._writer.seq
             self._written += 1
+            if not seq & self._half:
+                self._ringer.ring()
             return rid
         finally:
             self._release()
@@ -339,17 +400,51 @@ class Producer:
         raise (bad or ValueError("values must be numbers")) from None
 
     def _not_attached(self, rid: int) -> int:
-        """Count a record that has no lane to go to (lock held)."""
+        """Hold the record packed in the scratch buffer: it has no lane to go to (lock held)."""
         if self._closed:
             raise ProducerClosedError(CLOSED_MESSAGE)
+        reason = "detached"
         if self._q is not None:
             # The supervisor retired the lane (it is shutting down): writing
-            # now would vanish unseen, so count it and re-attach later.
+            # now would vanish unseen, so hold it for the next lane.
             self._detach_locked("lane retired by the supervisor")
-            self._dropped["retired"] += 1
-        else:
-            self._dropped["detached"] += 1
+            reason = "retired"
+        self._hold(self._scratch, 1, reason)
         return rid
+
+    def _hold(self, packed: Any, n: int, reason: str = "detached") -> None:
+        """Keep ``n`` packed records for the next lane; count what does not fit (lock held).
+
+        Like a bounded queue that drops the newest (Vector's ``when_full:
+        drop_newest``, OpenTelemetry's batch processor): what is held stays a
+        contiguous run of the earliest records.
+        """
+        keep = max(0, min(n, self._pending_max - self._pending_n))
+        if keep:
+            self._pending += packed[: keep * self.dtype.itemsize]
+            self._pending_n += keep
+        if n > keep:
+            self._dropped[reason] += n - keep
+
+    def _flush_pending(self) -> None:
+        """Write the held records (and payloads) into the new lane (lock held, attached)."""
+        w = self._writer
+        if w is None:
+            return
+        if self._pending_n:
+            recs = np.frombuffer(bytes(self._pending), dtype=self.dtype)
+            old = w.seq = self._seq
+            w.write_batch(recs)
+            self._seq = w.seq
+            self._written += len(recs)
+            if (old ^ self._seq) > self._half:
+                self._ringer.ring()
+        self._pending = bytearray()
+        self._pending_n = 0
+        held, self._pending_payloads = self._pending_payloads, []
+        self._pending_payload_bytes = 0
+        for t_ns, rid, kind, data in held:
+            self._write_payload(rid, kind, data, t_ns)
 
     def log_batch(self, inputs_2d: Any, outputs_2d: Any) -> int:
         """Log many predictions at once (numeric arrays, one row per record); returns the first id.
@@ -377,16 +472,18 @@ class Producer:
                 recs["v"][:, self._in.n :] = xout
             w = self._writer
             if w is None:
-                self._dropped["detached"] += n
+                self._hold(recs.tobytes(), n)
                 return first
             if self._q is not None and self._q[W_FLAGS]:
                 self._detach_locked("lane retired by the supervisor")
-                self._dropped["retired"] += n
+                self._hold(recs.tobytes(), n, "retired")
                 return first
-            w.seq = self._seq
+            old = w.seq = self._seq
             w.write_batch(recs)
             self._seq = w.seq
             self._written += n
+            if (old ^ self._seq) > self._half:
+                self._ringer.ring()
         return first
 
     # ------------------------------------------------------------ attachment
@@ -415,8 +512,10 @@ class Producer:
                 if sock is not None:
                     sock.close()
                 self._last_error = str(exc)
+                self._tried.set()
                 self._stop.wait(RETRY_SECONDS)
                 continue
+            self._tried.set()
             try:
                 while sock.recv(4096):
                     pass
@@ -475,8 +574,10 @@ class Producer:
             if not self._schema_known:
                 self._set_schema(theirs_in, theirs_out)
             elif _sig(theirs_in, theirs_out) != _sig(self._in.fields, self._out.fields):
-                self._dropped["schema_mismatch"] += self._dropped["detached"]
+                # Neither what was dropped nor what is held can ever go to this agent.
+                self._dropped["schema_mismatch"] += self._dropped["detached"] + self._pending_n
                 self._dropped["detached"] = 0
+                self._pending, self._pending_n = bytearray(), 0
                 raise ValueError(
                     "the supervisor's model schema differs from this producer's config "
                     f"(supervisor: {_sig(theirs_in, theirs_out)}, "
@@ -494,6 +595,7 @@ class Producer:
                 self._attaches += 1
                 self._last_error = ""
                 self._attach_payload(reply)
+                self._flush_pending()
                 return
             if old is not None and self._q is not None:
                 # Our lane was not given back: what we wrote since the
@@ -506,11 +608,14 @@ class Producer:
             self._seq, self._slot0, self._mask = w.seq, w._slot0, w._mask
             self._slot_words, self._rec_size, self._fence = w._slot_words, w._rec_size, w._fence
             self._buf = w._buf
+            self._half = max(ring.capacity // 2, 1) - 1
             self._q = w._q
             self._sock = sock
             self._attaches += 1
             self._last_error = ""
             self._attach_payload(reply)
+            # Before any new record: the held ones keep their order.
+            self._flush_pending()
         log.debug("attached to lane %s", reply["lane"])
 
     def _attach_payload(self, reply: dict[str, Any]) -> None:
@@ -526,9 +631,12 @@ class Producer:
         self._payload_ring = ring
         self._payload_writer = ring.writer()
         self._payload_scratch = bytearray(ring.record_dtype.itemsize)
+        self._payload_half = max(ring.capacity // 2, 1) - 1
 
     def _close_payload(self) -> None:
         if self._payload_ring is not None:
+            self._payload_overrun_base += self._payload_overrun()
+            self._payload_overrun_seen = 0
             self._payload_writer = None
             self._payload_ring.close()
             self._payload_ring = None
@@ -539,28 +647,50 @@ class Producer:
         For values that are not declared numeric fields (strings, nested
         objects): the uploader stores them with the record's id. Returns False
         (and counts it) when the payload is too large for a slot or there is no
-        payload ring to write to. Never blocks.
+        payload ring to write to. While detached the payload is held with the
+        records (bounded, see ``pending_records``) and True returned. Never blocks.
         """
         with self._lock:
             if self._closed:
                 raise ProducerClosedError(CLOSED_MESSAGE)
-            w = self._payload_writer
-            if w is None or self._q is None:
+            if self._q is None and self.want_payload:
+                if (
+                    len(self._pending_payloads) < self._pending_max
+                    and self._pending_payload_bytes + len(data) <= PENDING_PAYLOAD_BYTES
+                ):
+                    self._pending_payloads.append(
+                        (_time_ns(), int(record_id), int(kind), bytes(data))
+                    )
+                    self._pending_payload_bytes += len(data)
+                    return True
                 self._dropped["payload_detached"] += 1
                 return False
-            scratch = self._payload_scratch
-            room = len(scratch) - 32
-            if len(data) > room:
-                self._dropped["payload_too_large"] += 1
-                return False
-            struct.pack_into("<qqqq", scratch, 0, _time_ns(), record_id, kind, len(data))
-            scratch[32 : 32 + len(data)] = data
-            w.write_bytes(scratch)
-            return True
+            return self._write_payload(record_id, kind, data)
+
+    def _write_payload(self, record_id: int, kind: int, data: bytes, t_ns: int = 0) -> bool:
+        """One payload into the payload ring, or counted (lock held); ``t_ns`` 0: now."""
+        w = self._payload_writer
+        if w is None or self._q is None:
+            self._dropped["payload_detached"] += 1
+            return False
+        scratch = self._payload_scratch
+        room = len(scratch) - 32
+        if len(data) > room:
+            self._dropped["payload_too_large"] += 1
+            return False
+        struct.pack_into("<qqqq", scratch, 0, t_ns or _time_ns(), record_id, kind, len(data))
+        scratch[32 : 32 + len(data)] = data
+        seq = w.write_bytes(scratch) + 1
+        if not seq & self._payload_half:
+            self._ringer.ring()
+        return True
 
     def _detach_locked(self, reason: str) -> None:
         if self._writer is None:
             return
+        if self._ring is not None:
+            self._overrun_base += self._overrun()
+            self._overrun_seen = 0
         self._writer = None
         self._q = None
         self._buf = None
@@ -582,6 +712,16 @@ class Producer:
         """True while records go to a lane."""
         return self._writer is not None
 
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until the first attach attempt succeeded or failed.
+
+        Returns at once when no agent's control socket exists. True if attached.
+        """
+        if not control.socket_path(self.run_dir, self.instance).exists():
+            return self._writer is not None
+        self._tried.wait(timeout)
+        return self._writer is not None
+
     def wait_attached(self, timeout: float = 5.0) -> bool:
         """Block until attached (start-up code and tests; never on the inference path)."""
         deadline = time.monotonic() + timeout
@@ -591,16 +731,49 @@ class Producer:
             time.sleep(0.01)
         return self._writer is not None
 
+    def _overrun(self) -> int:
+        """Uploader losses on the current lane so far (lock held)."""
+        if self._ring is not None:
+            self._overrun_seen = max(self._overrun_seen, _uploader_lost(self._ring))
+        return self._overrun_seen
+
+    def _payload_overrun(self) -> int:
+        """Uploader losses on the current payload ring so far (lock held)."""
+        if self._payload_ring is not None:
+            self._payload_overrun_seen = max(
+                self._payload_overrun_seen, _uploader_lost(self._payload_ring)
+            )
+        return self._payload_overrun_seen
+
     def stats(self) -> dict[str, Any]:
-        """Counters: written, dropped by reason, attaches, lane, last error."""
+        """Counters: written, held, dropped and lost by reason, attaches, lane, last error.
+
+        Every record logged is ``written`` (into a lane), ``pending`` (held
+        for the next one, as are ``pending_payloads``) or in ``dropped``
+        (never reached a lane, by reason).
+        ``lost["ring_overrun"]`` (``payload_ring_overrun``) counts *written*
+        records overwritten in this producer's lane (payload ring) before the
+        uploader read them: logged faster than the agent could take them. It
+        is read from the lane header (the uploader's ``lost`` counter and
+        cursor), so it shows the moment a record is overwritten unread.
+        """
         with self._lock:
+            dropped = dict(self._dropped)
+            lost = {
+                "ring_overrun": self._overrun_base + self._overrun(),
+                "payload_ring_overrun": self._payload_overrun_base + self._payload_overrun(),
+            }
             return {
                 "attached": self._writer is not None,
                 "connected": self._sock is not None,
                 "lane": self._ring.name if self._ring is not None else None,
                 "written": self._written,
-                "dropped": dict(self._dropped),
-                "dropped_total": sum(self._dropped.values()),
+                "pending": self._pending_n,
+                "pending_payloads": len(self._pending_payloads),
+                "dropped": dropped,
+                "dropped_total": sum(dropped.values()),
+                "lost": lost,
+                "lost_total": sum(lost.values()),
                 "attaches": self._attaches,
                 "last_error": self._last_error,
             }
@@ -612,7 +785,12 @@ class Producer:
                 return
             self._closed = True
             self._stop.set()
+            # Held records that never found a lane: counted, not silently gone.
+            self._dropped["pending_at_close"] += self._pending_n
+            self._dropped["payload_detached"] += len(self._pending_payloads)
+            self._pending, self._pending_n, self._pending_payloads = bytearray(), 0, []
             self._detach_locked("closed")
+            self._ringer.close()
             if self._sock is not None:
                 self._sock.close()
                 self._sock = None
@@ -632,20 +810,46 @@ class Producer:
 
     def _after_fork_in_child(self) -> None:
         # The child shares the parent's lane mapping but must not write into it
-        # (a lane has exactly one producer): it gets a lane of its own.
+        # (a lane has exactly one producer): it gets a lane of its own, and
+        # until then holds its records like any detached producer. Whether its
+        # attach thread or its first log() runs first then changes nothing.
+        # Every lock and event is new: the parent's threads may have held one
+        # at the instant of the fork, and nobody would ever release it here.
         self._lock = threading.Lock()
         self._acquire = self._lock.acquire
         self._release = self._lock.release
+        self._stop = threading.Event()
+        self._tried = threading.Event()
         self._writer = None
         self._q = None
         self._buf = None
         self._ring = None
         self._payload_ring = None
         self._payload_writer = None
+        if self._sock is not None:
+            # Close our copy only (no shutdown): the supervisor must still see
+            # the parent's connection, and see it end when the parent ends.
+            self._sock.close()
         self._sock = None
+        # The parent's counters and held records are the parent's.
+        self._pending, self._pending_n = bytearray(), 0
+        self._pending_payloads, self._pending_payload_bytes = [], 0
+        self._written = self._attaches = 0
+        self._overrun_base = self._payload_overrun_base = 0
+        self._overrun_seen = self._payload_overrun_seen = 0
+        self._dropped = dict.fromkeys(self._dropped, 0)
+        self._ringer = Ringer(self.run_dir, self.instance)
         self._pid = os.getpid()
         if not self._closed:
             self._start_thread()
+
+
+def _uploader_lost(ring: Ring) -> int:
+    """Records of ``ring`` overwritten before the uploader read them (from the header)."""
+    try:
+        return ring.overrun(_UPLOADER)
+    except IndexError:
+        return 0
 
 
 def _sig(inputs: Sequence[Field], outputs: Sequence[Field]) -> list[list[str]]:
@@ -688,18 +892,29 @@ def _after_fork() -> None:
 
 
 def connect(
-    config_path: str | os.PathLike[str] | None = None, instance: str | None = None
+    config_path: str | os.PathLike[str] | None = None,
+    instance: str | None = None,
+    *,
+    attach_timeout: float | None = None,
+    pending_records: int | None = None,
 ) -> Producer:
     """A producer for the supervisor of ``instance`` (from the config, default ``default``).
 
-    Returns at once, attached or not: see :class:`Producer`.
+    When that agent is up, returns attached (it waits for the lane at most
+    ``attach_timeout`` seconds, default ``model_logging.attach_timeout_seconds``);
+    when no agent is reachable it returns at once, and records logged until
+    one comes up are held (``pending_records``, default
+    ``model_logging.pending_records``) and written to it: see :class:`Producer`.
     """
     from edge_actors.config import load_config
 
     cfg = load_config(config_path)
+    ml = cfg.model_logging
     return Producer(
         cfg.run_dir,
         instance or cfg.instance,
         cfg.model.inputs,
         cfg.model.outputs,
+        pending_records=ml.pending_records if pending_records is None else pending_records,
+        attach_timeout=ml.attach_timeout_seconds if attach_timeout is None else attach_timeout,
     )

@@ -45,6 +45,11 @@ W_WRITE_SEQ, W_PRODUCER_PID, W_PRODUCER_HB_NS, W_PRODUCER_ATTACHES = 16, 17, 18,
 # Line 2+k: consumer k's.
 _C0 = 2 * LINE_WORDS
 C_READ_SEQ, C_PID, C_LOST, C_INCARNATION, C_HEARTBEAT_NS = 0, 1, 2, 3, 4
+#: The position a consumer has copied up to but not yet committed (a consumer that
+#: stores its cursor elsewhere commits after its own transaction): slots below it
+#: are not lost when overwritten, slots above it and below ``write_seq - capacity``
+#: are. Lets the producer see a loss the moment it happens (see ``overrun``).
+C_CLAIM = 5
 MAX_CONSUMERS = HEADER_SIZE // 8 // LINE_WORDS - 2
 
 #: Flag bit: the producer is gone for good; consumers drain it, the owner unlinks it.
@@ -317,7 +322,27 @@ class Ring:
             "lost": int(w[b + C_LOST]),
             "incarnation": int(w[b + C_INCARNATION]),
             "heartbeat_ns": int(w[b + C_HEARTBEAT_NS]),
+            "claim": int(w[b + C_CLAIM]),
         }
+
+    def overrun(self, k: int) -> int:
+        """Records consumer ``k`` lost so far, including those overwritten but not yet counted.
+
+        The consumer counts a loss when it next reads (and publishes it when it
+        commits); this adds what the producer has already overwritten beyond
+        the consumer's cursor and claim, so the figure is current even while the
+        consumer is busy or its store refuses. Never more than the consumer will
+        count (a lower bound while a commit is in progress).
+        """
+        if not 0 <= k < self.n_consumers:
+            raise IndexError(f"ring {self.name!r} has consumers 0..{self.n_consumers - 1}")
+        b = _C0 + k * LINE_WORDS
+        w = self.words
+        # LOST first: the consumer stores CLAIM before it stores LOST, so a LOST
+        # that already includes a loss comes with the claim that excludes it.
+        lost = int(w[b + C_LOST])
+        seen = max(int(w[b + C_READ_SEQ]), int(w[b + C_CLAIM]))
+        return lost + max(0, self.write_seq - self.capacity - seen)
 
     def stats(self) -> dict[str, Any]:
         """Fill and loss per consumer, for ``status``."""
@@ -457,6 +482,7 @@ class RingConsumer:
         self._fence: Callable[[], None] | None = get_fence()
         w[self._base + C_PID] = os.getpid()
         w[self._base + C_INCARNATION] += 1
+        w[self._base + C_CLAIM] = self.pos  # a dead predecessor's claim means nothing now
 
     @property
     def pending(self) -> int:
@@ -471,6 +497,7 @@ class RingConsumer:
                 f"ring {self.ring.name!r}: cursor {pos} is past write_seq {w} (ring re-created?)"
             )
         self.pos = pos
+        self.ring.words[self._base + C_CLAIM] = pos
         if lost is not None:
             self.lost = lost
 
@@ -490,6 +517,8 @@ class RingConsumer:
             lost = w - cap - r
             r = w - cap
         n = min(w - r, max_records)
+        # Claim before copying: overwritten from now on, these are this read's to count.
+        ring.words[self._base + C_CLAIM] = r + max(n, 0)
         if n <= 0:
             if lost:
                 self.lost += lost

@@ -37,6 +37,17 @@ STREAM_OF_KIND = {
 }
 _SUFFIX = {"system": "sys", "procs": "proc", "events": "evt"}
 MAX_LANES = 999
+#: Smallest lane, whatever ``model_logging.buffer_size`` says. A reader asleep
+#: when a burst starts is woken by the doorbell after half a lane (doorbell.py);
+#: the other half must hold what the producer writes until the reader runs and
+#: catches up. ``EdgeMonitor`` logging at full speed writes ~40k records/s on a
+#: Raspberry-Pi-class core, and a woken uploader can take ~0.2 s (scheduling on a
+#: loaded box plus one outbox transaction in progress): 8192 records per half.
+LANE_FLOOR = 16384
+#: Smallest payload ring: ``EdgeMonitor`` writes at most one payload per model
+#: record and two model records per prediction, so half the lane floor covers the
+#: same burst (``model_logging.payload_capacity`` never shrinks it below that).
+PAYLOAD_FLOOR = LANE_FLOOR // 2
 
 
 def prefix(instance: str) -> str:
@@ -118,9 +129,9 @@ def capacity_for(kind: str, cfg: Config) -> int:
     resident shared memory on a small box).
     """
     if kind == "lane":
-        return round_capacity(cfg.model_logging.buffer_size, floor=1024)
+        return round_capacity(cfg.model_logging.buffer_size, floor=LANE_FLOOR)
     if kind == "payload":
-        return round_capacity(cfg.model_logging.payload_capacity, floor=16)
+        return round_capacity(cfg.model_logging.payload_capacity, floor=PAYLOAD_FLOOR)
     if kind == "events":
         return 4096
     if kind == "procs":

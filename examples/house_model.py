@@ -174,12 +174,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass  # Ctrl-C is the normal way to stop: fall through to the stats.
     finally:
+        producer.close()  # records still held for an absent agent are counted, then
         stats = producer.stats()
-        producer.close()
     dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items() if v) or "none"
+    lost = ", ".join(f"{k} {v}" for k, v in stats["lost"].items() if v)
     print(
         f"house_model: {stats['written'] + stats['dropped_total']} predictions, "
         f"written {stats['written']}, dropped {dropped}"
+        + (f", lost before upload: {lost}" if lost else "")
         + (f", last error: {stats['last_error']}" if stats["last_error"] else "")
     )
     return 0

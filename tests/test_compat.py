@@ -290,7 +290,6 @@ def test_edge_monitor_documented_api(short_dir: Path, monitors: Any) -> None:
     assert monitor.get_status()["dropped"]["after_stop"] == 2
 
 
-@pytest.mark.xfail(reason="needs the producer's pre-attach buffer (branch producer)", strict=False)
 def test_records_logged_before_start_are_kept(short_dir: Path, monitors: Any) -> None:
     path = seed_config(short_dir, "seed_sqlite.yaml", {"model": MODEL})
     monitor = monitors(config_path=path)

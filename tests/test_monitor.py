@@ -363,9 +363,11 @@ def test_strict_mode_raises_for_bad_input_and_after_stop(make_config: Any) -> No
     with pytest.raises(TypeError, match="dict"):
         monitor.log_model_input([3, 2, 1500.0, 10.0])  # type: ignore[arg-type]
     assert monitor.get_status()["producer"]["written"] == 0
-    # Without an agent, records are counted as dropped, never raised about.
+    # Without an agent, records are held for it (bounded), never raised about.
     monitor.log_model_input({"bedrooms": 3, "city": "Paris"})
-    assert monitor.get_status()["dropped"] == {"detached": 1, "payload_detached": 1}
+    st = monitor.get_status()
+    assert st["dropped"] == {}
+    assert (st["producer"]["pending"], st["producer"]["pending_payloads"]) == (1, 1)
     monitor.stop()
     with pytest.raises(MonitorStoppedError, match="EdgeMonitor is stopped"):
         monitor.log_model_input({"bedrooms": 3})
@@ -380,10 +382,11 @@ def test_no_config_file_uses_the_defaults(monkeypatch: Any, short_dir: Path) -> 
     assert monitor.config.run_dir == short_dir / "edge-actors"
     assert monitor.config.data_dir == short_dir / "var"
     assert monitor.device_id == "box-1"
-    # No fields declared anywhere: everything is kept as payload (dropped here: no agent).
+    # No fields declared anywhere: everything is kept as payload (held here: no agent).
     assert monitor.log_model_input({"x": 1.5, "y": "a"})
     st = monitor.get_status()
-    assert not st["running"] and st["dropped"] == {"payload_detached": 1}
+    assert not st["running"] and st["dropped"] == {}
+    assert st["producer"]["pending_payloads"] == 1
     with pytest.raises(control.ControlError):
         control.request(monitor.config.run_dir, monitor.config.instance, {"op": "ping"})
     monitor.stop()

@@ -206,7 +206,7 @@ def test_closed_producer_raises(lane: MakeLane) -> None:
 
 # ----------------------------------------------------------------- detached
 def test_detached_counts_and_never_raises(run_dir: Path) -> None:
-    p = Producer(run_dir, "nobody", IN, OUT, start=False)
+    p = Producer(run_dir, "nobody", IN, OUT, start=False, pending_records=0)
     assert not p.attached
     ids = [p.log([1, 2, 3, 4], [5]) for _ in range(3)]
     assert ids == [ids[0], ids[0] + 1, ids[0] + 2]
@@ -222,8 +222,10 @@ def test_detached_counts_and_never_raises(run_dir: Path) -> None:
         "lane_lost": 0,
         "payload_too_large": 0,
         "payload_detached": 0,
+        "pending_at_close": 0,
     }
-    assert s["dropped_total"] == 15 and s["written"] == 0
+    assert s["lost"] == {"ring_overrun": 0, "payload_ring_overrun": 0}
+    assert s["dropped_total"] == 15 and s["written"] == 0 and s["pending"] == 0
     assert (s["attached"], s["connected"], s["lane"], s["attaches"]) == (False, False, None, 0)
     with pytest.raises(ValueError):  # validation still applies
         p.log([1, 2], [5])
@@ -235,9 +237,212 @@ def test_detached_with_thread_retries_quietly(run_dir: Path) -> None:
     with Producer(run_dir, "nobody", IN, OUT) as p:
         time.sleep(0.3)
         p.log([1, 2, 3, 4], [5])
-        assert not p.attached and p.stats()["dropped"]["detached"] == 1
+        assert not p.attached and p.stats()["pending"] == 1
+        assert p.stats()["dropped_total"] == 0
         assert p.stats()["last_error"]
     assert p._thread is not None and not p._thread.is_alive()
+    # Closing with records still held counts them: nothing vanishes uncounted.
+    assert p.stats()["dropped"]["pending_at_close"] == 1 and p.stats()["pending"] == 0
+
+
+def test_records_logged_while_detached_reach_the_lane_once_it_arrives(
+    segs: Segments, run_dir: Path
+) -> None:
+    p = Producer(run_dir, "hold", IN, OUT, start=False, pending_records=6)
+    ring = Ring.create(segs.new(), p.dtype, 64, 2)
+    server = None
+    try:
+        ids = [p.log([i, i, i, i], [i]) for i in range(3)]
+        ids.append(p.log_input([3, 3, 3, 3]))
+        ids.append(p.log_batch(np.full((4, 4), 4.0), np.full((4, 1), 4.0)))
+        s = p.stats()
+        # 3 + 1 + 4 = 8 records: the first 6 held, the 2 that overflow counted.
+        assert (s["pending"], s["dropped"]["detached"], s["written"]) == (6, 2, 0)
+        server = FakeSupervisor(run_dir, "hold", [ring], p.schema())
+        p._start_thread()
+        assert p.wait_attached(5.0)
+        nine = p.log([9, 9, 9, 9], [9])
+        b = ring.consumer(0).read()
+        assert b.records["id"].tolist() == [*ids[:4], ids[4], ids[4] + 1, nine]
+        assert b.records["v"][:, 0].tolist() == [0, 1, 2, 3, 4, 4, 9]
+        s = p.stats()
+        assert (s["pending"], s["dropped_total"], s["written"]) == (0, 2, 7)
+    finally:
+        p.close()
+        if server is not None:
+            server.stop()
+        ring.close()
+
+
+def test_worker_wait_wakes_on_the_doorbell(run_dir: Path) -> None:
+    import dataclasses
+    import socket as socketlib
+
+    from edge_actors.config import load_config
+    from edge_actors.doorbell import Ringer
+    from edge_actors.workers.base import Worker
+
+    cfg = dataclasses.replace(load_config(None), run_dir=run_dir, instance="wk")
+    ours, theirs = socketlib.socketpair(socketlib.AF_UNIX, socketlib.SOCK_SEQPACKET)
+
+    class Reader(Worker):
+        bell_consumer = 0
+
+    w = Reader(cfg, ours)
+    w.setup()
+    w._open_bell()
+    ringer = Ringer(run_dir, "wk")
+    try:
+        ringer.ring()
+        t0 = time.monotonic()
+        w._poll(30.0)  # the idle wait of a lane reader, cut short by the ring
+        assert time.monotonic() - t0 < 10.0
+        assert not w.stopping
+    finally:
+        ringer.close()
+        w._close_bell()
+        ours.close()
+        theirs.close()
+    assert not list(run_dir.glob("*.bell*")), "the doorbell is removed on exit"
+
+
+def test_payloads_logged_while_detached_follow_their_records(segs: Segments, run_dir: Path) -> None:
+    import socket as socketlib
+
+    from edge_actors.records import payload_dtype
+
+    p = Producer(run_dir, "pl", IN, OUT, start=False, payload=True, pending_records=3)
+    lane_ring = Ring.create(segs.new(), p.dtype, 64, 2)
+    pay = Ring.create(segs.new(), payload_dtype(256), 16, 1)
+    ours, theirs = socketlib.socketpair()
+    try:
+        ids = [p.log([i, i, i, i], [i]) for i in range(4)]
+        held = [p.log_payload(rid, KIND_PAIR, b'{"n": %d}' % k) for k, rid in enumerate(ids)]
+        assert held == [True, True, True, False]
+        s = p.stats()
+        assert (s["pending"], s["dropped"]["detached"], s["dropped"]["payload_detached"]) == (
+            3,
+            1,
+            1,
+        )
+        reply = {"lane": lane_ring.name, "payload": pay.name, "payload_slot_bytes": 256}
+        p._attach(ours, {**reply, **p.schema()})
+        assert lane_ring.consumer(0).read().records["id"].tolist() == ids[:3]
+        got = pay.consumer(0).read().records
+        assert got["id"].tolist() == ids[:3]
+        assert [bytes(r["data"][: r["len"]]) for r in got] == [b'{"n": %d}' % k for k in range(3)]
+        assert p.log_payload(ids[0], KIND_PAIR, b"{}") and pay.write_seq == 4
+    finally:
+        p.close()
+        lane_ring.close()
+        pay.close()
+        theirs.close()
+
+
+def _write_config(run_dir: Path, instance: str, **model_logging: Any) -> Path:
+    import yaml
+
+    path = run_dir / f"{instance}.yaml"
+    cfg = {
+        "instance": instance,
+        "run_dir": str(run_dir),
+        "data_dir": str(run_dir / "data"),
+        "model": {"inputs": IN, "outputs": OUT},
+        "model_logging": model_logging,
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_connect_attaches_before_returning(segs: Segments, run_dir: Path) -> None:
+    from edge_actors import connect
+
+    probe = Producer(run_dir, "x", IN, OUT, start=False)
+    ring = Ring.create(segs.new(), probe.dtype, 64, 2)
+    server = FakeSupervisor(run_dir, "ca", [ring], probe.schema())
+    p = connect(_write_config(run_dir, "ca"))
+    try:
+        # No wait_attached(): what an application logs right away is kept.
+        ids = [p.log([1, 2, 3, 4], [i]) for i in range(5)]
+        assert ring.consumer(0).read().records["id"].tolist() == ids
+        s = p.stats()
+        assert s["attached"] and s["written"] == 5 and s["dropped_total"] == 0
+    finally:
+        p.close()
+        probe.close()
+        server.stop()
+        ring.close()
+
+
+def test_connect_never_waits_for_an_agent_that_is_not_there(run_dir: Path) -> None:
+    import socket as socketlib
+
+    from edge_actors import connect
+
+    # The longest allowed wait: returning well before it proves connect() did not wait.
+    missing = _write_config(run_dir, "gone", attach_timeout_seconds=10)
+    t0 = time.monotonic()
+    p = connect(missing)
+    assert time.monotonic() - t0 < 5.0
+    assert not p.attached
+    p.close()
+    # A socket file left by a killed agent: connection refused, no wait either.
+    stale = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    stale.bind(str(run_dir / "stale.sock"))
+    stale.close()
+    t0 = time.monotonic()
+    p = connect(_write_config(run_dir, "stale", attach_timeout_seconds=10))
+    assert time.monotonic() - t0 < 5.0
+    assert not p.attached and p.stats()["last_error"]
+    p.close()
+
+
+def test_stats_report_records_the_uploader_lost(lane: MakeLane) -> None:
+    p, ring = lane(cap=64)
+    for i in range(100):
+        p.log([i, i, i, i], [i])
+    # Overwritten unread: shown at once, before the uploader even looks.
+    assert p.stats()["lost"]["ring_overrun"] == 36
+    up = ring.consumer(0)  # the uploader's line
+    b = up.read(commit=False)  # as the uploader does: commit after its own transaction
+    assert b.lost == 36 and len(b) == 64
+    assert p.stats()["lost"]["ring_overrun"] == 36  # not counted twice, never goes back
+    up.commit()
+    s = p.stats()
+    assert s["lost"]["ring_overrun"] == 36 and s["lost_total"] == 36
+    assert s["written"] == 100 and s["dropped_total"] == 0  # written, then overwritten
+    for i in range(64):  # fills the slots the uploader already copied: no loss
+        p.log([i, i, i, i], [i])
+    assert p.stats()["lost"]["ring_overrun"] == 36
+    p.log([1, 2, 3, 4], [5])
+    assert p.stats()["lost"]["ring_overrun"] == 37
+    ring.consumer(1).read()  # the drift worker skipping records is not a loss of data
+    assert p.stats()["lost"]["ring_overrun"] == 37
+    assert up.read().lost == 1 and p.stats()["lost"]["ring_overrun"] == 37
+
+
+def test_doorbell_rings_once_per_half_lane(lane: MakeLane, short_dir: Path) -> None:
+    from edge_actors.doorbell import Bell, bell_path
+
+    bells = [Bell(bell_path(short_dir, "t", k)) for k in (0, 1)]
+    p, ring = lane(cap=64)
+    try:
+        for i in range(31):
+            p.log([i, i, i, i], [i])
+        assert [b.drain() for b in bells] == [0, 0]
+        p.log_input([1, 2, 3, 4])  # the 32nd record fills half the lane
+        assert [b.drain() for b in bells] == [1, 1]
+        p.log_batch(np.zeros((40, 4)), np.zeros((40, 1)))  # 72: crosses 64
+        assert [b.drain() for b in bells] == [1, 1]
+        for i in range(23):
+            p.log([i, i, i, i], [i])
+        assert [b.drain() for b in bells] == [0, 0]
+        p.log([1, 2, 3, 4], [5])  # 96
+        assert [b.drain() for b in bells] == [1, 1]
+        assert ring.write_seq == 96
+    finally:
+        for b in bells:
+            b.close()
 
 
 # ------------------------------------------------------------------- batches
@@ -365,9 +570,11 @@ def test_fork_child_does_not_write_into_parents_lane(segs: Segments, run_dir: Pa
             report = f.read().decode()
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert report == f"1 True {other.name}"
+        # The child's first record is held until its own lane arrives, whether
+        # its attach thread or its first log() ran first: nothing dropped.
+        assert report == f"0 True {other.name}"
         assert ring.write_seq == 1, "the child wrote into the parent's lane"
-        assert other.consumer(0).read().records["v"].tolist() == [[7, 7, 7, 7, 7]]
+        assert other.consumer(0).read().records["v"].tolist() == [[9] * 5, [7] * 5]
         reqs = server.wait_requests(2)
         assert reqs[0]["pid"] == os.getpid() and reqs[0]["prefer"] is None
         assert reqs[1]["pid"] == pid and reqs[1]["prefer"] is None
@@ -388,13 +595,14 @@ def test_attaches_by_itself_once_a_supervisor_is_up(segs: Segments, run_dir: Pat
     try:
         time.sleep(0.3)
         p.log([1, 2, 3, 4], [5])
-        assert p.stats()["dropped"]["detached"] == 1
+        assert p.stats()["pending"] == 1
         server = FakeSupervisor(run_dir, "up", [ring], p.schema())
         t0 = time.monotonic()
         assert p.wait_attached(1.0), p.stats()
         assert time.monotonic() - t0 <= 1.0
+        assert ring.write_seq == 1  # the held record
         p.log([1, 2, 3, 4], [5])
-        assert ring.write_seq == 1
+        assert ring.write_seq == 2
         s = p.stats()
         assert (s["attached"], s["connected"], s["lane"], s["attaches"]) == (
             True,
@@ -454,17 +662,20 @@ def test_retired_lane_stops_writing_and_counts(segs: Segments, run_dir: Path) ->
         assert p.wait_attached(2.0)
         p.log([1, 2, 3, 4], [5])
         ring.retire()
-        p.log([1, 2, 3, 4], [5])
+        p.log([1, 2, 3, 4], [6])
         assert ring.write_seq == 1
-        assert p.stats()["dropped"]["retired"] == 1
+        # Held, not dropped: it goes to the next lane.
+        assert p.stats()["dropped"]["retired"] == 0
         # It asks for a new lane (not the retired one) and carries on there.
         assert p.wait_attached(2.0)
         deadline = time.monotonic() + 2
         while p.stats()["lane"] != fresh.name and time.monotonic() < deadline:
             time.sleep(0.005)
         assert server.wait_requests(2)[1]["prefer"] is None
-        p.log([1, 2, 3, 4], [5])
-        assert fresh.write_seq == 1 and ring.write_seq == 1
+        p.log([1, 2, 3, 4], [7])
+        assert fresh.write_seq == 2 and ring.write_seq == 1
+        assert fresh.consumer(0).read().records["v"][:, 4].tolist() == [6, 7]
+        assert p.stats()["dropped_total"] == 0
     finally:
         p.close()
         server.stop()
@@ -474,9 +685,11 @@ def test_retired_lane_stops_writing_and_counts(segs: Segments, run_dir: Path) ->
 
 def test_retired_lane_log_batch_and_log_input(lane: MakeLane) -> None:
     p, ring = lane()
+    p._pending_max = 3  # as if pending_records=3
     ring.retire()
     p.log_batch(np.zeros((5, 4)), np.zeros((5, 1)))
-    assert ring.write_seq == 0 and p.stats()["dropped"]["retired"] == 5
+    assert ring.write_seq == 0 and p.stats()["dropped"]["retired"] == 2
+    assert p.stats()["pending"] == 3
     p.log_input([1, 2, 3, 4])  # detached now (no supervisor thread here)
     assert ring.write_seq == 0 and p.stats()["dropped"]["detached"] == 1
 

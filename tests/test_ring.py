@@ -335,6 +335,15 @@ class RingMachine(RuleBasedStateMachine):
             assert self.written == len(d) + c.lost + c.pending
             line = self.ring.consumer_line(k)
             assert (line["read_seq"], line["lost"]) == (self.cpos[k], self.clost[k])
+            # What the producer sees (Ring.overrun): never more than the consumer has
+            # lost or will count for what is already overwritten; exact once committed.
+            gone = sum(
+                1 for q in range(self.pos[k], self.written) if self.slot_seq[q % self.cap] != q
+            )
+            seen = self.ring.overrun(k)
+            assert seen <= self.lost[k] + gone
+            if (self.cpos[k], self.clost[k]) == (self.pos[k], self.lost[k]):
+                assert seen == self.lost[k] + gone
 
 
 @pytest.mark.parametrize("fence_env", ["0", "1"], ids=["nofence", "fence"])

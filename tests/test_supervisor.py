@@ -266,14 +266,15 @@ def test_producer_attaches_by_itself_once_a_supervisor_starts(make_config, agent
     p = Producer(c["run_dir"], c["instance"], MODEL["inputs"], MODEL["outputs"])
     try:
         p.log([1, 2, 3, 4], [5, 6])
-        assert p.stats()["dropped"]["detached"] == 1  # no supervisor yet: counted, no raise
+        assert p.stats()["pending"] == 1  # no supervisor yet: held, no raise
         a = agent(cfg)
         t0 = time.monotonic()
         assert p.wait_attached(5)
         # It retries every 0.2 s: well within a second of the supervisor being up.
         assert time.monotonic() - t0 < 2.0
         p.log([1, 2, 3, 4], [5, 6])
-        a.wait_for(lambda s: any(r["kind"] == "lane" and r["written"] == 1 for r in s["rings"]))
+        # The held record went first, then the new one.
+        a.wait_for(lambda s: any(r["kind"] == "lane" and r["written"] == 2 for r in s["rings"]))
     finally:
         p.close()
 
@@ -300,7 +301,7 @@ def test_connect_imports_neither_scipy_nor_boto3(make_config) -> None:
         f"p = edge_actors.connect({str(cfg)!r})\n"
         "p.log([1, 2, 3, 4], [5, 6])\n"
         "heavy = [m for m in ('scipy', 'boto3', 'botocore', 'pandas') if m in sys.modules]\n"
-        "print(heavy, p.stats()['dropped']['detached'])\n"
+        "print(heavy, p.stats()['pending'])\n"
         "p.close()\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

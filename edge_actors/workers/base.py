@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from edge_actors.doorbell import Bell, open_bell
 from edge_actors.topology import RingSpec
 
 if TYPE_CHECKING:
@@ -52,6 +53,8 @@ class Worker:
     name = "worker"
     #: How long to wait for commands when a step did nothing.
     idle_wait = 0.05
+    #: Consumer line whose lane doorbell this worker waits on (None: it reads no lanes).
+    bell_consumer: int | None = None
 
     def __init__(self, cfg: Config, chan: socket.socket) -> None:
         self.cfg = cfg
@@ -66,6 +69,7 @@ class Worker:
         self._next_stats = 0.0
         self._ballast: list[bytearray] = []
         self._hang = False
+        self._bell: Bell | None = None
 
     # ------------------------------------------------------------ subclass API
     def setup(self) -> None:
@@ -138,10 +142,27 @@ class Worker:
         elif action == "crash":
             os._exit(EXIT_CRASH)
 
+    def _open_bell(self) -> None:
+        """Bind this worker's lane doorbell (see edge_actors.doorbell), if it reads lanes."""
+        if self.bell_consumer is not None and self._bell is None:
+            self._bell = open_bell(self.cfg.run_dir, self.cfg.instance, self.bell_consumer)
+
+    def _close_bell(self) -> None:
+        if self._bell is not None:
+            self._bell.close()
+            self._bell = None
+
     def _poll(self, timeout: float) -> None:
-        ready, _, _ = select.select([self.chan], [], [], timeout)
+        """Wait up to ``timeout`` for a command or a lane's doorbell; handle the commands."""
+        bell = self._bell
+        fds = [self.chan.fileno()] if bell is None else [self.chan.fileno(), bell.fileno()]
+        ready, _, _ = select.select(fds, [], [], timeout)
         if not ready:
             return
+        if bell is not None and bell.fileno() in ready:
+            bell.drain()  # the next step reads the lanes
+            if self.chan.fileno() not in ready:
+                return
         while True:
             try:
                 data = self.chan.recv(MAX_PACKET, socket.MSG_DONTWAIT)
@@ -155,6 +176,7 @@ class Worker:
     def run(self) -> int:
         """Set up, then loop until told to stop; flush, close, return an exit code."""
         self.setup()
+        self._open_bell()
         self.send({"type": "ready", "pid": os.getpid()})
         self.heartbeat()
         while not self.stopping:
@@ -170,6 +192,7 @@ class Worker:
         self._next_stats = 0.0
         self.heartbeat()
         self.close()
+        self._close_bell()
         self.send({"type": "stopped"})
         return EXIT_OK
 

@@ -62,6 +62,7 @@ class DriftWorker(Worker):
     """Runs the drift detectors over every lane."""
 
     name = "drift"
+    bell_consumer = DRIFT  # a filling lane wakes the drift worker at once (doorbell.py)
 
     def setup(self) -> None:
         """Load the reference, build detectors, restore the checkpoint."""

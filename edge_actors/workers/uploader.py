@@ -225,6 +225,7 @@ class UploaderWorker(Worker):
     """Drains all rings into the outbox; the shipper thread forwards it."""
 
     name = "uploader"
+    bell_consumer = UPLOADER  # a filling lane wakes the uploader at once (doorbell.py)
 
     def setup(self) -> None:
         """Open the outbox and start the shipper (or wait for the outbox to become possible)."""

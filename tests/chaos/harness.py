@@ -139,8 +139,8 @@ def produce_main(argv: list[str]) -> int:
             stop.wait(0.005)
         elif args.burst > 0:
             stop.wait(args.pause)
+    p.close()  # records still held for an agent (none up) are counted as dropped
     stats = p.stats()
-    p.close()
     print(json.dumps({"event": "done", "produced": n, **stats}), flush=True)
     return 0
 

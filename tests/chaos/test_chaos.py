@@ -704,17 +704,44 @@ def test_producer_killed_mid_write(make_config, agent, producers, short_dir, dur
 
 
 def test_producer_floods_a_tiny_ring(make_config, agent, producers, short_dir, duration) -> None:
-    """Bursts much larger than a 1024-slot lane: overruns counted, counts add up exactly."""
+    """Bursts far larger than the smallest lane: overruns counted, counts add up exactly."""
     a = agent(config(make_config, {"model_logging": {"buffer_size": 1024}}))
-    tally = Tally("producer flood (1024-slot lane, bursts of 20000)")
-    prod = producers(a, short_dir, rate=0, burst=20_000, pause=0.5)
+    tally = Tally("producer flood (16384-slot lane, the floor; bursts of 150000)")
+    prod = producers(a, short_dir, rate=0, burst=150_000, pause=0.5)
     sleep_until(time.monotonic() + duration)
-    tally.add_producer(0, prod.stop())
+    res = prod.stop()
+    tally.add_producer(0, res)
     reader = LocalSinkReader(Path(a.cfg["data_dir"]) / "sink")
     settle(a, reader.delivered, tally)
     finish(a, tally)
     assert tally.agent_drops["agent/ring_overrun"] > 0
     assert set(tally.total_dropped_reasons()) == {"agent/ring_overrun"}
+    # The application saw the loss too (its figure can only trail the agent's).
+    assert 0 < res["lost"]["ring_overrun"] <= tally.agent_drops["agent/ring_overrun"]
+
+
+def test_bursty_producer_with_the_seed_buffer_size(
+    make_config, agent, producers, short_dir, duration
+) -> None:
+    """Bursts at full speed into the lane the seed's ``buffer_size: 1000`` gives: nothing lost.
+
+    Each burst (12,000 records, written in a few ms) is far more than the
+    seed's 1,024 records and fits the lane floor; the doorbell wakes the
+    uploader as soon as half the lane is written.
+    """
+    cfg = config(make_config, {"model_logging": {"buffer_size": 1000}})
+    a = agent(cfg)
+    tally = Tally("bursty producer (buffer_size 1000, bursts of 12000 every 2 s)")
+    prod = producers(a, short_dir, rate=0, burst=12_000, pause=2.0)
+    sleep_until(time.monotonic() + max(duration, 6.0))
+    res = prod.stop()
+    tally.add_producer(0, res)
+    reader = LocalSinkReader(Path(a.cfg["data_dir"]) / "sink")
+    settle(a, reader.delivered, tally)
+    tally.notes.append(f"producer stats: lost {res['lost']}, dropped {res['dropped_total']}")
+    finish(a, tally)
+    assert tally.total_dropped_reasons() == set(), tally.table()
+    assert res["lost"]["ring_overrun"] == 0
 
 
 # ===================================================================== 7
