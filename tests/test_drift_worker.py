@@ -240,3 +240,30 @@ def test_checkpoint_file_and_directory_modes_under_a_lax_umask(
             assert mode & 0o077 == 0, (p, oct(mode))
     finally:
         os.umask(old)
+
+
+def test_events_and_status_carry_the_effective_sample_size(
+    worker: Any, short_dir: Path, segs: Segments
+) -> None:
+    from edge_actors.records import EVENT_DTYPE
+    from edge_actors.rows import event_rows
+
+    w, _ = worker(_drift(_reference(short_dir / "ref.json")))
+    lane = _fill(segs, w.cfg, 3000)
+    evt = Ring.create(segs.new(), EVENT_DTYPE, 64, 1)
+    try:
+        w.set_rings([RingSpec(lane.name, "lane"), RingSpec(evt.name, "events")])
+        while w.step():
+            pass
+        w._next_summary = 0.0  # the status summary is refreshed every few seconds
+        feats = w.stats()["features"]
+        assert set(feats) == set(FIELDS)
+        assert all(0 < f["n_eff"] <= 1000 for f in feats.values())
+        assert "n_eff=" in w.stats()["summary_lines"][0]
+        w._write_events(w.groups[0].det.summary_events())
+        got = event_rows("dev", "house", evt.consumer(0).read().records)
+        assert got and all(0 < e["n_eff"] <= 1000 for e in got)
+    finally:
+        w.close()
+        lane.close()
+        evt.close()

@@ -133,6 +133,9 @@ def chi2_two_sample(
     n, big_n = float(obs.sum()), float(ref.sum())
     if n <= 0 or big_n <= 0:
         return Chi2Result(math.nan, math.nan, 0, int(n))
+    # A bucket empty on both sides carries no information (and no degree of freedom).
+    seen = (obs + ref) > 0
+    obs, ref = obs[seen], ref[seen]
     tot = obs + ref
     e_w = tot * (n / (n + big_n))
     e_r = tot * (big_n / (n + big_n))
