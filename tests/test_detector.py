@@ -26,14 +26,15 @@ def _clock() -> itertools.count[float]:
     return itertools.count(1.0)
 
 
-def test_stationary_million_records_few_false_alarms() -> None:
+def test_stationary_records_few_false_alarms() -> None:
+    # 400 k records (the million-record figures are in benchmarks/drift_stats.py).
     rng = np.random.default_rng(20240601)
     det = DriftDetector(_features(rng, 8))
     events: list[DriftEvent] = []
-    for start in range(0, 1_000_000, 20_000):
+    for start in range(0, 400_000, 20_000):
         events += det.update(rng.normal(size=(20_000, 8)), start)
     started = [e for e in events if e.state == "drift_started"]
-    assert len(started) <= 3, started
+    assert len(started) <= 2, started
 
 
 @pytest.mark.parametrize(("shift", "limit"), [(0.5, 2_000), (0.2, 10_000)])

@@ -33,8 +33,12 @@ Method (a bound, not an extrapolated simulation)
     start-up; extrapolating from shallower levels is less safe than this bound.
 
 Limits
-    The bound holds in expectation for continuous data; ties (discrete data)
-    make KS conservative, so it still holds.  Windows with NaNs have fewer
+    The bound holds in expectation for independent continuous records.
+    Dependent records (a sensor sampled faster than it changes) break it:
+    the detector then tests with an effective sample size (see
+    :mod:`edge_actors.drift.detector`). Ties (discrete data) make KS
+    conservative, so the bound still holds; few-valued features are tested
+    with chi-squared on their values instead.  Windows with NaNs have fewer
     values; the detector rescales ``tau`` by ``sqrt(n_e(full) / n_e(valid))``
     (the asymptotic scaling).  Stretching the cadence at runtime only lowers
     the false-alarm rate.  The effect-size floor ``min_statistic`` is applied

@@ -175,8 +175,8 @@ def _describe(exc: BaseException, path: object) -> str:
     msg = str(exc)
     if len(msg) > 300:
         msg = msg[:300] + "..."
-    if isinstance(exc, (OSError, ValueError)) and type(exc) in (OSError, ValueError) and msg:
-        text = msg
+    if isinstance(exc, (OSError, ValueError)) and msg:
+        text = msg  # the reference loader's own messages name the file and the feature
     else:
         text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
     if path is not None and str(path) not in text:
