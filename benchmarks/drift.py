@@ -27,6 +27,12 @@ embedded under ``"stats"``: KS check cost vs ``scipy.stats.ks_2samp``, false
 alarms over ``--records`` stationary records (calibrated, target <= 15) vs
 per_check mode, median detection delays for 0.5 sd (<= 2,000 records) and
 0.2 sd (<= 10,000). ``--quick``: 8 s phases, 2,000,000 records, 10 seeds.
+
+Then ``benchmarks/drift_cases.py`` (``--quick`` too) is embedded under
+``"cases"``: false starts per million and delays on AR(1), small categorical
+references, new categories, ties and NaN rates, river's KSWIN/ADWIN and naive
+``ks_2samp`` as peers, and the worst drift-worker step with 50 features
+drifting at once against the heartbeat interval.
 """
 
 from __future__ import annotations
@@ -274,6 +280,15 @@ def run_phase(
         agent.stop()
 
 
+def run_cases(quick: bool) -> dict[str, Any]:
+    """``benchmarks/drift_cases.py`` (real-data cases, peers, worst step) as a subprocess."""
+    t0 = time.perf_counter()
+    out = run_json("drift_cases.py", ["--quick"] if quick else [], 3600)
+    if "error" not in out:
+        out["seconds_wall"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
 def run_stats(records: int, seeds: int) -> dict[str, Any]:
     """``benchmarks/drift_stats.py`` as a subprocess; its JSON."""
     t0 = time.perf_counter()
@@ -290,6 +305,7 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=None, help="stationary records (drift_stats)")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--skip-stats", action="store_true")
+    ap.add_argument("--skip-cases", action="store_true")
     args = ap.parse_args()
     seconds = args.seconds or (8.0 if args.quick else 20.0)
     records = args.records or (2_000_000 if args.quick else 10_000_000)
@@ -302,6 +318,7 @@ def main() -> None:
         low = run_phase(ref, 20_000, 1, seconds)
         high = run_phase(ref, 100_000, 2, seconds)
     stats = {} if args.skip_stats else run_stats(records, seeds)
+    cases = {} if args.skip_cases else run_cases(args.quick)
 
     uss_max = max(x for x in (low["drift_uss_mb"]["max"], high["drift_uss_mb"]["max"]) if x)
     eff_low = low["effective_check_frequency_under_load"]["max"]
@@ -312,6 +329,7 @@ def main() -> None:
         "sustained_100k": high,
         "drift_uss_mb_max": uss_max,
         "stats": stats,
+        "cases": cases,
         "targets": TARGETS,
         "meets_targets": {
             "uss": uss_max <= TARGETS["uss_mb_max"],
@@ -325,6 +343,10 @@ def main() -> None:
             <= TARGETS["median_delay_0.5sd_max"],
             "delay_0.2sd": (stats.get("median_delay_records_0.2sd") or 1 << 30)
             <= TARGETS["median_delay_0.2sd_max"],
+            **{f"cases_{k}": v for k, v in cases.get("meets_goals", {}).items()},
+            "step_within_heartbeat": (
+                cases.get("worst_step", {}).get("longest_heartbeat_gap_over_heartbeat", 1e9) <= 1.5
+            ),
         },
         "machine": machine(),
         "seconds": round(time.perf_counter() - t_start, 1),

@@ -39,11 +39,11 @@ DOCS = REPO / "docs"
 #: Not benchmarks: shared code and this runner.
 HELPERS = {"agentlib", "run_all"}
 #: Run (and embedded) by another benchmark: not run twice.
-EMBEDDED = {"drift_stats": "drift", "uploader_core": "uploader"}
+EMBEDDED = {"drift_stats": "drift", "drift_cases": "drift", "uploader_core": "uploader"}
 #: Run order (the rest follow alphabetically).
 ORDER = ["producer", "restart", "footprint", "drift", "uploader", "burst"]
 QUICK_ARGS = {"footprint": ["--settle", "10", "--window", "10"]}
-TIMEOUTS = {"footprint": 300, "drift": 480, "restart": 240, "burst": 240}
+TIMEOUTS = {"footprint": 300, "drift": 3600, "restart": 240, "burst": 240}
 DEFAULT_TIMEOUT = 300
 
 
@@ -209,6 +209,90 @@ def _ratio(a: Any, b: Any) -> float | None:
     if a is None or b is None or not b:
         return None
     return float(a) / float(b)
+
+
+def _drift_cases(t: Table, c: dict[str, Any]) -> None:
+    """Rows for ``benchmarks/drift_cases.py`` (embedded in the drift benchmark)."""
+    if not c or "error" in c:
+        return
+    st, dl, pe = c.get("stationary", {}), c.get("delays", {}), c.get("peers", {})
+    for phi in ("0.3", "0.5", "0.9", "0.99"):
+        x = st.get(f"ar1_phi_{phi}", {})
+        naive = get(pe, f"stationary_ar1_phi_{phi}.naive_ks_2samp_p05_alarms_per_million")
+        kswin = get(pe, f"stationary_ar1_phi_{phi}.river_kswin_alarms_per_million")
+        t.add(
+            f"false `drift_started` per million, AR(1) phi = {phi} "
+            f"(shown drifting {fmt(100 * x.get('share_drifting', 0))} % of checks)",
+            x.get("false_starts_per_million"),
+            "≤ 1" if phi != "0.99" else "drifting ≤ 1 %",
+            _ok(x.get("false_starts_per_million"), lambda v: v <= 1)
+            if phi != "0.99"
+            else _ok(x.get("share_drifting"), lambda v: v <= 0.01),
+            (f"naive ks_2samp {fmt(naive)}; " if naive is not None else "")
+            + (f"river KSWIN {fmt(kswin)}" if kswin is not None else ""),
+        )
+    for n in ("1000", "10000"):
+        x = st.get(f"categorical_ref_{n}", {})
+        t.add(
+            f"false `drift_started` per million, categorical, references of {n} rows",
+            x.get("false_starts_per_million"),
+            "≤ 1",
+            _ok(x.get("false_starts_per_million"), lambda v: v <= 1),
+        )
+    for name, label in (("ties", "count feature (4 values)"), ("nan_20pc", "20 % NaN as trained")):
+        x = st.get(name, {})
+        t.add(
+            f"false starts per million, {label}",
+            x.get("false_starts_per_million"),
+            "≤ 1",
+            _ok(x.get("false_starts_per_million"), lambda v: v <= 1),
+        )
+    rows = [
+        ("shift_0.5sd_iid", "0.5 sd shift, independent records", 600),
+        ("shift_0.5sd_ar1_phi_0.9", "0.5 sd shift, AR(1) phi = 0.9", 10_000),
+    ]
+    for key, label, goal in rows:
+        x = dl.get(key, {})
+        naive = get(
+            pe, f"delay_0.5sd_{'iid' if 'iid' in key else 'ar1_phi_0.9'}.naive_ks_2samp_p05"
+        )
+        t.add(
+            f"detection delay, {label} (median; missed {x.get('missed')} of {x.get('runs')})",
+            x.get("median"),
+            f"≤ {goal:,} records",
+            _ok(x.get("median"), lambda v, g=goal: v <= g),
+            f"naive ks_2samp {fmt((naive or {}).get('median'))}" if naive else "",
+            unit="records",
+        )
+    for share in ("5", "2"):
+        x = get(dl, f"new_category_{share}pc.unknown_category_event") or {}
+        t.add(
+            f"new category in {share} % of rows: `unknown_category` delay (median; missed "
+            f"{x.get('missed')})",
+            x.get("median"),
+            "",
+            None,
+            unit="records",
+        )
+    chi, ks = dl.get("ties_shift_chi2_on_values", {}), dl.get("ties_shift_ks_forced", {})
+    t.add(
+        "count feature, shares moved (KS distance 0.1): delay with chi-squared on its values",
+        chi.get("median"),
+        "< KS",
+        _ok(_ratio(ks.get("median"), chi.get("median")), lambda v: v > 1),
+        f"KS {fmt(ks.get('median'))}",
+        _ratio(ks.get("median"), chi.get("median")),
+        unit="records",
+    )
+    ws = c.get("worst_step", {})
+    t.add(
+        f"drift step, {ws.get('features')} features drifting at once: longest heartbeat gap "
+        f"(worst step {fmt(ws.get('worst_step_s'))} s)",
+        ws.get("longest_heartbeat_gap_over_heartbeat"),
+        "≤ 1.5 heartbeat intervals",
+        _ok(ws.get("longest_heartbeat_gap_over_heartbeat"), lambda v: v <= 1.5),
+        unit="intervals",
+    )
 
 
 def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
@@ -434,6 +518,7 @@ def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
                 _ok(med, lambda v, lim=lim: v <= lim),
                 unit="records",
             )
+        _drift_cases(t, d.get("cases", {}))
 
     b = results.get("burst", {})
     if "error" not in b and b:

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from edge_actors.drift import defaults as _DRIFT
 from edge_actors.keys import prefix_problem
 from edge_actors.redact import redact_url, short_repr
 
@@ -690,7 +691,7 @@ class DriftConfig:
         type_="string",
     )
     threshold: float = _opt(
-        0.05,
+        _DRIFT.THRESHOLD,
         doc=(
             "P-value threshold used by `per_check` mode, and the family-wise "
             "false-alarm level reported with each event."
@@ -720,13 +721,13 @@ class DriftConfig:
         type_="number",
     )
     check_frequency: int = _opt(
-        100,
+        _DRIFT.CHECK_FREQUENCY,
         doc="Run the drift tests every this many records.",
         conv=_integer(1),
         type_="integer",
     )
     mode: str = _opt(
-        "calibrated",
+        _DRIFT.MODE,
         doc=(
             "`calibrated`: thresholds set so that a stream that never drifts raises a false "
             "alarm about once per `expected_records_to_false_alarm` records; `per_check`: "
@@ -736,7 +737,7 @@ class DriftConfig:
         type_="string",
     )
     window_size: int = _opt(
-        1000,
+        _DRIFT.WINDOW_SIZE,
         doc=(
             "Records in the recent window tested against the reference. When the "
             "`drift_detection` section sets none of `window_size`, `long_window_size` and "
@@ -748,7 +749,7 @@ class DriftConfig:
         default_doc="1000 (seed configs: check_frequency)",
     )
     long_window_size: int = _opt(
-        10000,
+        _DRIFT.LONG_WINDOW_SIZE,
         doc=(
             "Records in a second, longer window that catches slow drift; 0 disables it. "
             "Must be larger than `window_size`; when left at its default and not larger, "
@@ -758,56 +759,122 @@ class DriftConfig:
         type_="integer",
     )
     expected_records_to_false_alarm: int = _opt(
-        1_000_000,
+        _DRIFT.EXPECTED_RECORDS_TO_FALSE_ALARM,
         doc="Calibrated mode: average records between two false alarms on undrifted data.",
         conv=_integer(1000),
         type_="integer",
     )
     min_statistic: float = _opt(
-        0.0,
+        _DRIFT.MIN_STATISTIC,
         doc="Effect-size floor: a KS statistic below this never counts as drift.",
         conv=_number(0, hi=1),
         type_="number",
     )
     confirm_m: int = _opt(
-        2,
+        _DRIFT.CONFIRM_M,
         doc="Drift starts when `confirm_m` of the last `confirm_n` checks fail.",
         conv=_integer(1, 20),
         type_="integer",
     )
     confirm_n: int = _opt(
-        3,
+        _DRIFT.CONFIRM_N,
         doc="Length of the m-of-n confirmation window, in checks (1..20).",
         conv=_integer(1, 20),
         type_="integer",
     )
     correction: str = _opt(
-        "bonferroni",
-        doc="Multiple-testing correction across features: bonferroni, bh or none.",
+        _DRIFT.CORRECTION,
+        doc=(
+            "Multiple-testing correction across features: bonferroni, bh or none. "
+            "`per_check` mode: applied to the p-values of each check. `calibrated` mode: "
+            "`bonferroni` splits the false-alarm budget over the monitored features "
+            "(`expected_records_to_false_alarm` holds for all of them together); `bh` "
+            "acts as `bonferroni` there; `none` gives each feature the whole budget."
+        ),
         conv=_choice(("bonferroni", "bh", "none")),
         type_="string",
     )
     nan_rate_threshold: float = _opt(
-        0.1,
+        _DRIFT.NAN_RATE_THRESHOLD,
         doc="Data-quality alarm when the NaN rate exceeds the reference's by this much.",
         conv=_number(0, hi=1),
         type_="number",
     )
     out_of_range_threshold: float = _opt(
-        0.1,
+        _DRIFT.OUT_OF_RANGE_THRESHOLD,
         doc="Data-quality alarm when this fraction of values is outside the reference min/max.",
         conv=_number(0, hi=1),
         type_="number",
     )
     min_expected_count: float = _opt(
-        5.0,
+        _DRIFT.MIN_EXPECTED_COUNT,
         doc="Chi-squared: categories expected fewer times than this are merged into OTHER.",
         conv=_positive(),
         type_="number",
     )
     summary_interval_seconds: float = _opt(
-        60.0,
+        _DRIFT.SUMMARY_INTERVAL_SECONDS,
         doc="Seconds between two drift summary records (statistics even without drift).",
+        conv=_positive(),
+        type_="number",
+    )
+    unknown_category_threshold: float = _opt(
+        _DRIFT.UNKNOWN_CATEGORY_THRESHOLD,
+        doc=(
+            "Data-quality alarm (`unknown_category`) when this fraction of a categorical "
+            "field's values is in categories the reference never saw (above the "
+            "reference's own share of them)."
+        ),
+        conv=_number(0, hi=1),
+        type_="number",
+    )
+    quality_hysteresis: float = _opt(
+        _DRIFT.QUALITY_HYSTERESIS,
+        doc=(
+            "Data-quality alarms (NaN rate, out of range, unknown category) resolve only "
+            "once the rate is below `threshold * (1 - quality_hysteresis)` (above the "
+            "reference's rate) for `confirm_n` checks: no flapping around the threshold."
+        ),
+        conv=_number(0, hi=1, hi_incl=False),
+        type_="number",
+    )
+    worsened_factor: float = _opt(
+        _DRIFT.WORSENED_FACTOR,
+        doc=(
+            "During a drift episode, a `drift_worsened` event when the effect size (KS D, "
+            "or Cohen's w for chi-squared) grows by this factor over the one last "
+            "reported; 0 disables it."
+        ),
+        conv=_number(0),
+        type_="number",
+    )
+    autocorrelation: bool = _opt(
+        _DRIFT.AUTOCORRELATION,
+        doc=(
+            "Estimate each tested window's lag-1 autocorrelation and test with the "
+            "effective sample size: without it, a correlated sensor stream raises false "
+            "alarms (the tests assume independent records)."
+        ),
+        conv=_boolean(),
+        type_="boolean",
+    )
+    discrete_max_values: int = _opt(
+        _DRIFT.DISCRETE_MAX_VALUES,
+        doc=(
+            "Numeric fields whose reference has at most this many distinct values "
+            "(counts, flags) are tested with chi-squared on those values instead of KS; "
+            "0 disables it."
+        ),
+        conv=_integer(0, 1000),
+        type_="integer",
+    )
+    checkpoint_interval_seconds: float = _opt(
+        _DRIFT.CHECKPOINT_INTERVAL_SECONDS,
+        doc=(
+            "Seconds between two checkpoints of the drift state (in `data_dir`, next to "
+            "the outbox) while records flow; also written before events and at a clean "
+            "stop. A kill re-reads at most this much."
+        ),
         conv=_positive(),
         type_="number",
     )

@@ -90,6 +90,8 @@ EVENT_DTYPE = np.dtype(
         ("n_ref", "<i8"),
         ("seq_first", "<i8"),
         ("seq_last", "<i8"),
+        # Effective sample size of the tested window (dependence and NaNs removed).
+        ("n_eff", "<f8"),
     ]
 )
 

@@ -141,6 +141,7 @@ def event_rows(device_id: str, model: str, records: npt.NDArray[Any]) -> list[di
                 "n_ref": int(r["n_ref"]),
                 "seq_first": int(r["seq_first"]),
                 "seq_last": int(r["seq_last"]),
+                "n_eff": float(r["n_eff"]),
                 "reference_hash": bytes(r["ref_hash"]).decode(errors="replace"),
             }
         )

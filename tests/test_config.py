@@ -444,7 +444,9 @@ def test_instance_rules(tmp_path: Path) -> None:
             "threshold, reference_data_path, max_reference_mb, check_frequency, mode, window_size, "
             "long_window_size, expected_records_to_false_alarm, min_statistic, confirm_m, "
             "confirm_n, correction, nan_rate_threshold, out_of_range_threshold, "
-            "min_expected_count, summary_interval_seconds)",
+            "min_expected_count, summary_interval_seconds, unknown_category_threshold, "
+            "quality_hysteresis, worsened_factor, autocorrelation, discrete_max_values, "
+            "checkpoint_interval_seconds)",
         ),
     ],
 )

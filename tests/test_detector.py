@@ -15,7 +15,7 @@ from edge_actors.drift.calibration import (
     simulate_stationary,
 )
 from edge_actors.drift.detector import DriftDetector, DriftEvent, FeatureKind
-from edge_actors.drift.ks import ks_pvalue
+from edge_actors.drift.ks import ks_pvalue, ks_pvalue_bounded
 
 
 def _features(rng: np.random.Generator, k: int) -> list[tuple[str, FeatureKind, Any]]:
@@ -26,14 +26,15 @@ def _clock() -> itertools.count[float]:
     return itertools.count(1.0)
 
 
-def test_stationary_million_records_few_false_alarms() -> None:
+def test_stationary_records_few_false_alarms() -> None:
+    # 400 k records (the million-record figures are in benchmarks/drift_stats.py).
     rng = np.random.default_rng(20240601)
     det = DriftDetector(_features(rng, 8))
     events: list[DriftEvent] = []
-    for start in range(0, 1_000_000, 20_000):
+    for start in range(0, 400_000, 20_000):
         events += det.update(rng.normal(size=(20_000, 8)), start)
     started = [e for e in events if e.state == "drift_started"]
-    assert len(started) <= 3, started
+    assert len(started) <= 2, started
 
 
 @pytest.mark.parametrize(("shift", "limit"), [(0.5, 2_000), (0.2, 10_000)])
@@ -52,9 +53,9 @@ def test_mean_shift_detected(shift: float, limit: int) -> None:
         assert found is not None, (shift, seed)
         assert found.test == "ks" and found.seq_last - 20_000 < limit
         assert found.p_value < 1e-3
-        assert found.p_value == pytest.approx(
-            ks_pvalue(found.statistic, found.window_size, 10000), abs=1e-12
-        )
+        # Event p-values are bounded-cost, at the window's effective size.
+        assert found.p_value == ks_pvalue_bounded(found.statistic, found.n_eff, 10000)[0]
+        assert found.window_size * 0.8 < found.n_eff <= found.window_size
 
 
 def test_drift_resolves_after_clean_checks() -> None:
@@ -217,3 +218,183 @@ def test_summary_reports_wasserstein_and_psi_of_the_short_window() -> None:
     assert got["x"]["psi"] == pytest.approx(NumericPSI(np.sort(ref))(window))
     assert got["x"]["psi"] > 0.2  # a 0.8 sd shift is a large PSI
     assert got["c"]["psi"] > 0.1 and np.isnan(got["c"]["wasserstein"])
+
+
+# ---------------------------------------------------------------- real data (issue 13)
+
+
+def _ar1(rng: np.random.Generator, phi: float, n: int) -> np.ndarray:
+    """Stationary AR(1) with unit marginal variance."""
+    from scipy.signal import lfilter
+
+    e = rng.normal(size=n) * np.sqrt(1 - phi * phi)
+    x0 = rng.normal()
+    out: np.ndarray = lfilter([1.0], [1.0, -phi], e, zi=[phi * x0])[0]
+    return out
+
+
+def _run(det: DriftDetector, data: np.ndarray, batch: int = 5000) -> tuple[list[DriftEvent], float]:
+    """Feed ``data``; events and the share of checks during which feature 0 was drifting."""
+    events: list[DriftEvent] = []
+    drifting = checks = 0
+    step = det.check_frequency
+    for s in range(0, data.shape[0], step):
+        events += det.update(data[s : s + step], s)
+        if det.records_seen >= det.window_size:
+            checks += 1
+            drifting += det.summary(exact=False)[0]["state"] == "drifting"
+    return events, drifting / max(checks, 1)
+
+
+def _starts(events: list[DriftEvent], test: str | None = None) -> list[DriftEvent]:
+    return [e for e in events if e.state == "drift_started" and (test is None or e.test == test)]
+
+
+def test_defaults_are_the_shipped_config() -> None:
+    import inspect
+
+    from edge_actors.config import DriftConfig
+
+    cfg = DriftConfig()
+    params = inspect.signature(DriftDetector.__init__).parameters
+    shared = {
+        "window_size": cfg.window_size,
+        "long_window_size": cfg.long_window_size,
+        "check_frequency": cfg.check_frequency,
+        "mode": cfg.mode,
+        "threshold": cfg.threshold,
+        "erfa": cfg.expected_records_to_false_alarm,
+        "min_statistic": cfg.min_statistic,
+        "confirm_m": cfg.confirm_m,
+        "confirm_n": cfg.confirm_n,
+        "correction": cfg.correction,
+        "nan_rate_threshold": cfg.nan_rate_threshold,
+        "out_of_range_threshold": cfg.out_of_range_threshold,
+        "min_expected_count": cfg.min_expected_count,
+    }
+    got = {k: params[k].default for k in shared}
+    assert got == shared
+
+
+def test_autocorrelated_stream_no_false_starts_and_n_eff_shown() -> None:
+    rng = np.random.default_rng(42)
+    det = DriftDetector([("x", "numeric", rng.normal(size=10000))])
+    events = det.update(_ar1(rng, 0.9, 200_000).reshape(-1, 1), 0)
+    assert _starts(events, "ks") == []
+    item = det.summary(exact=False)[0]
+    # AR(1) phi = 0.9: n_eff = n (1 - phi) / (1 + phi) = 53 of 1000.
+    assert 30 < item["n_eff"] < 90
+    assert item["autocorrelation"] == pytest.approx(0.9, abs=0.05)
+
+
+def test_very_slow_sensor_is_not_shown_drifting() -> None:
+    rng = np.random.default_rng(43)
+    det = DriftDetector([("x", "numeric", rng.normal(size=10000))])
+    events, share = _run(det, _ar1(rng, 0.99, 200_000).reshape(-1, 1))
+    assert share <= 0.01, share
+    assert len(_starts(events, "ks")) <= 1
+
+
+def test_shift_on_autocorrelated_stream_is_found_and_event_carries_n_eff() -> None:
+    for seed in range(2):
+        rng = np.random.default_rng(100 + seed)
+        det = DriftDetector([("x", "numeric", rng.normal(size=10000))])
+        x = _ar1(rng, 0.9, 40_000)
+        x[20_000:] += 0.5
+        found = [e for e in _run(det, x.reshape(-1, 1))[0] if e.state == "drift_started"]
+        assert found and found[0].test == "ks", seed
+        assert found[0].seq_last - 20_000 < 10_000
+        assert 0 < found[0].n_eff < 0.2 * found[0].window_size
+
+
+def test_categorical_small_reference_few_false_starts() -> None:
+    p = [0.4, 0.25, 0.15, 0.12, 0.08]
+    started = 0
+    for seed in range(8):
+        rng = np.random.default_rng(200 + seed)
+        ref = rng.choice(5, p=p, size=1000).astype(float)
+        det = DriftDetector([("c", "categorical", ref)])
+        events = det.update(rng.choice(5, p=p, size=(80_000, 1)).astype(float), 0)
+        started += len(_starts(events, "chi2"))
+    # 640 k records from eight 1,000-row references: a one-sample test gives ~14 here.
+    assert started <= 1
+
+
+def test_new_category_has_its_own_event() -> None:
+    rng = np.random.default_rng(300)
+    det = DriftDetector([("c", "categorical", {0: 5000.0, 1: 3000.0, 2: 2000.0})])
+    det.update(rng.choice(3, p=[0.5, 0.3, 0.2], size=(5000, 1)).astype(float), 0)
+    x = rng.choice(3, p=[0.5, 0.3, 0.2], size=(5000, 1)).astype(float)
+    x[rng.random(5000) < 0.05] = -1.0  # 5 % of rows in a category the model does not know
+    ev = [e for e in det.update(x, 5000) if e.state == "drift_started"]
+    unknown = [e for e in ev if e.test == "unknown_category"]
+    assert unknown, ev
+    assert unknown[0].seq_last - 5000 < 600
+    assert det.summary()[0]["unknown_rate"] > 0.02
+
+
+def test_flapping_quality_alarm_needs_hysteresis() -> None:
+    rng = np.random.default_rng(400)
+    det = DriftDetector([("x", "numeric", rng.uniform(0, 1, 10000))], long_window_size=0)
+    n = 60_000
+    t = np.arange(n)
+    rate = 0.1 + 0.03 * np.sin(2 * np.pi * t / 3000)
+    x = rng.uniform(0, 1, n)
+    x[rng.random(n) < rate] = 5.0
+    ev = det.update(x.reshape(-1, 1), 0)
+    oor = [e.state for e in ev if e.test == "out_of_range"]
+    assert oor.count("drift_started") <= 1, oor
+
+
+def test_drift_worsened_during_an_episode() -> None:
+    rng = np.random.default_rng(500)
+    det = DriftDetector([("x", "numeric", rng.normal(size=10000))])
+    x = rng.normal(size=30_000)
+    x[5000:] += 0.3
+    x[15_000:] += 1.2
+    ev = det.update(x.reshape(-1, 1), 0)
+    states = [e.state for e in ev if e.test == "ks"]
+    assert states[0] == "drift_started"
+    worse = [e for e in ev if e.state == "drift_worsened"]
+    assert worse and worse[0].seq_last >= 15_000
+    # One event per window for one change: not one per check while the window fills.
+    assert sorted(e.window_size for e in worse) == [1000, 10000]
+    before = max(e.statistic for e in ev if e.seq_last < 15_000 and e.window_size == 1000)
+    short = [e for e in worse if e.window_size == 1000]
+    assert short and short[0].statistic > 1.5 * before
+
+
+def test_correction_acts_in_calibrated_mode() -> None:
+    rng = np.random.default_rng(600)
+    feats = _features(rng, 50)
+    thr = {}
+    for corr in ("none", "bonferroni"):
+        det = DriftDetector(feats, correction=corr)  # type: ignore[arg-type]
+        thr[corr] = det.summary(exact=False)[0]["threshold"]
+    # Bonferroni: each of 50 features gets 1/50 of the false-alarm budget.
+    assert thr["bonferroni"] > thr["none"] * 1.05
+
+
+def test_few_valued_numeric_feature_is_tested_on_its_values() -> None:
+    rng = np.random.default_rng(700)
+    vals = np.array([0.0, 1.0, 2.0, 3.0])
+    ref = rng.choice(vals, p=[0.4, 0.3, 0.2, 0.1], size=10000)
+    det = DriftDetector([("k", "numeric", ref)])
+    det.update(rng.choice(vals, p=[0.4, 0.3, 0.2, 0.1], size=(5000, 1)), 0)
+    assert det.summary()[0]["test"] == "chi2"
+    x = rng.choice(vals, p=[0.3, 0.3, 0.25, 0.15], size=(20_000, 1))
+    ev = [e for e in det.update(x, 5000) if e.state == "drift_started"]
+    assert ev and ev[0].test == "chi2"
+
+
+def test_event_pvalues_have_bounded_cost() -> None:
+    from edge_actors.drift.ks import EXACT_PVALUE_CELLS
+
+    for n, m in [(1000, 10000), (300, 10000), (2000, 5000), (1000, 1000), (50, 10000)]:
+        for d in (0.03, 0.06, 0.1, 0.2):
+            exact = ks_pvalue(d, n, m, "exact")
+            got, method = ks_pvalue_bounded(d, n, m)
+            assert method == ("exact" if n * m <= EXACT_PVALUE_CELLS else "approx")
+            if exact > 1e-6:
+                # The stated error of the approximation (docs/design.md).
+                assert got == pytest.approx(exact, rel=0.3), (n, m, d)

@@ -133,3 +133,36 @@ def test_asymptotic_threshold_is_conservative_for_large_windows() -> None:
         assert n * m > EXACT_COST_LIMIT
         thr = ks_threshold(n, m, alpha)
         assert ks_pvalue(thr, n, m, "exact") < alpha
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 8), st.integers(50, 2000), st.integers(50, 5000), st.integers(0, 2**32 - 1))
+def test_two_sample_chi2_matches_scipy_contingency(k: int, n: int, m: int, seed: int) -> None:
+    from edge_actors.drift.categorical import chi2_two_sample
+
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(k) * 2)
+    obs = np.bincount(rng.choice(k, p=p, size=n), minlength=k).astype(float)
+    ref = np.bincount(rng.choice(k, p=p, size=m), minlength=k).astype(float)
+    keep = (obs + ref) > 0
+    got = chi2_two_sample(obs, ref, min_expected_count=0.0)
+    if keep.sum() < 2:
+        return
+    res = stats.chi2_contingency(np.vstack([obs[keep], ref[keep]]), correction=False)
+    assert got.statistic == pytest.approx(res.statistic, rel=1e-9, abs=1e-9)
+    assert got.pvalue == pytest.approx(res.pvalue, rel=1e-6, abs=1e-12)
+
+
+def test_two_sample_chi2_is_the_one_sample_statistic_scaled_by_reference_size() -> None:
+    from edge_actors.drift.categorical import chi2_two_sample
+
+    obs = np.array([430.0, 240.0, 160.0, 100.0, 70.0])
+    ref = np.array([400.0, 250.0, 150.0, 120.0, 80.0]) * 10
+    one = chi2_test(obs, ref).statistic
+    two = chi2_two_sample(obs, ref).statistic
+    # N / (n + N) within the second-order term: the reference's own noise is accounted for.
+    assert two == pytest.approx(one * 10_000 / 11_000, rel=0.02)
+    # Dependent window records (variance inflation 3) count for less.
+    assert chi2_two_sample(obs, ref, inflation=3.0).statistic == pytest.approx(
+        two * 11_000 / (3 * 10_000 + 1000)
+    )

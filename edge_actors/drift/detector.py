@@ -14,10 +14,31 @@ Windows
 
 Tests
     Numeric features: two-sample KS against the reference (see
-    :mod:`edge_actors.drift.ks`).  Categorical features: chi-squared with an
-    OTHER bucket (:mod:`edge_actors.drift.categorical`).  Both kinds: NaN rate
-    above the reference's by more than ``nan_rate_threshold``, and (numeric)
-    share of values outside the reference range above ``out_of_range_threshold``.
+    :mod:`edge_actors.drift.ks`).  Numeric features whose reference has at
+    most ``discrete_max_values`` distinct values (counts, flags) are tested
+    like categorical ones on those values: KS thresholds assume continuous
+    data and are needlessly strict with ties.  Categorical features:
+    two-sample chi-squared (window counts vs reference counts, an OTHER
+    bucket; :mod:`edge_actors.drift.categorical`).  Data quality: NaN rate
+    above the reference's by more than ``nan_rate_threshold``; (numeric)
+    share of values outside the reference range above
+    ``out_of_range_threshold``; (categorical) share of values in categories
+    the reference never saw, above its own share by
+    ``unknown_category_threshold`` (test ``unknown_category``).
+
+Dependent records
+    The tests assume independent records; sensor streams are autocorrelated,
+    and a window of 1,000 AR(1) records with phi = 0.9 carries the
+    information of about 53 independent ones.  With ``autocorrelation`` on
+    (default) each tested window's lag-1 autocorrelation ``rho`` is
+    estimated (numeric: of the values, winsorized to the reference's 1st-99th
+    percentiles; categorical: of "same category as the previous record") and the
+    test uses the effective sample size ``n_eff = n (1 - rho) / (1 + rho)``
+    (the AR(1) variance inflation; for other dependence it is an
+    approximation).  Cost: on independent data ``rho`` is estimated around 0
+    with noise ``1 / sqrt(n)``, so thresholds rise by about 1 %; on
+    dependent data detection waits for more records, because there is less
+    information.  ``n_eff`` is in the summary and in every event.
 
 Modes
     ``calibrated`` (default): per-check thresholds from
@@ -27,9 +48,20 @@ Modes
     has a state machine: ``confirm_m`` exceedances among the last
     ``confirm_n`` checks of the short or of the long window emit
     ``drift_started``; ``confirm_n`` consecutive clean checks of every window
-    emit ``drift_resolved``.  The multiple-testing budget is split over the
-    features by the calibration itself (it divides by their number), so
-    ``correction`` is only reported in calibrated mode.
+    emit ``drift_resolved``.  During an episode, ``drift_worsened`` is
+    emitted when the effect size (KS D; for chi-squared Cohen's
+    ``w = sqrt(chi2 / n)``) reached by ``confirm_m`` of the last
+    ``confirm_n`` checks of a window is ``worsened_factor`` times the one
+    last reported, so a false or long episode cannot hide a larger change.
+    ``correction`` in calibrated mode: ``bonferroni`` (and ``bh``, which has
+    no streaming counterpart here and acts as ``bonferroni``) splits the
+    false-alarm budget over the ``k`` features (``erfa`` holds for all of
+    them together); ``none`` gives each feature the whole budget (``erfa``
+    holds per feature, ``k`` times more false alarms in total).
+    Data-quality alarms use the same m-of-n confirmation, and resolve only
+    after ``confirm_n`` checks below ``threshold * (1 - quality_hysteresis)``
+    (above the reference's own rate), so a rate hovering around the
+    threshold does not flap.
     ``per_check`` (the seed's behaviour): every check, KS (or chi-squared) on
     the short window, ``drift_started`` for each feature whose p-value is
     below ``threshold`` after ``correction`` - one event per alarming check,
@@ -40,6 +72,9 @@ Modes
 ``DriftEvent.threshold`` is the value the statistic was compared with: a KS
 D threshold in calibrated mode, a p-value threshold (after correction) in
 per_check mode and for chi-squared, a rate for the data-quality tests.
+KS p-values in events and summaries come from
+:func:`~edge_actors.drift.ks.ks_pvalue_bounded` (exact for small sizes,
+else an approximation within 30 %): they never cost more than microseconds.
 
 Falling behind
     ``update(..., budget=seconds)`` doubles the effective cadence (up to 64x)
@@ -60,11 +95,16 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from edge_actors.drift import defaults as D
 from edge_actors.drift.calibration import ks_threshold, per_check_alpha
-from edge_actors.drift.categorical import CategoricalReference
+from edge_actors.drift.categorical import (
+    CategoricalReference,
+    Chi2Result,
+    category_autocorrelation,
+)
 from edge_actors.drift.corrections import Correction, adjust_pvalues
 from edge_actors.drift.distances import NumericPSI, WassersteinReference, wasserstein_1
-from edge_actors.drift.ks import KSChecker, KSReference, ks_pvalue
+from edge_actors.drift.ks import KSChecker, KSReference, ks_pvalue_bounded
 
 __all__ = ["DriftDetector", "DriftEvent", "FeatureKind", "Mode"]
 
@@ -73,8 +113,10 @@ logger = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float64]
 FeatureKind = Literal["numeric", "categorical"]
 Mode = Literal["calibrated", "per_check"]
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _MAX_STRETCH = 64
+#: Tests whose events are data-quality alarms (a rate against a threshold).
+QUALITY_TESTS = ("nan_rate", "out_of_range", "unknown_category")
 
 
 @dataclass(frozen=True)
@@ -94,6 +136,8 @@ class DriftEvent:
     seq_first: int
     seq_last: int
     reference_hash: str
+    #: Effective sample size of the window (``window_size`` less NaNs, less dependence).
+    n_eff: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the fields."""
@@ -109,12 +153,15 @@ class _Machine:
         self.clean: dict[str, int] = dict.fromkeys(channels, n)
         self.drifting = False
 
-    def step(self, channel: str, hit: bool) -> str | None:
+    def step(self, channel: str, hit: bool, clean: bool | None = None) -> str | None:
+        """One check's outcome; ``clean`` (default: not ``hit``) counts towards resolving."""
         hist = self.hist[channel]
         hist.append(hit)
         if len(hist) > self.n:
             del hist[0]
-        self.clean[channel] = 0 if hit else self.clean[channel] + 1
+        if clean is None:
+            clean = not hit
+        self.clean[channel] = self.clean[channel] + 1 if clean else 0
         if not self.drifting:
             if sum(hist) >= self.m:
                 self.drifting = True
@@ -142,14 +189,47 @@ class _Machine:
         self.drifting = bool(d["drifting"])
 
 
+def _lag1_autocorrelation(x: FloatArray) -> float:
+    """Lag-1 autocorrelation of a time-ordered series (NaN = missing), clipped to [0, 0.999]."""
+    ok = ~np.isnan(x)
+    n = int(np.count_nonzero(ok))
+    if n < 3:
+        return 0.0
+    z = np.where(ok, x - float(x[ok].mean()), 0.0)
+    var = float(np.dot(z, z)) / n
+    pairs = n - 1 if n == x.shape[0] else int(np.count_nonzero(ok[1:] & ok[:-1]))
+    if var <= 0.0 or pairs < 2:
+        return 0.0
+    # Missing values are zeros in z: the pair sum covers the valid pairs only.
+    cov = float(np.dot(z[1:], z[:-1])) / pairs
+    return min(max(cov / var, 0.0), 0.999)
+
+
+def effective_size(n: float, rho: float) -> float:
+    """AR(1) effective sample size ``n (1 - rho) / (1 + rho)`` (at least 1 when ``n > 0``)."""
+    if n <= 0:
+        return 0.0
+    return max(1.0, n * (1.0 - rho) / (1.0 + rho))
+
+
 class _Feature:
     """Per-feature reference, work buffers, thresholds, machines and last results."""
 
-    def __init__(self, name: str, kind: FeatureKind, reference: Any, max_window: int) -> None:
+    def __init__(
+        self,
+        name: str,
+        kind: FeatureKind,
+        reference: Any,
+        max_window: int,
+        nan_rate: float | None,
+        discrete_max_values: int,
+    ) -> None:
         self.name, self.kind = name, kind
         self.ref_nan_rate = 0.0
         self.ks: KSChecker | None = None
         self.cat: CategoricalReference | None = None
+        #: Distinct reference values of a few-valued numeric feature (tested with chi-squared).
+        self.support: FloatArray | None = None
         if kind == "numeric":
             if isinstance(reference, KSReference):
                 ks_ref = reference
@@ -158,9 +238,20 @@ class _Feature:
                 if raw.shape[0]:
                     self.ref_nan_rate = float(np.isnan(raw).mean())
                 ks_ref = KSReference(raw)
-            self.ks = KSChecker(ks_ref, max_window)
             self.n_ref = ks_ref.n
             self.ref_min, self.ref_max = ks_ref.min, ks_ref.max
+            values = ks_ref.values
+            self.q_lo = float(values[int(0.01 * (values.shape[0] - 1))])
+            self.q_hi = float(values[int(0.99 * (values.shape[0] - 1))])
+            distinct = int(np.count_nonzero(np.diff(values))) + 1
+            if 1 < distinct <= discrete_max_values:
+                support, counts = np.unique(values, return_counts=True)
+                self.support = support
+                self.cat = CategoricalReference(
+                    {i: float(c) for i, c in enumerate(counts.tolist())}
+                )
+            else:
+                self.ks = KSChecker(ks_ref, max_window)
         elif kind == "categorical":
             if isinstance(reference, CategoricalReference):
                 self.cat = reference
@@ -175,15 +266,34 @@ class _Feature:
             self.ref_min = self.ref_max = math.nan
         else:
             raise ValueError(f"feature {name!r}: unknown kind {kind!r}")
-        self.test = "ks" if kind == "numeric" else "chi2"
+        if nan_rate is not None:
+            if not 0.0 <= nan_rate <= 1.0:
+                raise ValueError(f"feature {name!r}: reference NaN rate {nan_rate} not in [0, 1]")
+            self.ref_nan_rate = float(nan_rate)
+        self.test = "ks" if self.ks is not None else "chi2"
         self.thr_short = math.nan
         self.thr_long = math.nan
         self.last: dict[str, float] = {}
         self.last_long: dict[str, float] = {}
+        #: drift_worsened: effect sizes of the last checks and the one last reported, per window.
+        self.effects: dict[str, list[float]] = {}
+        self.reported: dict[str, float] = {}
+        self.settle: dict[str, int] = {}
+
+    def codes(self, window: FloatArray) -> FloatArray:
+        """Values of a few-valued numeric feature as bucket codes (-1: not a reference value)."""
+        assert self.support is not None
+        k = self.support.shape[0]
+        pos = np.minimum(np.searchsorted(self.support, window), k - 1)
+        out = np.where(self.support[pos] == window, pos, -1).astype(np.float64)
+        out[np.isnan(window)] = np.nan
+        return out
 
 
 class DriftDetector:
     """Streaming drift detector over several features; see the module docstring.
+
+    Defaults are the shipped configuration's (:mod:`edge_actors.drift.defaults`).
 
     Args:
         features: ``(name, kind, reference)`` per column; ``kind`` is
@@ -199,7 +309,7 @@ class DriftDetector:
         min_statistic: effect-size floor on KS D (calibrated mode).
         confirm_m: exceedances needed among the last ``confirm_n`` checks.
         confirm_n: window of the confirmation, and clean checks needed to resolve.
-        correction: ``'bonferroni'``, ``'bh'`` or ``'none'`` (per_check mode).
+        correction: ``'bonferroni'``, ``'bh'`` or ``'none'`` (see the module docstring).
         nan_rate_threshold: alarm when the NaN rate exceeds the reference's by this.
         out_of_range_threshold: alarm when this share of values is outside the reference range.
         min_expected_count: chi-squared buckets below this expected count are pooled.
@@ -207,28 +317,43 @@ class DriftDetector:
         long_check_frequency: records between long-window checks (default above).
         cache_dir: where calibrated thresholds are cached (none: recomputed).
         clock: returns epoch seconds for event times.
+        unknown_category_threshold: alarm when the share of unknown categories
+            exceeds the reference's by this.
+        quality_hysteresis: data-quality alarms resolve below ``threshold * (1 - this)``.
+        worsened_factor: effect growth that emits ``drift_worsened`` (0: never).
+        autocorrelation: test with the effective sample size of dependent records.
+        discrete_max_values: numeric features with at most this many distinct
+            reference values are tested with chi-squared on them (0: never).
+        nan_rates: reference NaN rate per feature name, for references given
+            without their NaNs (a sorted sample); otherwise taken from the values.
     """
 
     def __init__(
         self,
         features: Sequence[tuple[str, FeatureKind, Any]],
-        window_size: int = 1000,
-        long_window_size: int = 10000,
-        check_frequency: int = 100,
-        mode: Mode = "calibrated",
-        threshold: float = 0.05,
-        erfa: float = 1_000_000.0,
-        min_statistic: float = 0.02,
-        confirm_m: int = 3,
-        confirm_n: int = 5,
-        correction: Correction = "bonferroni",
-        nan_rate_threshold: float = 0.1,
-        out_of_range_threshold: float = 0.1,
-        min_expected_count: float = 5.0,
+        window_size: int = D.WINDOW_SIZE,
+        long_window_size: int = D.LONG_WINDOW_SIZE,
+        check_frequency: int = D.CHECK_FREQUENCY,
+        mode: Mode = D.MODE,  # type: ignore[assignment]
+        threshold: float = D.THRESHOLD,
+        erfa: float = D.EXPECTED_RECORDS_TO_FALSE_ALARM,
+        min_statistic: float = D.MIN_STATISTIC,
+        confirm_m: int = D.CONFIRM_M,
+        confirm_n: int = D.CONFIRM_N,
+        correction: Correction = D.CORRECTION,  # type: ignore[assignment]
+        nan_rate_threshold: float = D.NAN_RATE_THRESHOLD,
+        out_of_range_threshold: float = D.OUT_OF_RANGE_THRESHOLD,
+        min_expected_count: float = D.MIN_EXPECTED_COUNT,
         reference_hash: str = "",
         long_check_frequency: int | None = None,
         cache_dir: str | None = None,
         clock: Callable[[], float] = time.time,
+        unknown_category_threshold: float = D.UNKNOWN_CATEGORY_THRESHOLD,
+        quality_hysteresis: float = D.QUALITY_HYSTERESIS,
+        worsened_factor: float = D.WORSENED_FACTOR,
+        autocorrelation: bool = D.AUTOCORRELATION,
+        discrete_max_values: int = D.DISCRETE_MAX_VALUES,
+        nan_rates: Mapping[str, float] | None = None,
     ) -> None:
         if not features:
             raise ValueError("at least one feature is required")
@@ -238,6 +363,8 @@ class DriftDetector:
             raise ValueError(f"need 1 <= confirm_m <= confirm_n, got {confirm_m}, {confirm_n}")
         if mode not in ("calibrated", "per_check"):
             raise ValueError(f"unknown mode {mode!r}")
+        if not 0.0 <= quality_hysteresis < 1.0:
+            raise ValueError(f"quality_hysteresis must be in [0, 1), got {quality_hysteresis}")
         self.window_size = int(window_size)
         self.long_window_size = int(long_window_size)
         if 0 < self.long_window_size <= self.window_size:
@@ -250,6 +377,10 @@ class DriftDetector:
         self.correction: Correction = correction
         self.nan_rate_threshold = float(nan_rate_threshold)
         self.out_of_range_threshold = float(out_of_range_threshold)
+        self.unknown_category_threshold = float(unknown_category_threshold)
+        self.quality_hysteresis = float(quality_hysteresis)
+        self.worsened_factor = float(worsened_factor)
+        self.autocorrelation = bool(autocorrelation)
         self.min_expected_count = float(min_expected_count)
         self.reference_hash = reference_hash
         self.cache_dir = cache_dir
@@ -260,7 +391,11 @@ class DriftDetector:
             long_check_frequency = -(-base // self._check_frequency) * self._check_frequency
         self.long_check_frequency = int(long_check_frequency)
         self._ring_len = max(self.window_size, self.long_window_size)
-        self._features = [_Feature(name, kind, ref, self._ring_len) for name, kind, ref in features]
+        rates = nan_rates or {}
+        self._features = [
+            _Feature(name, kind, ref, self._ring_len, rates.get(name), int(discrete_max_values))
+            for name, kind, ref in features
+        ]
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
         self._pos = 0
         self._count = 0
@@ -268,6 +403,8 @@ class DriftDetector:
         self._next_check = self._check_frequency
         self._next_long = self._ring_len
         self._last_seq = -1
+        #: Checks run by this object (not checkpointed): lets a caller measure their cost.
+        self.checks_run = 0
         self._machines: list[dict[str, _Machine]] = []
         for _ in self._features:
             channels = ["short", "long"] if self.long_window_size else ["short"]
@@ -276,17 +413,26 @@ class DriftDetector:
                     "stat": _Machine(channels, self.confirm_m, self.confirm_n),
                     "nan_rate": _Machine(["short"], self.confirm_m, self.confirm_n),
                     "out_of_range": _Machine(["short"], self.confirm_m, self.confirm_n),
+                    "unknown_category": _Machine(["short"], self.confirm_m, self.confirm_n),
                 }
             )
-        self._pcache: dict[tuple[float, int, int], float] = {}
         # Built on first use: only summaries report distances.
         self._dist_refs: dict[int, tuple[WassersteinReference, NumericPSI]] = {}
         self._calibrate()
 
     # ------------------------------------------------------------------ setup
 
+    @property
+    def effective_correction(self) -> Correction:
+        """The correction that acts: in calibrated mode ``bh`` acts as ``bonferroni``."""
+        if self.mode == "calibrated" and self.correction == "bh":
+            return "bonferroni"
+        return self.correction
+
     def _calibrate(self) -> None:
-        k = len(self._features)
+        # Calibrated mode: the budget is split over the k features unless the
+        # correction is 'none' (then erfa holds per feature).
+        k = len(self._features) if self.effective_correction != "none" else 1
         if self.mode == "calibrated":
             share = 0.5 if self.long_window_size else 1.0
             self.alpha_short = per_check_alpha(
@@ -342,7 +488,11 @@ class DriftDetector:
     # ------------------------------------------------------------------ streaming
 
     def update(
-        self, values: npt.ArrayLike, seq_first: int, budget: float | None = None
+        self,
+        values: npt.ArrayLike,
+        seq_first: int,
+        budget: float | None = None,
+        tick: Callable[[], None] | None = None,
     ) -> list[DriftEvent]:
         """Consume records ``seq_first ..`` (rows; columns = features) and run due checks.
 
@@ -352,6 +502,9 @@ class DriftDetector:
             seq_first: sequence number of the first row.
             budget: seconds the checks of this call may take before the
                 cadence is stretched.
+            tick: called after each feature of a check: a check of many
+                features on a slow box can take seconds, and the caller must
+                keep heartbeating meanwhile.
         """
         arr = np.asarray(values, dtype=np.float64)
         if arr.ndim == 1:
@@ -371,7 +524,7 @@ class DriftDetector:
                 self._next_check = self._count + self._eff_c
                 if self._count >= self.window_size:
                     t0 = time.perf_counter()
-                    events.extend(self._check())
+                    events.extend(self._check(tick))
                     spent += time.perf_counter() - t0
         if budget is not None:
             if spent > budget and self._eff_c < self._check_frequency * _MAX_STRETCH:
@@ -413,30 +566,26 @@ class DriftDetector:
             return {"wasserstein": math.nan, "psi": math.nan}
         if f.ks is None:
             assert f.cat is not None
-            return {"wasserstein": math.nan, "psi": f.cat.psi(w)}
+            codes = f.codes(w) if f.support is not None else w
+            return {"wasserstein": math.nan, "psi": f.cat.psi(codes)}
         refs = self._dist_refs.get(i)
         if refs is None:
             values = f.ks.ref.values
             refs = self._dist_refs[i] = (WassersteinReference(values), NumericPSI(values))
         return {"wasserstein": wasserstein_1(w, refs[0]), "psi": refs[1](w)}
 
-    def _pvalue(self, d: float, n: int, m: int) -> float:
-        key = (d, n, m)
-        p = self._pcache.get(key)
-        if p is None:
-            if len(self._pcache) > 256:
-                self._pcache.clear()
-            p = ks_pvalue(d, n, m)
-            self._pcache[key] = p
-        return p
+    def _pvalue(self, d: float, n_eff: float, m: int) -> float:
+        """KS p-value at a bounded cost (see :func:`ks_pvalue_bounded`)."""
+        return ks_pvalue_bounded(d, n_eff, m)[0]
 
-    def _scaled(self, thr: float, size: int, n_valid: int, n_ref: int) -> float:
-        if n_valid == size:
+    def _scaled(self, thr: float, size: int, n_eff: float, n_ref: int) -> float:
+        if n_eff >= size:
             return thr
-        # Asymptotic scaling of the critical D with the effective sample size.
+        # Asymptotic scaling of the critical D with the effective sample size
+        # (fewer valid values, or dependent ones).
         en_full = size * n_ref / (size + n_ref)
-        en_valid = n_valid * n_ref / (n_valid + n_ref)
-        return thr * math.sqrt(en_full / en_valid)
+        en_eff = n_eff * n_ref / (n_eff + n_ref)
+        return thr * math.sqrt(en_full / en_eff)
 
     def _evaluate(self, fi: int, size: int) -> dict[str, float]:
         """Run the test of one feature on one window; return its results."""
@@ -448,26 +597,67 @@ class DriftDetector:
             n_valid = size - n_nan
             res["nan_rate"] = n_nan / size
             res["n"] = float(n_valid)
+            res["unknown_rate"] = math.nan
             if n_valid == 0:
                 res["statistic"] = math.nan
                 res["out_of_range_rate"] = math.nan
+                res["n_eff"] = 0.0
+                res["autocorrelation"] = math.nan
                 return res
             valid = buf[:n_valid]
             lo = int(np.searchsorted(valid, f.ref_min, side="left"))
             hi = int(np.searchsorted(valid, f.ref_max, side="right"))
             res["out_of_range_rate"] = (lo + n_valid - hi) / n_valid
             res["statistic"] = f.ks.statistic_sorted(valid)
+            rho = 0.0
+            if self.autocorrelation:
+                # Values winsorized to the reference's 1st..99th percentiles, so
+                # that a few spikes cannot hide the dependence of the rest.
+                w = np.clip(np.concatenate((a, b)), f.q_lo, f.q_hi)
+                rho = _lag1_autocorrelation(w)
+            res["autocorrelation"] = rho
+            res["n_eff"] = effective_size(n_valid, rho)
+            res["effect"] = res["statistic"]
         else:
             assert f.cat is not None
             window = np.concatenate([a, b])
             n_nan = int(np.count_nonzero(np.isnan(window)))
             res["nan_rate"] = n_nan / size
-            res["out_of_range_rate"] = math.nan
-            chi = f.cat.chi2(window, self.min_expected_count)
+            if f.support is not None:
+                valid = window[~np.isnan(window)]
+                n_valid = valid.shape[0]
+                res["out_of_range_rate"] = (
+                    float(np.count_nonzero((valid < f.ref_min) | (valid > f.ref_max))) / n_valid
+                    if n_valid
+                    else math.nan
+                )
+                window = f.codes(window)
+            else:
+                res["out_of_range_rate"] = math.nan
+            rho = category_autocorrelation(window) if self.autocorrelation else 0.0
+            inflation = (1.0 + rho) / (1.0 - rho)
+            counts = f.cat.bucket_counts(window)
+            n_counted = float(counts.sum())
+            res["unknown_rate"] = (
+                float(counts[-1]) / n_counted if n_counted and f.support is None else math.nan
+            )
+            chi = self._chi2(f.cat, counts, inflation)
             res["statistic"] = chi.statistic
             res["p_value"] = chi.pvalue
             res["n"] = float(chi.n)
+            res["autocorrelation"] = rho
+            res["n_eff"] = effective_size(float(chi.n), rho)
+            res["effect"] = (
+                math.sqrt(chi.statistic * inflation / chi.n)
+                if chi.n and not math.isnan(chi.statistic)
+                else math.nan
+            )
         return res
+
+    def _chi2(self, cat: CategoricalReference, counts: FloatArray, inflation: float) -> Chi2Result:
+        from edge_actors.drift.categorical import chi2_two_sample
+
+        return chi2_two_sample(counts, cat.counts, self.min_expected_count, inflation)
 
     def _event(
         self, f: _Feature, test: str, res: Mapping[str, float], threshold: float, state: str
@@ -475,9 +665,13 @@ class DriftDetector:
         size = int(res["window"])
         p = res.get("p_value", math.nan)
         if test == "ks" and math.isnan(p) and not math.isnan(res["statistic"]):
-            p = self._pvalue(res["statistic"], int(res["n"]), f.n_ref)
-        if test in ("nan_rate", "out_of_range"):
-            stat = res["nan_rate"] if test == "nan_rate" else res["out_of_range_rate"]
+            p = self._pvalue(res["statistic"], res.get("n_eff", res["n"]), f.n_ref)
+        if test in QUALITY_TESTS:
+            stat = res[
+                {"nan_rate": "nan_rate", "out_of_range": "out_of_range_rate"}.get(
+                    test, "unknown_rate"
+                )
+            ]
             p = math.nan
         else:
             stat = res["statistic"]
@@ -488,16 +682,18 @@ class DriftDetector:
             statistic=float(stat),
             p_value=float(p),
             threshold=float(threshold),
-            correction=self.correction,
+            correction=self.effective_correction,
             window_size=size,
             n_ref=f.n_ref,
             state=state,
             seq_first=self._last_seq - size + 1,
             seq_last=self._last_seq,
             reference_hash=self.reference_hash,
+            n_eff=float(res.get("n_eff", math.nan)),
         )
 
-    def _check(self) -> list[DriftEvent]:
+    def _check(self, tick: Callable[[], None] | None = None) -> list[DriftEvent]:
+        self.checks_run += 1
         events: list[DriftEvent] = []
         do_long = (
             self.mode == "calibrated"
@@ -506,7 +702,11 @@ class DriftDetector:
         )
         if do_long:
             self._next_long = self._count + self.long_check_frequency
-        short = [self._evaluate(i, self.window_size) for i in range(len(self._features))]
+        short = []
+        for i in range(len(self._features)):
+            short.append(self._evaluate(i, self.window_size))
+            if tick is not None:
+                tick()
         for f, res in zip(self._features, short, strict=True):
             f.last = res
         if self.mode == "per_check":
@@ -518,6 +718,8 @@ class DriftDetector:
                     lres = self._evaluate(i, self.long_window_size)
                     f.last_long = lres
                     events.extend(self._calibrated_step(i, f, lres, "long", f.thr_long))
+                    if tick is not None:
+                        tick()
         for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
             events.extend(self._quality_step(i, f, res))
         return events
@@ -531,17 +733,44 @@ class DriftDetector:
             used = thr
         elif f.ks is not None:
             size = int(res["window"])
-            used = self._scaled(thr, size, int(res["n"]), f.n_ref)
+            used = self._scaled(thr, size, res["n_eff"], f.n_ref)
             hit = stat >= used - 1e-12 and stat >= self.min_statistic
         else:
             used = thr
             hit = res["p_value"] < thr
         res["threshold"] = used
         res["exceeded"] = float(hit)
-        state = self._machines[i]["stat"].step(channel, hit)
-        if state is None:
+        machine = self._machines[i]["stat"]
+        state = machine.step(channel, hit)
+        effect = res.get("effect", math.nan)
+        hist = f.effects.setdefault(channel, [])
+        hist.append(0.0 if math.isnan(effect) else effect)
+        if len(hist) > self.confirm_n:
+            del hist[0]
+        if state == "drift_started":
+            f.reported = {channel: hist[-1]}
+            # The statistic keeps growing while the windows fill with the new
+            # data: that is the same change, not a worse one.
+            f.settle = {"short": self._count + self.window_size}
+            f.settle["long"] = self._count + self.long_window_size
+        elif state == "drift_resolved":
+            f.reported = {}
+        if state is not None:
+            return [self._event(f, f.test, res, used, state)]
+        if not machine.drifting or self.worsened_factor <= 0 or len(hist) < self.confirm_m:
             return []
-        return [self._event(f, f.test, res, used, state)]
+        # The effect reached by m of the last n checks: one noisy check cannot worsen.
+        confirmed = sorted(hist)[-self.confirm_m]
+        before = f.reported.get(channel)
+        if before is None or self._count < f.settle.get(channel, 0):
+            f.reported[channel] = max(confirmed, before or 0.0)
+            return []
+        if confirmed > 0 and confirmed >= self.worsened_factor * before:
+            f.reported[channel] = confirmed
+            size = self.window_size if channel == "short" else self.long_window_size
+            f.settle[channel] = self._count + size
+            return [self._event(f, f.test, res, used, "drift_worsened")]
+        return []
 
     def _per_check(self, short: list[dict[str, float]]) -> list[DriftEvent]:
         pvals = np.ones(len(self._features))
@@ -552,10 +781,10 @@ class DriftDetector:
             elif f.ks is None:
                 pvals[i] = res["p_value"]
             else:
-                # p >= threshold cannot be rejected by any correction: skip the exact p.
-                crit = self._scaled(f.thr_short, self.window_size, int(res["n"]), f.n_ref)
+                # p >= threshold cannot be rejected by any correction: skip the p-value.
+                crit = self._scaled(f.thr_short, self.window_size, res["n_eff"], f.n_ref)
                 if stat >= 0.95 * crit - 1e-12:
-                    pvals[i] = self._pvalue(stat, int(res["n"]), f.n_ref)
+                    pvals[i] = self._pvalue(stat, res["n_eff"], f.n_ref)
                     res["p_value"] = pvals[i]
         adjusted = adjust_pvalues(pvals, self.correction)
         k = int(np.count_nonzero(~np.isnan(pvals)))
@@ -569,21 +798,41 @@ class DriftDetector:
                 events.append(self._event(f, f.test, res, corrected, "drift_started"))
         return events
 
+    def _quality(
+        self,
+        i: int,
+        f: _Feature,
+        res: dict[str, float],
+        test: str,
+        rate: float,
+        base: float,
+        excess: float,
+    ) -> list[DriftEvent]:
+        if math.isnan(rate):
+            return []
+        thr = base + excess
+        # Hysteresis: between the lower level and the threshold a check is neither.
+        clean = rate <= base + excess * (1.0 - self.quality_hysteresis)
+        state = self._machines[i][test].step("short", rate > thr, clean)
+        return [] if state is None else [self._event(f, test, res, thr, state)]
+
     def _quality_step(self, i: int, f: _Feature, res: dict[str, float]) -> list[DriftEvent]:
-        events = []
-        nan_thr = f.ref_nan_rate + self.nan_rate_threshold
-        state = self._machines[i]["nan_rate"].step("short", res["nan_rate"] > nan_thr)
-        if state is not None:
-            events.append(self._event(f, "nan_rate", res, nan_thr, state))
-        oor = res["out_of_range_rate"]
-        if not math.isnan(oor):
-            state = self._machines[i]["out_of_range"].step(
-                "short", oor > self.out_of_range_threshold
+        events = self._quality(
+            i, f, res, "nan_rate", res["nan_rate"], f.ref_nan_rate, self.nan_rate_threshold
+        )
+        events += self._quality(
+            i, f, res, "out_of_range", res["out_of_range_rate"], 0.0, self.out_of_range_threshold
+        )
+        if f.cat is not None and f.support is None:
+            events += self._quality(
+                i,
+                f,
+                res,
+                "unknown_category",
+                res["unknown_rate"],
+                f.cat.other_share,
+                self.unknown_category_threshold,
             )
-            if state is not None:
-                events.append(
-                    self._event(f, "out_of_range", res, self.out_of_range_threshold, state)
-                )
         return events
 
     # ------------------------------------------------------------------ reporting
@@ -591,20 +840,18 @@ class DriftDetector:
     def summary(self, exact: bool = True) -> list[dict[str, Any]]:
         """Per-feature last results: statistic, p-value, threshold, state, data-quality rates.
 
-        KS p-values are computed here (milliseconds each when exact), not at
-        every check. ``exact=False`` uses the asymptotic distribution: for a
-        status display that must not stall the worker's loop.
+        KS p-values are computed here at a bounded cost (microseconds;
+        :func:`~edge_actors.drift.ks.ks_pvalue_bounded`). ``exact`` is kept
+        for callers of the earlier API and no longer changes the cost.
         """
+        del exact
         out = []
         for i, (f, machines) in enumerate(zip(self._features, self._machines, strict=True)):
             res = f.last
             stat = res.get("statistic", math.nan)
             p = res.get("p_value", math.nan)
             if f.ks is not None and math.isnan(p) and not math.isnan(stat) and "n" in res:
-                if exact:
-                    p = self._pvalue(stat, int(res["n"]), f.n_ref)
-                else:
-                    p = ks_pvalue(stat, int(res["n"]), f.n_ref, "asymp")
+                p = self._pvalue(stat, res.get("n_eff", res["n"]), f.n_ref)
             item: dict[str, Any] = {
                 "feature": f.name,
                 "test": f.test,
@@ -614,6 +861,10 @@ class DriftDetector:
                 "state": "drifting" if machines["stat"].drifting else "ok",
                 "nan_rate": res.get("nan_rate", math.nan),
                 "out_of_range_rate": res.get("out_of_range_rate", math.nan),
+                "unknown_rate": res.get("unknown_rate", math.nan),
+                "n_eff": res.get("n_eff", math.nan),
+                "autocorrelation": res.get("autocorrelation", math.nan),
+                "quality": sorted(t for t in QUALITY_TESTS if machines[t].drifting),
                 "window_size": self.window_size,
                 "n_ref": f.n_ref,
                 **self._distances(i, f),
@@ -621,6 +872,7 @@ class DriftDetector:
             if f.last_long:
                 item["long_statistic"] = f.last_long.get("statistic", math.nan)
                 item["long_threshold"] = f.last_long.get("threshold", f.thr_long)
+                item["long_n_eff"] = f.last_long.get("n_eff", math.nan)
             out.append(item)
         return out
 
@@ -653,6 +905,9 @@ class DriftDetector:
             "machines": [{k: m.state() for k, m in ms.items()} for ms in self._machines],
             "last": [dict(f.last) for f in self._features],
             "last_long": [dict(f.last_long) for f in self._features],
+            "effects": [{k: list(v) for k, v in f.effects.items()} for f in self._features],
+            "reported": [dict(f.reported) for f in self._features],
+            "settle": [dict(f.settle) for f in self._features],
         }
 
     def load_state_dict(self, d: Mapping[str, Any]) -> None:
@@ -676,6 +931,17 @@ class DriftDetector:
         for ms, saved in zip(self._machines, d["machines"], strict=True):
             for k, m in ms.items():
                 m.load(saved[k])
-        for f, last, last_long in zip(self._features, d["last"], d["last_long"], strict=True):
+        for f, last, last_long, eff, rep, settle in zip(
+            self._features,
+            d["last"],
+            d["last_long"],
+            d["effects"],
+            d["reported"],
+            d["settle"],
+            strict=True,
+        ):
             f.last = {str(k): float(v) for k, v in last.items()}
             f.last_long = {str(k): float(v) for k, v in last_long.items()}
+            f.effects = {str(k): [float(x) for x in v] for k, v in eff.items()}
+            f.reported = {str(k): float(v) for k, v in rep.items()}
+            f.settle = {str(k): int(v) for k, v in settle.items()}

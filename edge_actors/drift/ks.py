@@ -52,7 +52,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge_actors.drift.special import kolmogi, smirnov
+from edge_actors.drift.special import kolmogi, kolmogorov, smirnov
 
 __all__ = [
     "MAX_AUTO_N",
@@ -61,6 +61,7 @@ __all__ = [
     "KSResult",
     "ks_critical_statistic",
     "ks_pvalue",
+    "ks_pvalue_bounded",
     "ks_statistic",
     "ks_test",
 ]
@@ -626,6 +627,34 @@ def ks_test(d: float, n: int, m: int, method: Method = "auto") -> KSResult:
 def ks_pvalue(d: float, n: int, m: int, method: Method = "auto") -> float:
     """Two-sided KS p-value; equal to ``scipy.stats.ks_2samp(...).pvalue``."""
     return ks_test(d, n, m, method).pvalue
+
+
+#: Above this ``n * m`` an event's p-value comes from the corrected limiting
+#: distribution (:func:`ks_pvalue_bounded`): an exact unequal-size p-value costs
+#: about 85 ns per lattice cell here (0.64 s at 1,000 x 10,000, 25x that on a
+#: slow arm box), the approximation a few microseconds at any size.
+EXACT_PVALUE_CELLS = 250_000
+
+
+def ks_pvalue_bounded(d: float, n: float, m: int) -> tuple[float, Literal["exact", "approx"]]:
+    """Two-sided KS p-value at a bounded cost; returns ``(p, method)``.
+
+    Exact (as :func:`ks_pvalue`) when ``n * m <= EXACT_PVALUE_CELLS`` and ``n``
+    is a whole number; otherwise Stephens' corrected limiting distribution
+    ``kolmogorov((sqrt(en) + 0.12 + 0.11 / sqrt(en)) * d)`` with
+    ``en = n m / (n + m)``, which costs microseconds whatever the sizes and
+    accepts a fractional (effective) ``n``. Stated error: within 30 % of the
+    exact p-value for p above 1e-6 on the sizes the tests check (the
+    largest deviations come from the lattice of equal sample sizes); the
+    detector's decisions never use it, only the p-value it reports.
+    """
+    if n <= 0 or m <= 0 or math.isnan(d):
+        return math.nan, "approx"
+    if float(n).is_integer() and n * m <= EXACT_PVALUE_CELLS:
+        return ks_pvalue(d, int(n), m), "exact"
+    en = n * m / (n + m)
+    s = math.sqrt(en)
+    return _clip(kolmogorov((s + 0.12 + 0.11 / s) * d)), "approx"
 
 
 def ks_critical_statistic(alpha: float, n: int, m: int, method: Method = "auto") -> float:

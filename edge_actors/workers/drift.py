@@ -12,22 +12,37 @@ the events not yet written are checkpointed together *before* the events go
 to the events ring, with the events ring's write position; a restarted
 worker resumes from the checkpoint, writes the pending events only if the
 ring does not have them yet, and re-reads the lanes from the checkpointed
-cursors. The checkpoint lives in ``run_dir`` (tmpfs on a normal system):
-it must survive a worker restart, not a reboot, and must not wear the SD card.
+cursors. The checkpoint lives in ``data_dir`` next to the outbox it belongs
+to (mode 0600), bound to the reference's content hash, the model schema and
+the detector settings: any difference starts fresh and says why in the log.
+It is written every ``checkpoint_interval_seconds`` while records flow (a few
+MB each time must not wear an SD card), before events and at a clean stop.
+
+Bounded steps: a step feeds slices sized from the measured cost of a check
+(a quarter of the step budget, one check at least) and stops at a time
+budget (a quarter of the heartbeat interval, at most 0.5 s), heartbeating
+between slices and between the features of a check; event p-values cost
+microseconds (:func:`~edge_actors.drift.ks.ks_pvalue_bounded`). On a slow
+box the worker falls behind (and its cadence stretches) rather than missing
+heartbeats.
 
 A bad reference does not crash the worker (a crash loop would take the whole
-agent down): it stays up, idle, and ``status`` shows why.
+agent down): whatever the exception, it stays up, idle, with the reason in
+``status``, and still drains the lanes so that retired lanes are removed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,15 +51,26 @@ from edge_actors.ring import Ring, RingConsumer, RingError, RingWriter
 from edge_actors.topology import DRIFT, RingSpec, dtype_for
 from edge_actors.workers.base import Worker
 
+if TYPE_CHECKING:
+    from edge_actors.config import Config, DriftConfig
+    from edge_actors.drift.reference import Reference
+
 log = logging.getLogger(__name__)
 
-#: Records read from one lane per step (bounded work between heartbeats).
+#: Most records read from one lane in one slice.
 READ_BATCH = 20_000
-#: Checkpoint at least this often while records flow.
-CHECKPOINT_SECONDS = 2.0
+#: A step stops after this share of the heartbeat interval ...
+STEP_SHARE_OF_HEARTBEAT = 0.25
+#: ... and after this many seconds at most.
+MAX_STEP_SECONDS = 0.5
+#: A slice aims at this share of the step budget (from the measured cost per check).
+SLICE_SHARE_OF_STEP = 0.25
+#: The measured cost per check decays this fast towards cheaper checks: long-window
+#: checks cost ~10x a short one, and slices must be sized for them.
+CHECK_COST_DECAY = 0.9
 #: Recompute the status summary (it computes KS p-values) this often.
 SUMMARY_SECONDS = 5.0
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -52,10 +78,126 @@ class _Group:
     """One detector over the fields of one side (inputs or outputs)."""
 
     label: str
-    det: Any  # DriftDetector, imported lazily in setup()
+    det: Any  # DriftDetector, imported lazily
     cols: list[int]
     kinds: tuple[int, ...]
+    fresh: Callable[[], Any]
     seq: int = 0
+
+
+def detector_kwargs(dc: DriftConfig) -> dict[str, Any]:
+    """``DriftDetector`` keyword arguments for a ``drift_detection`` config section."""
+    return {
+        "window_size": dc.window_size,
+        "long_window_size": dc.long_window_size,
+        "check_frequency": dc.check_frequency,
+        "mode": dc.mode,
+        "threshold": dc.threshold,
+        "erfa": float(dc.expected_records_to_false_alarm),
+        "min_statistic": dc.min_statistic,
+        "confirm_m": dc.confirm_m,
+        "confirm_n": dc.confirm_n,
+        "correction": dc.correction,
+        "nan_rate_threshold": dc.nan_rate_threshold,
+        "out_of_range_threshold": dc.out_of_range_threshold,
+        "min_expected_count": dc.min_expected_count,
+        "unknown_category_threshold": dc.unknown_category_threshold,
+        "quality_hysteresis": dc.quality_hysteresis,
+        "worsened_factor": dc.worsened_factor,
+        "autocorrelation": dc.autocorrelation,
+        "discrete_max_values": dc.discrete_max_values,
+    }
+
+
+def build_groups(cfg: Config, ref: Reference, cache_dir: str | None) -> list[_Group]:
+    """The detectors the worker runs for ``cfg`` and a loaded reference (one per side).
+
+    The benchmarks build theirs here too, so they measure the shipped configuration.
+    """
+    from edge_actors.drift.detector import DriftDetector
+
+    dc = cfg.drift_detection
+    model = cfg.model
+    n_in = len(model.inputs)
+    sides = [
+        ("inputs", list(enumerate(model.inputs)), (KIND_PAIR, KIND_INPUT)),
+        ("outputs", [(n_in + j, f) for j, f in enumerate(model.outputs)], (KIND_PAIR, KIND_OUTPUT)),
+    ]
+    monitored = [[(i, f) for i, f in fields if f.name in ref.features] for _, fields, _ in sides]
+    total = sum(len(m) for m in monitored)
+    if total == 0:
+        raise ValueError(
+            f"reference {dc.reference_data_path} has none of the model's fields "
+            f"({', '.join(f.name for f in model.fields)})"
+        )
+    groups = []
+    for (label, _fields, kinds), mon in zip(sides, monitored, strict=True):
+        if not mon:
+            continue
+        feats: list[tuple[str, Any, Any]] = []
+        nan_rates: dict[str, float] = {}
+        for _i, f in mon:
+            fr = ref.features[f.name]
+            # The reference sample has its NaNs removed: pass their rate along.
+            nan_rates[f.name] = float(fr.nan_rate)
+            if f.kind == "categorical":
+                index = {c: k for k, c in enumerate(f.categories)}
+                counts: dict[int, float] = {}
+                for name, cnt in fr.category_counts.items():
+                    code = index.get(name, -1)
+                    counts[code] = counts.get(code, 0.0) + cnt
+                feats.append((f.name, "categorical", counts))
+            else:
+                feats.append((f.name, "numeric", fr.sorted_values))
+
+        def make(
+            feats: list[tuple[str, Any, Any]] = feats,
+            nan_rates: dict[str, float] = nan_rates,
+            n_side: int = len(mon),
+        ) -> Any:
+            kw = detector_kwargs(dc)
+            # The false-alarm budget is per model: split it over both sides.
+            kw["erfa"] *= total / n_side
+            return DriftDetector(
+                feats,
+                reference_hash=ref.content_hash,
+                cache_dir=cache_dir,
+                nan_rates=nan_rates,
+                **kw,
+            )
+
+        groups.append(_Group(label, make(), [i for i, _ in mon], kinds, make))
+    return groups
+
+
+def _describe(exc: BaseException, path: object) -> str:
+    """A one-line reason for ``status``: the file, the exception type, its message (shortened)."""
+    msg = str(exc)
+    if len(msg) > 300:
+        msg = msg[:300] + "..."
+    if isinstance(exc, (OSError, ValueError)) and msg:
+        text = msg  # the reference loader's own messages name the file and the feature
+    else:
+        text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    if path is not None and str(path) not in text:
+        text = f"reference {path}: {text}"
+    return text
+
+
+def _write_private(path: Path, arrays: dict[str, Any]) -> None:
+    """``np.savez`` to ``path`` atomically, mode 0600 (directory 0700 if created)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class DriftWorker(Worker):
@@ -74,23 +216,42 @@ class DriftWorker(Worker):
         self.ev_writer: RingWriter | None = None
         self.events_written = 0
         self.records = 0
+        self.drained = 0
         self.ref_hash = ""
         self._pending: list[Any] = []
         self._dirty = False
-        self._next_ckpt = time.monotonic() + CHECKPOINT_SECONDS
+        self._ckpt_every = self.cfg.drift_detection.checkpoint_interval_seconds
+        self._next_ckpt = time.monotonic() + self._ckpt_every
         self._next_summary_event = (
             time.monotonic() + self.cfg.drift_detection.summary_interval_seconds
         )
         self._summary: dict[str, Any] = {}
         self._next_summary = 0.0
         self._restored: dict[str, Any] | None = None
-        self.ckpt_path = Path(self.cfg.run_dir) / f"{self.cfg.instance}.drift-checkpoint.npz"
+        #: Measured seconds per check (a decaying maximum), to size slices.
+        self._sec_per_check: float | None = None
+        self._rr = 0
+        self.step_budget = min(self._hb_every * STEP_SHARE_OF_HEARTBEAT, MAX_STEP_SECONDS)
+        self.max_step_seconds = 0.0
+        self.ckpt_path = Path(self.cfg.data_dir) / f"{self.cfg.instance}.drift-checkpoint.npz"
+        self._remove_legacy_checkpoint()
         try:
             self._build()
-        except (OSError, ValueError) as exc:
-            self.error = str(exc)
-            log.error("drift detection is off: %s", exc)
+        except Exception as exc:  # any bad reference leaves the worker idle
+            self.error = _describe(exc, self.cfg.drift_detection.reference_data_path)
+            log.error("drift detection is off: %s", self.error)
             self.groups = []
+            self._restored = None
+
+    def _remove_legacy_checkpoint(self) -> None:
+        """Earlier versions kept the checkpoint in run_dir, shared by unrelated runs."""
+        old = Path(self.cfg.run_dir) / f"{self.cfg.instance}.drift-checkpoint.npz"
+        try:
+            if old.stat().st_uid == os.getuid():
+                old.unlink()
+                log.info("removed the drift checkpoint of an earlier version: %s", old)
+        except OSError:
+            pass
 
     def _build(self) -> None:
         dc = self.cfg.drift_detection
@@ -100,7 +261,6 @@ class DriftWorker(Worker):
         if dc.reference_data_path is None:
             self.error = "no drift_detection.reference_data_path configured"
             return
-        from edge_actors.drift.detector import DriftDetector
         from edge_actors.drift.reference import load_reference, validate_against_model
 
         ref = load_reference(dc.reference_data_path, max_bytes=int(dc.max_reference_mb * 2**20))
@@ -112,91 +272,60 @@ class DriftWorker(Worker):
             )
         validate_against_model(ref, model)
         self.ref_hash = ref.content_hash
-        n_in = len(model.inputs)
-        sides = [
-            ("inputs", list(enumerate(model.inputs)), (KIND_PAIR, KIND_INPUT)),
-            (
-                "outputs",
-                [(n_in + j, f) for j, f in enumerate(model.outputs)],
-                (KIND_PAIR, KIND_OUTPUT),
-            ),
-        ]
-        monitored = [
-            [(i, f) for i, f in fields if f.name in ref.features] for _, fields, _ in sides
-        ]
-        total = sum(len(m) for m in monitored)
-        if total == 0:
-            raise ValueError(
-                f"reference {dc.reference_data_path} has none of the model's fields "
-                f"({', '.join(f.name for f in model.fields)})"
-            )
-        for (label, _fields, kinds), mon in zip(sides, monitored, strict=True):
-            if not mon:
-                continue
-            feats: list[tuple[str, Any, Any]] = []
-            for _i, f in mon:
-                fr = ref.features[f.name]
-                if f.kind == "categorical":
-                    index = {c: k for k, c in enumerate(f.categories)}
-                    counts: dict[int, float] = {}
-                    for name, cnt in fr.category_counts.items():
-                        code = index.get(name, -1)
-                        counts[code] = counts.get(code, 0.0) + cnt
-                    feats.append((f.name, "categorical", counts))
-                else:
-                    feats.append((f.name, "numeric", fr.sorted_values))
-            det = DriftDetector(
-                feats,
-                window_size=dc.window_size,
-                long_window_size=dc.long_window_size,
-                check_frequency=dc.check_frequency,
-                mode=cast(Any, dc.mode),
-                threshold=dc.threshold,
-                # The false-alarm budget is per model: split it over both sides.
-                erfa=dc.expected_records_to_false_alarm * total / len(mon),
-                min_statistic=dc.min_statistic,
-                confirm_m=dc.confirm_m,
-                confirm_n=dc.confirm_n,
-                correction=cast(Any, dc.correction),
-                nan_rate_threshold=dc.nan_rate_threshold,
-                out_of_range_threshold=dc.out_of_range_threshold,
-                min_expected_count=dc.min_expected_count,
-                reference_hash=ref.content_hash,
-                cache_dir=str(Path(self.cfg.data_dir) / "cache"),
-            )
-            self.groups.append(_Group(label, det, [i for i, _ in mon], kinds))
+        self.groups = build_groups(self.cfg, ref, str(Path(self.cfg.data_dir) / "cache"))
         self._restored = self._load_checkpoint()
         log.info(
             "drift: %d features monitored against %s (hash %s)",
-            total,
+            sum(len(g.cols) for g in self.groups),
             dc.reference_data_path,
             ref.content_hash,
         )
 
     # ------------------------------------------------------------ checkpoint
-    def _signature(self) -> str:
-        dc = self.cfg.drift_detection
-        return json.dumps(
-            [
-                self.ref_hash,
-                [g.label for g in self.groups],
-                [g.cols for g in self.groups],
-                dc.window_size,
-                dc.long_window_size,
-                dc.check_frequency,
-                dc.mode,
-            ]
-        )
+    def _signature(self) -> dict[str, str]:
+        """What the checkpoint is bound to: any difference means a fresh start."""
+        dc = dataclasses.asdict(self.cfg.drift_detection)
+        for k in ("reference_data_path", "summary_interval_seconds", "checkpoint_interval_seconds"):
+            dc.pop(k, None)
+        model = self.cfg.model
+        schema = {
+            "name": model.name,
+            "inputs": [f.to_dict() for f in model.inputs],
+            "outputs": [f.to_dict() for f in model.outputs],
+        }
+        return {
+            "reference_hash": self.ref_hash,
+            "model_schema": json.dumps(schema, sort_keys=True),
+            "settings": json.dumps(dc, sort_keys=True, default=str),
+        }
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
         try:
             with np.load(self.ckpt_path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
-                if (
-                    meta.get("version") != CHECKPOINT_VERSION
-                    or meta["signature"] != self._signature()
-                ):
-                    log.info("drift checkpoint is for another configuration: starting fresh")
+                if meta.get("version") != CHECKPOINT_VERSION:
+                    log.info(
+                        "drift checkpoint %s has format %s (now %s): starting fresh",
+                        self.ckpt_path,
+                        meta.get("version"),
+                        CHECKPOINT_VERSION,
+                    )
+                    return None
+                saved, now = meta.get("signature") or {}, self._signature()
+                differs = [k for k in now if saved.get(k) != now[k]]
+                if differs:
+                    what = {
+                        "reference_hash": (
+                            f"reference {saved.get('reference_hash')} (now {self.ref_hash})"
+                        ),
+                        "model_schema": "another model schema",
+                        "settings": "other drift_detection settings",
+                    }
+                    log.warning(
+                        "drift checkpoint %s was made for %s: starting fresh",
+                        self.ckpt_path,
+                        ", ".join(what[k] for k in differs),
+                    )
                     return None
                 for k, g in enumerate(self.groups):
                     state = meta["groups"][k]
@@ -205,8 +334,10 @@ class DriftWorker(Worker):
                     g.seq = int(meta["seqs"][k])
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("drift checkpoint unreadable (%s): starting fresh", exc)
+        except Exception as exc:  # a bad checkpoint only costs a fresh start
+            log.warning("drift checkpoint %s unreadable (%s): starting fresh", self.ckpt_path, exc)
+            for g in self.groups:  # a half-restored detector must not run on
+                g.det, g.seq = g.fresh(), 0
             return None
         self.records = int(meta.get("records", 0))
         log.info("drift: resumed from checkpoint (%d records seen)", self.records)
@@ -237,15 +368,15 @@ class DriftWorker(Worker):
             "pending": [e.to_dict() for e in self._pending],
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-        tmp = self.ckpt_path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, self.ckpt_path)
-        # The header cursor follows the checkpoint, never runs ahead of it:
-        # a restart re-reads from here.
-        for c in self.consumers.values():
-            c.commit()
+        self._next_ckpt = time.monotonic() + self._ckpt_every
+        try:
+            _write_private(self.ckpt_path, arrays)
+        except OSError as exc:
+            # A full disk must not stop detection: events still go out (at
+            # least once rather than exactly once across a kill).
+            log.warning("cannot write drift checkpoint %s: %s", self.ckpt_path, exc)
+            return
         self._dirty = False
-        self._next_ckpt = time.monotonic() + CHECKPOINT_SECONDS
 
     # ----------------------------------------------------------------- rings
     def set_rings(self, specs: list[RingSpec]) -> None:
@@ -263,7 +394,9 @@ class DriftWorker(Worker):
                     self.events_ring = Ring.attach(spec.name, EVENT_DTYPE)
                     self.ev_writer = self.events_ring.writer()
                     self._replay_pending()
-                elif spec.kind == "lane" and spec.name not in self.consumers and self.groups:
+                elif spec.kind == "lane" and spec.name not in self.consumers:
+                    # Attached even when idle: the lanes must be drained for a
+                    # retired lane to be removed.
                     ring = Ring.attach(spec.name, dtype_for("lane", self.cfg))
                     cons = ring.consumer(DRIFT)
                     saved = lanes.get(spec.name)
@@ -301,26 +434,64 @@ class DriftWorker(Worker):
             r["statistic"], r["p_value"], r["threshold"] = e.statistic, e.p_value, e.threshold
             r["window_size"], r["n_ref"] = e.window_size, e.n_ref
             r["seq_first"], r["seq_last"] = e.seq_first, e.seq_last
+            r["n_eff"] = e.n_eff
         self.ev_writer.write_batch(recs)
         self.events_written += len(events)
         for e in events:
             if e.state != "check":
                 log.warning(
-                    "%s: %s on %s (%s statistic %.4g, threshold %.4g)",
+                    "%s: %s on %s (%s statistic %.4g, threshold %.4g, n_eff %.0f)",
                     e.state,
                     e.feature,
                     e.test,
                     e.test,
                     e.statistic,
                     e.threshold,
+                    e.n_eff,
                 )
 
     # ------------------------------------------------------------------ work
+    def _drain(self) -> int:
+        """Idle (no reference): move the cursors to the end so retired lanes count as drained."""
+        done = 0
+        for cons in self.consumers.values():
+            end = cons.ring.write_seq
+            if end > cons.pos:
+                done += end - cons.pos
+                cons.seek(end)
+                cons.commit()
+        self.drained += done
+        return done
+
+    def _cadence(self) -> int:
+        return int(min(g.det.effective_check_frequency for g in self.groups))
+
+    def _slice_size(self) -> int:
+        """Records per slice: checks worth a quarter of the step budget, one at least."""
+        cadence = self._cadence()
+        if self._sec_per_check is None:
+            return cadence
+        # Checks of all groups run on the same records: size for their sum.
+        checks = int(self.step_budget * SLICE_SHARE_OF_STEP / max(self._sec_per_check, 1e-9))
+        checks //= len(self.groups)
+        return int(min(max(1, checks) * cadence, max(READ_BATCH, cadence)))
+
+    def _tick(self) -> None:
+        """Between features of a check and between slices: heartbeat when one is due."""
+        if time.monotonic() >= self._next_hb:
+            self.heartbeat()
+
     def step(self) -> int:
-        """Feed new lane records to the detectors; emit and checkpoint events."""
+        """Feed new lane records to the detectors in time-bounded slices; emit and checkpoint.
+
+        Stops when the lanes are empty or the step budget is spent (then the
+        next step continues where this one stopped); heartbeats between slices.
+        """
         if not self.groups:
             self.idle_wait = 0.5
-            return 0
+            return self._drain()
+        t_start = time.monotonic()
+        deadline = t_start + self.step_budget
         done = 0
         events: list[Any] = []
         # Stretch the cadence only when actually falling behind: a backlog of a
@@ -328,21 +499,37 @@ class DriftWorker(Worker):
         # cadence; a large one lets it halve back once caught up.
         behind = any(c.pending > c.ring.capacity // 4 for c in self.consumers.values())
         budget = 0.001 if behind else 10.0
-        for cons in self.consumers.values():
-            batch = cons.read(READ_BATCH, commit=False)
-            if not len(batch):
-                continue
-            done += len(batch)
-            recs = batch.records
-            for g in self.groups:
-                rows = recs["v"][np.isin(recs["kind"], g.kinds)][:, g.cols]
-                if len(rows):
-                    events += g.det.update(rows, g.seq, budget=budget)
-                    g.seq += len(rows)
-            # The header shows progress (status, lane reclaim); a restart resumes
-            # from the checkpoint's own cursors, which may be a little behind.
-            cons.commit()
-            self._dirty = True
+        lanes = list(self.consumers.values())
+        # Start at a different lane each step: a busy lane cannot starve the others.
+        self._rr = (self._rr + 1) % max(len(lanes), 1)
+        for cons in lanes[self._rr :] + lanes[: self._rr]:
+            while True:
+                t0 = time.monotonic()
+                checks0 = sum(g.det.checks_run for g in self.groups)
+                batch = cons.read(self._slice_size(), commit=False)
+                if not len(batch):
+                    break
+                done += len(batch)
+                recs = batch.records
+                for g in self.groups:
+                    rows = recs["v"][np.isin(recs["kind"], g.kinds)][:, g.cols]
+                    if len(rows):
+                        events += g.det.update(rows, g.seq, budget=budget, tick=self._tick)
+                        g.seq += len(rows)
+                # The header shows progress (status, lane reclaim); a restart resumes
+                # from the checkpoint's own cursors, which may be a little behind.
+                cons.commit()
+                self._dirty = True
+                checks = sum(g.det.checks_run for g in self.groups) - checks0
+                if checks:  # records before a window is full cost next to nothing
+                    per = (time.monotonic() - t0) / checks
+                    prev = self._sec_per_check
+                    self._sec_per_check = per if prev is None else max(per, CHECK_COST_DECAY * prev)
+                self._tick()
+                if time.monotonic() >= deadline:  # at least one slice per step
+                    break
+            if time.monotonic() >= deadline:
+                break
         self.records += done
         now = time.monotonic()
         if now >= self._next_summary_event and any(g.det.records_seen for g in self.groups):
@@ -356,6 +543,7 @@ class DriftWorker(Worker):
             self._pending = []
         elif self._dirty and now >= self._next_ckpt:
             self._save_checkpoint()
+        self.max_step_seconds = max(self.max_step_seconds, time.monotonic() - t_start)
         self.idle_wait = 0.05 if done else 0.1
         return done
 
@@ -378,26 +566,33 @@ class DriftWorker(Worker):
                         "statistic": _num(item["statistic"]),
                         "p_value": _num(item["p_value"]),
                         "threshold": _num(item["threshold"]),
+                        "n_eff": _num(item["n_eff"]),
+                        "autocorrelation": _num(item["autocorrelation"]),
                         "nan_rate": _num(item["nan_rate"]),
                         "out_of_range_rate": _num(item["out_of_range_rate"]),
+                        "unknown_rate": _num(item["unknown_rate"]),
+                        "quality_alarms": item["quality"],
                         "wasserstein": _num(item["wasserstein"]),
                         "psi": _num(item["psi"]),
                     }
             self._summary = feats
         lines = [
             f"{name}: {f['state']} ({f['test']} {f['statistic']} / {f['threshold']}, "
-            f"p={f['p_value']})"
+            f"p={f['p_value']}, n_eff={f['n_eff']})"
+            + (f" quality: {', '.join(f['quality_alarms'])}" if f["quality_alarms"] else "")
             for name, f in self._summary.items()
         ]
         return {
             "error": self.error,
             "reference_hash": self.ref_hash,
             "records": self.records,
+            "drained_unmonitored": self.drained,
             "events": self.events_written,
             "configured_check_frequency": self.cfg.drift_detection.check_frequency,
             "effective_check_frequency": max(
                 (g.det.effective_check_frequency for g in self.groups), default=None
             ),
+            "max_step_seconds": round(self.max_step_seconds, 4),
             "lost": {n: c.lost for n, c in self.consumers.items()},
             "features": self._summary,
             "summary_lines": ([f"error: {self.error}"] if self.error else []) + lines,
