@@ -68,12 +68,17 @@ def render(status: dict[str, Any]) -> str:
             f"{w['restarts']:>8} {mem:>15} {_fmt(w['heartbeat_age_s'], 's'):>7}  "
             f"{w['last_exit'] or '-'}" + (f" [{reasons}]" if reasons else "")
         )
-    lines += ["", f"{'RING':18} {'KIND':7} {'WRITTEN':>10} {'CAP':>7} {'FILL':>6} {'LOST':>8}"]
+    # Ring names grow with the instance name (up to 16 characters): keep the columns.
+    width = max([18, *(len(r["name"]) for r in status["rings"])])
+    lines += [
+        "",
+        f"{'RING':{width}} {'KIND':7} {'WRITTEN':>10} {'CAP':>7} {'FILL':>6} {'LOST':>8}",
+    ]
     for r in status["rings"]:
         fill = max((c["fill"] for c in r["consumers"]), default=0.0)
         lost = sum(c["lost"] for c in r["consumers"])
         lines.append(
-            f"{r['name']:18} {r['kind']:7} {r['written']:>10} {r['capacity']:>7} "
+            f"{r['name']:{width}} {r['kind']:7} {r['written']:>10} {r['capacity']:>7} "
             f"{fill * 100:>5.1f}% {lost:>8}" + (f"  ({r['state']})" if "state" in r else "")
         )
     producers = status.get("producers", [])

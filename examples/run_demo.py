@@ -247,10 +247,11 @@ LINE_WIDTH = 80
 def status_line(elapsed: float, rate: float, status: dict[str, Any] | None) -> str:
     """The one-line summary printed every second, at most :data:`LINE_WIDTH` characters.
 
-    ``[  25s] 200/s | drift: sqft, price | outbox 904 | sent 4445 in 12 | restarts 0``:
+    ``[  25s] 200/s | drift: sqft, price | outbox 904 | sent 4445 in 12``:
     predictions per second, features in drift, records waiting in the outbox,
-    records and objects uploaded, worker restarts. A long drift list is cut
-    with "+N" (``status`` has the full picture).
+    records and objects uploaded, then worker restarts and the agent's state
+    when there are any. A long drift list is cut with "+N" (``status`` has
+    the full picture).
     """
     head = f"[{elapsed:4.0f}s] {rate:3.0f}/s"
     if status is None:
@@ -261,8 +262,9 @@ def status_line(elapsed: float, rate: float, status: dict[str, Any] | None) -> s
     tail = [
         f"outbox {_num(up.get('backlog_records'))}",
         f"sent {_num(up.get('uploaded_records'))} in {_num(up.get('uploaded_objects'))}",
-        f"restarts {restarts}",
     ]
+    if restarts:
+        tail.append(f"restarts {restarts}")
     state = status.get("state")
     if state not in (None, "running"):
         tail.append(str(state))
