@@ -327,8 +327,9 @@ def clear_state(var: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    for path in var.glob("*checkpoint*"):
-        path.unlink(missing_ok=True)
+    for path in var.rglob("*checkpoint*"):  # the drift checkpoint, wherever it lives
+        if path.is_file():
+            path.unlink()
     (var / "agent.log").unlink(missing_ok=True)
 
 

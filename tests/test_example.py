@@ -293,7 +293,7 @@ def test_run_demo_for_a_few_seconds(short_dir: Path) -> None:
     rates = [int(m.group(1)) for m in re.finditer(r"^\[\s*\d+s\]\s+(\d+)/s \| ", out, re.M)]
     assert len(rates) >= 4, out
     assert max(rates) > 0 and sum(r > 100 for r in rates) >= 3, out
-    assert all(len(ln) <= 80 for ln in out.splitlines()), out
+    assert all(len(ln) <= 80 for ln in _lines(out)), out
     assert "drift: off" in out
     assert "agent exited with code 0" in out
     assert log_path.exists() and "supervisor pid" in log_path.read_text()
@@ -369,7 +369,8 @@ def test_two_checkouts_run_their_demos_side_by_side(short_dir: Path) -> None:
                         status = control.request(cfg.run_dir, cfg.instance, {"op": "status"})[
                             "status"
                         ]
-                        if status.get("producers"):
+                        # Running (every worker ready) with the model attached.
+                        if status.get("producers") and status.get("state") == "running":
                             break
                     except (control.ControlError, ConfigError):
                         pass
@@ -407,16 +408,24 @@ def test_demo_starts_fresh_unless_told_to_keep_state(short_dir: Path) -> None:
         },
     )
     var = short_dir / "var"
-    # A first run that drifts at once (fast, so the detector sees thousands of records).
-    out = _drift_run(config, var, "--duration", "5", "--rate", "2000", "--drift-after", "0")
-    assert "drift: sqft" in out, out
-    # The next demo starts fresh: no drift carried over from the last one.
+    # A first run that drifts at once (fast, so the detector sees thousands of records),
+    # stopped with Ctrl-C once the drift shows.
+    proc = _demo(config, var, "--rate", "2000", "--drift-after", "0")
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "drift: sqft" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+    finally:
+        out, err = _finish(proc, 60)
+    assert proc.returncode == 0 and "drift: sqft" in line, line + out + err
+    # --keep-state: the drift state of the last run carries over (the checkpoint).
+    out = _drift_run(config, var, "--duration", "3", "--keep-state")
+    assert "drift: sqft" in _lines(out)[0], out
+    # By default the next demo starts fresh: no drift carried over from the last one.
     out = _drift_run(config, var, "--duration", "3")
     assert _lines(out) and not any("drift: sqft" in ln for ln in _lines(out)), out
-    # --keep-state keeps the outbox of the previous run (and with it the drift state).
-    before = (var / "outbox.db").stat().st_size
-    _drift_run(config, var, "--duration", "2", "--keep-state")
-    assert (var / "outbox.db").stat().st_size >= before
 
 
 @pytest.mark.slow
