@@ -1070,7 +1070,8 @@ def render_html(data: Dataset, *, title: str | None = None) -> str:
         charts = _Charts(data.t_first, data.t_last)
     except ImportError as exc:
         raise ReportError(MATPLOTLIB_MISSING) from exc
-    runs = agent_runs([_num(r.get("ts")) for r in data.system])
+    # The agent's own periodic records (system samples, drift events) tell when it ran.
+    runs = agent_runs([_num(r.get("ts")) for r in (*data.system, *data.events)])
     episodes = drift_episodes(data.events, runs, _is_live(data, runs))
     drift = _drift_charts(data, charts, episodes, runs)
     quality = _quality_charts(data, charts, episodes)

@@ -200,9 +200,12 @@ CHARTS = (
 )
 
 
-def check_page(page: str) -> None:
+def check_page(page: str, open_episode: str = "ongoing") -> None:
     for chart in CHARTS:
-        m = re.search(rf'<img id="{chart}" alt="[^"]+" src="data:image/png;base64,([^"]+)"', page)
+        m = re.search(
+            rf'<img id="{chart}" alt="[^"]+" data-points="\d+" src="data:image/png;base64,([^"]+)"',
+            page,
+        )
         assert m is not None, chart
         assert base64.b64decode(m[1]).startswith(b"\x89PNG\r\n\x1a\n"), chart
     assert "http://" not in page and "https://" not in page
@@ -222,7 +225,7 @@ def check_page(page: str) -> None:
     assert "<td>price</td><td>ks</td><td>distribution</td>" in rows[0]
     assert price in rows[0] and resolved in rows[0] and "30m<" in rows[0]
     assert "<td>sqft</td><td>nan_rate</td><td>data quality</td>" in rows[1]
-    assert "ongoing" in rows[1]
+    assert open_episode in rows[1]
     assert '<td>system</td><td>ring_overrun</td><td class="n">7</td>' in page
     assert f"<td>{DEVICE}</td>" in page and f"<td>{MODEL}</td>" in page
 
@@ -245,8 +248,9 @@ def test_report_from_config_reads_outbox_and_sink_read_only(data_dir: Path, tmp_
     assert r.returncode == 0, r.stderr
     page = out.read_text()
     # Neither source alone holds everything: the counts prove both were read,
-    # and the unacked batch (in both) was counted once.
-    check_page(page)
+    # and the unacked batch (in both) was counted once. No agent runs for this
+    # config (its socket does not answer): the open episode ended with the run.
+    check_page(page, open_episode="agent stopped")
     assert "50 records in both outbox and sink" in page
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in db.parent.iterdir()) == files_before
@@ -575,8 +579,8 @@ def test_report_of_stopped_runs_in_a_real_browser(tmp_path: Path) -> None:
 
     rows = episode_rows(dom)
     assert [(r[0], r[4], r[5]) for r in rows] == [
-        ("sqft", f"agent stopped {fmt(RUN1[1])}", "3m40s"),
-        ("sqft", fmt(OLD + 1300.5), "3m20s"),
+        ("sqft", f"agent stopped {fmt(RUN1[1])}", "3m 40s"),
+        ("sqft", fmt(OLD + 1300.5), "3m 20s"),
         ("price", f"agent stopped {fmt(RUN2[1])}", "50s"),
     ], rows
     assert "ongoing" not in dom.split('<div id="episodes">')[1].split("</table>")[0]
@@ -590,6 +594,9 @@ def test_report_of_a_live_agent_in_a_real_browser(data_dir: Path, tmp_path: Path
     assert r.returncode == 0, r.stderr
     charts = browser_charts(browser_dom(out, tmp_path))
     assert set(charts) == {*CHARTS, "chart-system-disk"}
-    assert all(points > 1 and decoded.startswith("1100x") for points, decoded in charts.values())
+    for chart, (points, decoded) in charts.items():
+        # A data-quality chart of alarms only (checks carry no rates) has one marker per alarm.
+        least = 1 if chart.startswith("chart-quality") else 20
+        assert points >= least and decoded.startswith("1100x"), (chart, points, decoded)
     rows = episode_rows(browser_dom(out, tmp_path))
     assert [r[4] for r in rows][1] == "ongoing"
