@@ -579,9 +579,10 @@ def test_report_of_stopped_runs_in_a_real_browser(tmp_path: Path) -> None:
 
     rows = episode_rows(dom)
     assert [(r[0], r[4], r[5]) for r in rows] == [
-        ("sqft", f"agent stopped {fmt(RUN1[1])}", "3m 40s"),
+        # A run ends with the agent's last record: its last check, half a second late.
+        ("sqft", f"agent stopped {fmt(RUN1[1] + 0.5)}", "3m 40s"),
         ("sqft", fmt(OLD + 1300.5), "3m 20s"),
-        ("price", f"agent stopped {fmt(RUN2[1])}", "50s"),
+        ("price", f"agent stopped {fmt(RUN2[1] + 0.5)}", "50s"),
     ], rows
     assert "ongoing" not in dom.split('<div id="episodes">')[1].split("</table>")[0]
     assert "0 still open" in dom
