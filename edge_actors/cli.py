@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_stop)
 
     sp = sub.add_parser("check-config", help="validate a config file")
-    sp.add_argument("file")
+    sp.add_argument("file", help="the YAML config file to check")
     sp.set_defaults(func=cmd_check_config)
     add_reference_parser(sub)
     add_report_parser(sub)

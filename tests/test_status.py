@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import edge_actors
+from edge_actors.cli import build_parser
 from edge_actors.status_view import drift_line
 from tests.conftest import REPO, AgentProcess, cli
 
@@ -126,3 +128,33 @@ def test_status_shows_a_drift_event_with_the_counts_that_announce_it(
     assert seen, "no drift event within 30 s"
     stale = [s for s in seen if s["sqft"] != "drift"]
     assert not stale, f"{len(stale)} of {len(seen)} snapshots count events but show no drift"
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
+
+
+def test_every_cli_option_has_help() -> None:
+    missing = [
+        f"{prog} {'/'.join(a.option_strings) or a.dest}"
+        for prog, parser in _parsers(build_parser())
+        for a in parser._actions
+        if not isinstance(a, argparse._SubParsersAction) and not a.help
+    ]
+    assert not missing, f"options without help text: {missing}"
+    top = " ".join(cli("--help").stdout.split())
+    assert "--log-format" in top and "one JSON object per line" in top
+    assert "CRITICAL" in top
+    assert "how long to wait" in " ".join(cli("stop", "--help").stdout.split())
+
+
+def test_log_level_accepts_critical(make_config: Callable[..., Path]) -> None:
+    config = make_config()
+    r = cli("--log-level", "CRITICAL", "check-config", str(config))
+    assert r.returncode == 0, r.stderr
+    r = cli("--log-level", "LOUD", "check-config", str(config))
+    assert r.returncode == 2 and "CRITICAL" in r.stderr
