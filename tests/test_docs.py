@@ -104,6 +104,31 @@ def _anchors(md: Path) -> set[str]:
     return out
 
 
+# ---------------------------------------------------------------- references
+
+
+def test_no_reference_to_a_design_document_outside_the_repo() -> None:
+    """Code and docs cite docs/design.md sections, not the brief it was built from."""
+    bad = []
+    for path in [*REPO.glob("*.md"), *DOCS.glob("*.md"), *REPO.glob("edge_actors/**/*.py")]:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"DESIGN(\.md| §)", line):
+                bad.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not bad, "\n".join(bad)
+    cited = set()
+    for path in REPO.glob("edge_actors/**/*.py"):
+        cited |= set(re.findall(r'docs/design\.md, "([^"]+)"', path.read_text(encoding="utf-8")))
+    headings = set(re.findall(r"^## (.+)$", (DOCS / "design.md").read_text(), flags=re.M))
+    assert cited and cited <= headings, cited - headings
+
+
+def test_design_md_does_not_claim_the_agent_uses_scipy() -> None:
+    text = (DOCS / "design.md").read_text(encoding="utf-8")
+    assert "scipy only in drift" not in text
+    assert "numpy and `scipy.special` only" not in text
+    assert "no process imports scipy" in text
+
+
 # ---------------------------------------------------------------- operations.md
 
 
@@ -116,6 +141,12 @@ def test_ring_sizes_in_operations_md_match_the_code() -> None:
     fixed = sizes["system"] + sizes["procs"] + sizes["events"]
     for value in (*sizes.values(), fixed):
         assert f"{value:,}" in text, f"operations.md should show {value:,} bytes"
+
+
+def test_docker_section_says_the_image_owns_the_volume_folders() -> None:
+    text = (DOCS / "operations.md").read_text(encoding="utf-8")
+    docker = text[text.index("## Docker") :]
+    assert "chown 1000:1000 /run/edge-actors /var/lib/edge-actors" in docker
 
 
 def test_systemd_unit_has_the_documented_settings() -> None:
