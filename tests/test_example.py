@@ -285,14 +285,14 @@ def _lines(out: str) -> list[str]:
 @pytest.mark.slow
 def test_run_demo_for_a_few_seconds(short_dir: Path) -> None:
     var = short_dir / "var"
-    proc = _demo(_demo_config(short_dir), var, "--duration", "5")
+    proc = _demo(_demo_config(short_dir), var, "--duration", "3")
     out, err = _finish(proc)
     assert proc.returncode == 0, out + err
     log_path = var / "agent.log"
     assert out.splitlines()[0].endswith(f"log: {log_path}")
     rates = [int(m.group(1)) for m in re.finditer(r"^\[\s*\d+s\]\s+(\d+)/s \| ", out, re.M)]
-    assert len(rates) >= 4, out
-    assert max(rates) > 0 and sum(r > 100 for r in rates) >= 3, out
+    assert len(rates) >= 3, out
+    assert sum(r > 100 for r in rates) >= 2, out
     assert all(len(ln) <= 80 for ln in _lines(out)), out
     assert "drift: off" in out
     assert "agent exited with code 0" in out
