@@ -380,6 +380,23 @@ def test_make_targets_do_what_the_docs_say() -> None:
         assert part in test.stdout
 
 
+def test_readme_command_line_summary_parses() -> None:
+    """The README's one-paragraph command list: each command as written is accepted."""
+    from edge_actors.cli import build_parser
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    para = text[text.index("Command line:") :].split("\n\n")[0]
+    commands = re.findall(r"`([a-z][^`]*)`", para)
+    assert len(commands) >= 7, commands
+    parser = build_parser()
+    for command in commands:
+        words = [w for w in command.replace("[--json]", "--json").split() if w != "edge-actors"]
+        try:
+            parser.parse_args(words)
+        except SystemExit as exc:  # argparse's usage error
+            raise AssertionError(f"README: `{command}` is not a valid command") from exc
+
+
 @dataclass
 class Demo:
     """``make run``'s demo (examples/run_demo.py) running with the default config."""
