@@ -68,8 +68,9 @@ __all__ = [
 
 MATPLOTLIB_MISSING = "the report needs matplotlib: pip install 'edge-actors[report]'"
 
-#: A sink copy whose last system sample is younger than this shows open episodes as ongoing.
-LIVE_SECONDS = 600.0
+#: A sink copy whose last agent record is younger than this shows open episodes as
+#: ongoing (uploads lag by the upload interval and the copy's own sync).
+LIVE_SECONDS = 3600.0
 #: Event tests that are data-quality checks, not distribution tests.
 QUALITY_TESTS = ("nan_rate", "out_of_range")
 #: System fields kept for the charts.
