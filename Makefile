@@ -2,9 +2,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Two install levels: `make run` needs the runtime and the report extra only
+# (RUN_STAMP); `make test` adds the test toolchain (STAMP).
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 DURATION ?= 60
+# FRESH=0 keeps the previous demo's outbox, sink and drift state.
+FRESH ?= 1
 # The ring and producer tests also run on Python 3.13, whose shared-memory API differs.
 PY313 := $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
 	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
@@ -14,15 +19,20 @@ CORE_TESTS := tests/test_ring.py tests/test_producer.py tests/test_shm.py
 
 .PHONY: install run test test-main test313 lint format bench chaos docs clean
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[report]'
+	@touch $@
+
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[report,test]'
 	@touch $@
 
 install: $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/python examples/run_demo.py -c $(CONFIG)
+# Self-contained: state under ./var, an instance name of this checkout (examples/run_demo.py).
+run: $(RUN_STAMP)
+	$(BIN)/python examples/run_demo.py -c $(CONFIG) $(if $(filter 0,$(FRESH)),--keep-state)
 
 lint: $(STAMP)
 	$(BIN)/ruff check edge_actors tests benchmarks examples scripts
@@ -33,7 +43,15 @@ format: $(STAMP)
 	$(BIN)/ruff format edge_actors tests benchmarks examples
 	$(BIN)/ruff check --fix edge_actors tests benchmarks examples
 
-test: lint test-main test313
+# Every part runs even when an earlier one fails (a lint error must not hide
+# the 3.13 results); the exit code is non-zero if any part failed.
+test: $(STAMP)
+	@failed=""; \
+	for part in lint test-main test313; do \
+		$(MAKE) --no-print-directory $$part || failed="$$failed $$part"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: lint, test-main and test313 passed"
 
 test-main: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider

@@ -211,8 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"edge-actors {__version__}")
     p.add_argument("--debug", action="store_true", help="tracebacks on errors, debug hooks")
-    p.add_argument("--log-format", choices=("plain", "json"), default="plain")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"), default=None)
+    p.add_argument(
+        "--log-format",
+        choices=("plain", "json"),
+        default="plain",
+        help="log lines on stderr: plain text, or one JSON object per line (default: plain)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        default=None,
+        help="least severe level logged (default: INFO; `run`: the config's "
+        "model_logging.log_level; --debug: DEBUG)",
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def with_config(sp: argparse.ArgumentParser) -> None:
@@ -235,11 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--instance", type=_instance_name, help="instance name (default: from the config)"
     )
-    sp.add_argument("--timeout", type=float, default=60.0)
+    sp.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to wait for the agent to exit; still running then: exit 4 (default: 60)",
+    )
     sp.set_defaults(func=cmd_stop)
 
     sp = sub.add_parser("check-config", help="validate a config file")
-    sp.add_argument("file")
+    sp.add_argument("file", help="the YAML config file to check")
     sp.set_defaults(func=cmd_check_config)
     add_reference_parser(sub)
     add_report_parser(sub)

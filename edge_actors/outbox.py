@@ -1,6 +1,6 @@
 """Durable outbox: records between the rings and the sink, in one SQLite file.
 
-Guarantees (DESIGN.md §5):
+Guarantees (docs/design.md, "Guarantees"):
 
 - **Exactly once between ring and outbox.** :meth:`Outbox.append` writes the
   new records of every stream *and* the ring consumer cursors in one

@@ -74,7 +74,7 @@ PROCESS_DTYPE = np.dtype(
     ]
 )
 
-#: Drift states and checks (DESIGN §4).
+#: Drift states and checks (docs/design.md, "Drift worker").
 EVENT_DTYPE = np.dtype(
     [
         ("t_ns", "<i8"),

@@ -31,6 +31,7 @@ import datetime as dt
 import gzip
 import html
 import io
+import itertools
 import math
 import os
 import re
@@ -67,6 +68,9 @@ __all__ = [
 
 MATPLOTLIB_MISSING = "the report needs matplotlib: pip install 'edge-actors[report]'"
 
+#: A sink copy whose last agent record is younger than this shows open episodes as
+#: ongoing (uploads lag by the upload interval and the copy's own sync).
+LIVE_SECONDS = 3600.0
 #: Event tests that are data-quality checks, not distribution tests.
 QUALITY_TESTS = ("nan_rate", "out_of_range")
 #: System fields kept for the charts.
@@ -111,6 +115,8 @@ class Dataset:
     unreadable: int = 0
     since: float | None = None
     drift_mode: str | None = None
+    #: True: the agent runs now (its control socket answered); None: unknown.
+    live: bool | None = None
 
     @property
     def t_first(self) -> float:
@@ -357,7 +363,19 @@ def load_config_sources(
         )
     if not found:
         raise ReportError(f"no data: neither the outbox {db} nor the sink directory {sink} exists")
+    data.live = _agent_answers(cfg)
     return _finish(data)
+
+
+def _agent_answers(cfg: Any) -> bool:
+    """True when the config's agent answers on its control socket right now."""
+    from edge_actors import control
+
+    try:
+        control.request(cfg.run_dir, cfg.instance, {"op": "ping"}, timeout=1.0)
+    except control.ControlError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- episodes
@@ -368,7 +386,9 @@ class Episode:
     """One drift episode of a (feature, test): from ``drift_started`` to ``drift_resolved``.
 
     ``start`` is ``None`` when the start was not in the data (before ``--since``
-    or dropped); ``end`` is ``None`` while the episode is still open.
+    or dropped); ``end`` is ``None`` while the episode is still open (the agent
+    still runs), the end of the agent's run when it stopped first
+    (``run_ended``).
     """
 
     feature: str
@@ -378,6 +398,8 @@ class Episode:
     peak: float = math.nan
     threshold: float = math.nan
     events: int = 0
+    #: The episode was still open when the agent stopped: ``end`` is the end of that run.
+    run_ended: bool = False
 
     @property
     def quality(self) -> bool:
@@ -385,20 +407,75 @@ class Episode:
         return self.test in QUALITY_TESTS
 
 
-def drift_episodes(events: Sequence[dict[str, Any]]) -> list[Episode]:
+def agent_runs(ts: Sequence[float], min_gap: float = 30.0) -> list[tuple[float, float]]:
+    """The spans the agent ran, from its periodic samples' times: ``[(first, last), ...]``.
+
+    A gap longer than 5 median sampling intervals (at least ``min_gap``
+    seconds) separates two runs: nothing was sampled, so no agent ran.
+    """
+    times = sorted(t for t in ts if math.isfinite(t))
+    if not times:
+        return []
+    steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+    gap = max(min_gap, 5 * steps[len(steps) // 2]) if steps else min_gap
+    runs = [[times[0], times[0]]]
+    for t in times[1:]:
+        if t - runs[-1][1] > gap:
+            runs.append([t, t])
+        else:
+            runs[-1][1] = t
+    return [(a, b) for a, b in runs]
+
+
+def _run_end(runs: Sequence[tuple[float, float]], t: float | None) -> float | None:
+    """End of the run that holds ``t`` (or is nearest to it); None without runs."""
+    if t is None or not runs:
+        return None
+    for k, (a, b) in enumerate(runs):
+        if t <= b:
+            # In a gap: the nearer run (events come a little before a run's first sample).
+            if t < a and k and t - runs[k - 1][1] < a - t:
+                return runs[k - 1][1]
+            return b
+    return runs[-1][1]
+
+
+def drift_episodes(
+    events: Sequence[dict[str, Any]],
+    runs: Sequence[tuple[float, float]] = (),
+    live: bool = True,
+) -> list[Episode]:
     """Pair ``drift_started``/``drift_resolved`` events per (feature, test), in time order.
 
     Events of the same (feature, test) inside an episode (checks, repeated
-    starts in ``per_check`` mode) raise its peak statistic.
+    starts in ``per_check`` mode) raise its peak statistic. With ``runs``
+    (:func:`agent_runs`), an episode still open when its agent stopped ends
+    with that run: a ``drift_started`` in a later run begins a new episode, and
+    at the end of the data only an episode of the last run of an agent that
+    is still running (``live``) stays open. A ``drift_resolved`` always closes
+    the open episode (a restarted drift worker resumes its state).
     """
     open_: dict[tuple[str, str], Episode] = {}
     out: list[Episode] = []
+
+    def close_with_run(ep: Episode) -> None:
+        end = _run_end(runs, ep.start)
+        if end is not None:
+            ep.end, ep.run_ended = max(end, ep.start or end), True
+
     for ev in sorted(events, key=lambda r: _num(r.get("ts"))):
         key = (str(ev.get("feature", "")), str(ev.get("test", "")))
         state = ev.get("state")
         ts = _num(ev.get("ts"))
         stat = _num(ev.get("statistic"))
         ep = open_.get(key)
+        if state == "drift_started" and ep is not None and runs:
+            end = _run_end(runs, ep.start)
+            if end is not None and end < ts and _run_end(runs, ts) != end:
+                # The agent stopped while this episode was open and started afresh.
+                close_with_run(ep)
+                del open_[key]
+                ep = None
         if state == "drift_started" and ep is None:
             ep = Episode(key[0], key[1], ts, None, threshold=_num(ev.get("threshold")))
             open_[key] = ep
@@ -414,7 +491,20 @@ def drift_episodes(events: Sequence[dict[str, Any]]) -> list[Episode]:
             ep.events += 1
             if not math.isnan(stat) and not stat <= ep.peak:
                 ep.peak = stat
+    if runs:
+        last_run_end = runs[-1][1]
+        for ep in open_.values():
+            if not (live and _run_end(runs, ep.start) == last_run_end):
+                close_with_run(ep)
     return out
+
+
+def _is_live(data: Dataset, runs: Sequence[tuple[float, float]]) -> bool:
+    """Whether the last run's agent may still run: asked when known, else by recency."""
+    if data.live is not None:
+        return data.live
+    # A copy of a sink tree: recent samples mean an agent that (probably) runs.
+    return bool(runs) and time.time() - runs[-1][1] < LIVE_SECONDS
 
 
 # ---------------------------------------------------------------------------- charts
@@ -562,6 +652,19 @@ class _Chart:
     title: str
     png: str | None = None
     note: str | None = None
+    #: Data points drawn (finite values of every series), shown as ``data-points``.
+    points: int = 0
+
+
+def _points(ax: Axes) -> int:
+    """Finite data points of every line on ``ax`` (what a reader sees plotted)."""
+    import numpy as np
+
+    n = 0
+    for line in ax.get_lines():
+        y = np.asarray(line.get_ydata(), dtype=np.float64)
+        n += int(np.isfinite(y).sum())
+    return n
 
 
 def _html_id(kind: str, name: str, used: set[str]) -> str:
@@ -573,7 +676,12 @@ def _html_id(kind: str, name: str, used: set[str]) -> str:
     return out
 
 
-def _drift_charts(data: Dataset, charts: _Charts, episodes: Sequence[Episode]) -> list[_Chart]:
+def _drift_charts(
+    data: Dataset,
+    charts: _Charts,
+    episodes: Sequence[Episode],
+    runs: Sequence[tuple[float, float]] = (),
+) -> list[_Chart]:
     used: set[str] = set()
     by_feature: dict[str, list[dict[str, Any]]] = {}
     for ev in data.events:
@@ -587,7 +695,7 @@ def _drift_charts(data: Dataset, charts: _Charts, episodes: Sequence[Episode]) -
         for test in tests:
             tevs = [e for e in evs if e.get("test") == test]
             name = feature if len(tests) == 1 else f"{feature}-{test}"
-            out.append(_drift_chart(data, charts, episodes, feature, test, tevs, name, used))
+            out.append(_drift_chart(data, charts, episodes, feature, test, tevs, name, used, runs))
     return out
 
 
@@ -600,10 +708,13 @@ def _drift_chart(
     evs: Sequence[dict[str, Any]],
     name: str,
     used: set[str],
+    runs: Sequence[tuple[float, float]] = (),
 ) -> _Chart:
     mode = _stat_mode(evs, test, data.drift_mode)
     value_key = "p_value" if mode == "p" else "statistic"
-    checks = [e for e in evs if e.get("state") == "check"]
+    # Every event is the result of one check: the periodic summaries and the
+    # state changes alike, so a short run still draws a line.
+    checks = [e for e in evs if not math.isnan(_num(e.get(value_key)))]
 
     def value(ev: dict[str, Any]) -> float:
         # A p-value of 0 (underflow) is drawn at the bottom of the log scale.
@@ -616,7 +727,8 @@ def _drift_chart(
     if checks:
         ts = [_num(e.get("ts")) for e in checks]
         ys = [value(e) for e in checks]
-        ax.plot(_dates(ts), ys, ".-", color="tab:blue", ms=4, lw=1.2, label=value_key)
+        xs, vals = _with_gaps(ts, ys, runs)
+        ax.plot(_dates(xs), vals, ".-", color="tab:blue", ms=4, lw=1.2, label=value_key)
         thr = [_num(e.get("threshold")) for e in checks]
         ax.step(_dates(ts), thr, where="post", color="tab:red", ls="--", lw=1.2, label="threshold")
     for state, marker, color in (("drift_started", "^", "tab:red"), ("drift_resolved", "v", "g")):
@@ -639,8 +751,14 @@ def _drift_chart(
         _headroom(ax)
     ax.set_title(f"drift: {feature} ({test})", fontsize=10, loc="left")
     _legend(ax)
-    note = None if checks else "no check events for this feature: only drift state changes"
-    chart = _Chart(_html_id("drift", name, used), f"drift of {feature} ({test})", charts.png(fig))
+    note = None if len(checks) > 1 else "one check of this feature in the data"
+    chart = _Chart(
+        _html_id("drift", name, used),
+        f"drift of {feature} ({test})",
+        charts.png(fig),
+        None,
+        _points(ax),
+    )
     chart.note = note
     return chart
 
@@ -721,7 +839,10 @@ def _quality_charts(data: Dataset, charts: _Charts, episodes: Sequence[Episode])
         _legend(ax)
         out.append(
             _Chart(
-                _html_id("quality", feature, used), f"data quality of {feature}", charts.png(fig)
+                _html_id("quality", feature, used),
+                f"data quality of {feature}",
+                charts.png(fig),
+                points=_points(ax),
             )
         )
     return out
@@ -733,11 +854,36 @@ def _percent_formatter() -> Any:
     return PercentFormatter(xmax=1.0)
 
 
-def _system_charts(data: Dataset, charts: _Charts, skipped: list[str]) -> list[_Chart]:
+def _with_gaps(
+    ts: Sequence[float], ys: Sequence[float], runs: Sequence[tuple[float, float]]
+) -> tuple[list[float], list[float]]:
+    """``ts``/``ys`` (in time order) with a NaN point wherever a run ended between two points.
+
+    matplotlib breaks a line at NaN: no line is drawn across time no agent ran.
+    """
+    import bisect
+
+    ends = sorted(b for _a, b in runs[:-1])
+    out_t: list[float] = []
+    out_y: list[float] = []
+    for i, (t, y) in enumerate(zip(ts, ys, strict=True)):
+        if i:
+            k = bisect.bisect_left(ends, ts[i - 1])
+            if k < len(ends) and ends[k] < t:
+                out_t.append((ts[i - 1] + t) / 2)
+                out_y.append(math.nan)
+        out_t.append(t)
+        out_y.append(y)
+    return out_t, out_y
+
+
+def _system_charts(
+    data: Dataset, charts: _Charts, skipped: list[str], runs: Sequence[tuple[float, float]]
+) -> list[_Chart]:
     rows = [r for r in data.system if not math.isnan(_num(r.get("ts")))]
     if not rows:
         return []
-    ts = _dates([_num(r["ts"]) for r in rows])
+    times = [_num(r["ts"]) for r in rows]
     out = []
     specs: list[tuple[str, str, list[tuple[str, str, str]], str]] = [
         ("cpu", "CPU", [("cpu_percent", "CPU %", "tab:blue")], "%"),
@@ -759,15 +905,21 @@ def _system_charts(data: Dataset, charts: _Charts, skipped: list[str]) -> list[_
             continue
         fig, ax = charts.figure(2.4)
         for f, label, color in present:
-            ax.plot(ts, ys[f], "-", color=color, lw=1, label=label)
+            xs, vals = _with_gaps(times, ys[f], runs)
+            # Markers too: a run of a single sample is a point, not an invisible line.
+            ax.plot(_dates(xs), vals, ".-", color=color, lw=1, ms=2, label=label)
         if unit == "%":
-            ax.set_ylim(0, 100)
+            # Headroom above 100 %, so a saturated CPU is drawn above the frame line.
+            ax.set_ylim(0, 108)
+            ax.set_yticks([0, 25, 50, 75, 100])
         else:
             ax.margins(y=0.2)
         ax.set_ylabel(unit, fontsize=8)
         ax.set_title(f"system: {title}", fontsize=10, loc="left")
         _legend(ax)
-        out.append(_Chart(f"chart-system-{key}", f"system {title}", charts.png(fig)))
+        out.append(
+            _Chart(f"chart-system-{key}", f"system {title}", charts.png(fig), points=_points(ax))
+        )
     return out
 
 
@@ -800,7 +952,7 @@ def _model_chart(data: Dataset, charts: _Charts) -> _Chart | None:
     _headroom(ax)
     ax.set_ylabel("records / min", fontsize=8)
     ax.set_title(f"model records per minute ({_fmt_duration(width)} bins)", fontsize=10, loc="left")
-    return _Chart("chart-model-rate", "model record rate", charts.png(fig))
+    return _Chart("chart-model-rate", "model record rate", charts.png(fig), points=len(rates))
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -843,7 +995,7 @@ def _figure(chart: _Chart) -> str:
     note = f"<figcaption>{_e(chart.note)}</figcaption>" if chart.note else ""
     return (
         f'<figure><img id="{_e(chart.id)}" alt="{_e(chart.title)}" '
-        f'src="data:image/png;base64,{chart.png}">{note}</figure>'
+        f'data-points="{chart.points}" src="data:image/png;base64,{chart.png}">{note}</figure>'
     )
 
 
@@ -870,6 +1022,9 @@ def _episodes_table(episodes: Sequence[Episode], t_last: float) -> str:
         if ep.end is None:
             end = '<span class="ongoing">ongoing</span>'
             dur = _fmt_duration(t_last - ep.start) + "+" if ep.start is not None else "-"
+        elif ep.run_ended:
+            end = f'<span class="muted">agent stopped {_e(_fmt_time(ep.end))}</span>'
+            dur = _fmt_duration(ep.end - ep.start) if ep.start is not None else "-"
         else:
             end = _e(_fmt_time(ep.end))
             dur = _fmt_duration(ep.end - ep.start) if ep.start is not None else "-"
@@ -916,11 +1071,13 @@ def render_html(data: Dataset, *, title: str | None = None) -> str:
         charts = _Charts(data.t_first, data.t_last)
     except ImportError as exc:
         raise ReportError(MATPLOTLIB_MISSING) from exc
-    episodes = drift_episodes(data.events)
-    drift = _drift_charts(data, charts, episodes)
+    # The agent's own periodic records (system samples, drift events) tell when it ran.
+    runs = agent_runs([_num(r.get("ts")) for r in (*data.system, *data.events)])
+    episodes = drift_episodes(data.events, runs, _is_live(data, runs))
+    drift = _drift_charts(data, charts, episodes, runs)
     quality = _quality_charts(data, charts, episodes)
     system_notes: list[str] = []
-    system = _system_charts(data, charts, system_notes)
+    system = _system_charts(data, charts, system_notes, runs)
     model = _model_chart(data, charts)
 
     t0, t1 = data.t_first, data.t_last

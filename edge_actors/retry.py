@@ -5,7 +5,7 @@ The uploader runs a non-blocking event loop, so nothing here sleeps: a
 (:meth:`Backoff.next_attempt_at`) and is told what happened
 (:meth:`Backoff.on_success`, :meth:`Backoff.on_failure`).
 
-Policy (DESIGN.md §5):
+Policy (docs/design.md, "Outbox and sinks"):
 
 - Transient failure number ``k`` (0-based) of a cycle waits
   ``uniform(0, min(max_delay, base * 2**k))`` ("full jitter": a fleet of

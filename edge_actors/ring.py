@@ -1,6 +1,6 @@
 """Shared-memory ring buffer: one producer, several pre-registered consumers.
 
-Layout (DESIGN §3): a 4096-byte header of int64 words, each writer on its own
+Layout (docs/design.md, "Rings"): a 4096-byte header of int64 words, each writer on its own
 128-byte line, then ``capacity`` fixed-size slots. A slot is an int64 *stamp*
 followed by one record of the ring's numpy dtype.
 

@@ -13,6 +13,40 @@ def _fmt(v: Any, unit: str = "") -> str:
     return f"{v}{unit}"
 
 
+def _sig(v: Any) -> str:
+    """A statistic with 4 significant digits (``0.0836``, ``312.4``, ``0``)."""
+    return f"{v:.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
+
+
+def drift_line(name: str, f: dict[str, Any]) -> str:
+    """One feature of the drift worker's status: state, test statistic / threshold, distances.
+
+    ``sqft: drift (ks 0.4516 / 0.0836, p=0, W1 312.4, PSI 1.98)``; before the
+    first check of a feature: ``sqft: ok (no data yet)``.
+    """
+    state = f.get("state", "?")
+    if f.get("statistic") is None:
+        return f"{name}: {state} (no data yet)"
+    parts = [f"{f.get('test', '?')} {_sig(f['statistic'])} / {_sig(f.get('threshold'))}"]
+    if f.get("p_value") is not None:
+        parts.append(f"p={_sig(f['p_value'])}")
+    if f.get("wasserstein") is not None:
+        parts.append(f"W1 {_sig(f['wasserstein'])}")
+    if f.get("psi") is not None:
+        parts.append(f"PSI {_sig(f['psi'])}")
+    return f"{name}: {state} ({', '.join(parts)})"
+
+
+def _worker_lines(name: str, stats: dict[str, Any]) -> list[str]:
+    """The indented detail lines of one worker (the drift worker's per feature)."""
+    features = stats.get("features") if name == "drift" else None
+    if isinstance(features, dict):
+        errors = [f"error: {stats['error']}"] if stats.get("error") else []
+        return errors + [drift_line(n, f) for n, f in features.items() if isinstance(f, dict)]
+    extra = stats.get("summary_lines")
+    return list(extra) if isinstance(extra, list) else []
+
+
 def render(status: dict[str, Any]) -> str:
     """A compact multi-line summary of a status dict."""
     lines = [
@@ -36,12 +70,17 @@ def render(status: dict[str, Any]) -> str:
             f"{w['restarts']:>8} {mem:>15} {_fmt(w['heartbeat_age_s'], 's'):>7}  "
             f"{w['last_exit'] or '-'}" + (f" [{reasons}]" if reasons else "")
         )
-    lines += ["", f"{'RING':18} {'KIND':7} {'WRITTEN':>10} {'CAP':>7} {'FILL':>6} {'LOST':>8}"]
+    # Ring names grow with the instance name (up to 16 characters): keep the columns.
+    width = max([18, *(len(r["name"]) for r in status["rings"])])
+    lines += [
+        "",
+        f"{'RING':{width}} {'KIND':7} {'WRITTEN':>10} {'CAP':>7} {'FILL':>6} {'LOST':>8}",
+    ]
     for r in status["rings"]:
         fill = max((c["fill"] for c in r["consumers"]), default=0.0)
         lost = sum(c["lost"] for c in r["consumers"])
         lines.append(
-            f"{r['name']:18} {r['kind']:7} {r['written']:>10} {r['capacity']:>7} "
+            f"{r['name']:{width}} {r['kind']:7} {r['written']:>10} {r['capacity']:>7} "
             f"{fill * 100:>5.1f}% {lost:>8}" + (f"  ({r['state']})" if "state" in r else "")
         )
     producers = status.get("producers", [])
@@ -55,7 +94,7 @@ def render(status: dict[str, Any]) -> str:
             f"shared memory: {status['shm_mb']:g} of {status['shm_budget_mb']:g} MB budget"
         )
     for name, w in status["workers"].items():
-        extra = w.get("stats", {}).get("summary_lines")
+        extra = _worker_lines(name, w.get("stats") or {})
         if extra:
             lines += ["", f"{name}:"] + [f"  {ln}" for ln in extra]
     return "\n".join(lines)

@@ -8,6 +8,11 @@ than any threshold.
 
     python examples/make_reference.py            # rewrites the committed file
     python examples/make_reference.py -o ref.json --n 20000
+    python examples/make_reference.py -o var/ref.npz --fields bedrooms,sqft,price
+
+A ``.npz`` output is the compact built reference (what ``edge-actors reference
+build`` makes); ``--fields`` keeps the named features only, for a config that
+monitors a subset (``configs/tiny-device.yaml`` has no ``confidence``).
 
 For real data, prefer ``edge-actors reference build`` on the training set.
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,22 +56,60 @@ def make_reference(n: int = N_SAMPLES, seed: int = SEED) -> dict[str, list[float
     return ref
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Write the reference file and say where."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT)
-    p.add_argument("--n", type=int, default=N_SAMPLES, help="samples per feature")
-    p.add_argument("--seed", type=int, default=SEED)
-    args = p.parse_args(argv)
-    ref = make_reference(args.n, args.seed)
+def _json_text(ref: dict[str, list[float | int]]) -> str:
     # One feature per line: readable diffs, still compact.
     body = ",\n".join(
         f" {json.dumps(name)}: {json.dumps(values, separators=(',', ':'))}"
         for name, values in ref.items()
     )
-    args.output.write_text("{\n" + body + "\n}\n")
+    return "{\n" + body + "\n}\n"
+
+
+def write_reference(
+    output: Path,
+    n: int = N_SAMPLES,
+    seed: int = SEED,
+    fields: Sequence[str] | None = None,
+) -> int:
+    """Write the reference (JSON, or a built ``.npz`` by extension); returns the features written.
+
+    Raises:
+        ValueError: a name in ``fields`` is not a feature of the example model.
+    """
+    ref = make_reference(n, seed)
+    if fields is not None:
+        unknown = [f for f in fields if f not in ref]
+        if unknown:
+            raise ValueError(f"--fields: {unknown} are not features of the example model")
+        ref = {name: ref[name] for name in fields}
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix != ".npz":
+        output.write_text(_json_text(ref))
+        return len(ref)
+    from edge_actors.drift.reference import build_reference, save_reference
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "reference.json"
+        source.write_text(_json_text(ref))
+        save_reference(build_reference(source), output)
+    return len(ref)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Write the reference file and say where."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT, help=".json or .npz")
+    p.add_argument("--n", type=int, default=N_SAMPLES, help="samples per feature")
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument("--fields", help="comma-separated features to keep (default: all)")
+    args = p.parse_args(argv)
+    fields = args.fields.split(",") if args.fields else None
+    try:
+        count = write_reference(args.output, args.n, args.seed, fields)
+    except ValueError as exc:
+        p.error(str(exc))
     size = args.output.stat().st_size
-    print(f"wrote {args.output}: {len(ref)} features x {args.n} values, {size / 1024:.0f} KB")
+    print(f"wrote {args.output}: {count} features x {args.n} values, {size / 1024:.0f} KB")
     return 0
 
 

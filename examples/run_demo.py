@@ -1,9 +1,16 @@
 """``make run``: the agent plus the example model, with one status line per second.
 
-    python examples/run_demo.py -c configs/default.yaml [--duration 60]
+    python examples/run_demo.py -c configs/default.yaml [--duration 60] [--keep-state]
 
-1. starts ``python -m edge_actors run -c CONFIG`` as a child process, its log
-   going to ``{data_dir}/agent.log`` (the path is printed once);
+0. makes the demo self-contained: writes ``var/demo.yaml``, the config with
+   ``run_dir`` = ``var/run``, ``data_dir`` = ``var`` and an instance name of
+   this checkout (``demo`` + a hash of the ``var`` path), so two checkouts on
+   one machine never share a socket, a shared-memory segment or an outbox;
+   unless ``--keep-state``, removes what the previous demo left there (outbox,
+   sink, drift checkpoint, log), so every demo starts fresh; builds an example
+   reference in ``var/`` when the config's reference file does not exist;
+1. starts ``python -m edge_actors run -c var/demo.yaml`` as a child process,
+   its log going to ``var/agent.log`` (the path is printed once);
 2. waits until the agent's control socket answers;
 3. runs the example house-price model (``house_model.py``) in a thread of this
    process, logging through ``edge_actors.connect(CONFIG)``: 200 predictions/s,
@@ -21,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,16 +40,23 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+import yaml
+
 # Run as a script from anywhere: the model module sits next to this file.
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import house_model  # noqa: E402
+import make_reference  # noqa: E402
 
 from edge_actors import control  # noqa: E402
-from edge_actors.config import ConfigError, load_config  # noqa: E402
+from edge_actors.config import Config, ConfigError, default_run_dir, load_config  # noqa: E402
 
 DEFAULT_CONFIG = HERE.parent / "configs" / "default.yaml"
+#: Where the demo keeps everything: the checkout's own ``var/``.
+DEFAULT_VAR = HERE.parent / "var"
+#: Longest control-socket path the kernel accepts (sun_path minus the NUL).
+MAX_SOCKET_PATH = 107
 #: How long the agent may take to open its control socket.
 START_TIMEOUT = 30.0
 #: Log lines shown when the agent dies on its own.
@@ -135,6 +151,23 @@ class Agent:
         return data.decode("utf-8", "replace").splitlines()[-n:]
 
 
+class DeclaredFields:
+    """Logs only the fields a config declares, by name (a config may monitor a subset)."""
+
+    def __init__(self, producer: Any, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+        self.producer = producer
+        self._inputs = [(house_model.INPUTS.index(n), n) for n in inputs]
+        self._outputs = [(house_model.OUTPUTS.index(n), n) for n in outputs]
+
+    def log(self, inputs: Sequence[float], outputs: Sequence[float]) -> int:
+        """``producer.log`` with the declared fields of the model's full rows."""
+        return int(
+            self.producer.log(
+                {n: inputs[i] for i, n in self._inputs}, {n: outputs[i] for i, n in self._outputs}
+            )
+        )
+
+
 class ModelThread:
     """The example model, predicting in a background thread of this process."""
 
@@ -142,6 +175,11 @@ class ModelThread:
         import edge_actors
 
         self.producer = edge_actors.connect(config)
+        model = load_config(config).model
+        names = ([f.name for f in model.inputs], [f.name for f in model.outputs])
+        self._logger: Any = self.producer
+        if names != (list(house_model.INPUTS), list(house_model.OUTPUTS)):
+            self._logger = DeclaredFields(self.producer, *names)
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self._thread = threading.Thread(
@@ -151,7 +189,7 @@ class ModelThread:
     def _run(self, rate: float, drift_after: int, seed: int) -> None:
         try:
             house_model.run(
-                self.producer, rate=rate, drift_after=drift_after, seed=seed, stop=self.stop
+                self._logger, rate=rate, drift_after=drift_after, seed=seed, stop=self.stop
             )
         except BaseException as exc:  # reported by the main loop, which then stops
             self.error = exc
@@ -202,25 +240,43 @@ def drift_summary(status: dict[str, Any]) -> str:
     return ", ".join(drifting) if drifting else "no drift"
 
 
+#: Width of the status line: an 80-column terminal must not wrap it.
+LINE_WIDTH = 80
+
+
 def status_line(elapsed: float, rate: float, status: dict[str, Any] | None) -> str:
-    """The one-line summary printed every second."""
-    head = f"[{elapsed:6.0f}s] {rate:6.0f} pred/s"
+    """The one-line summary printed every second, at most :data:`LINE_WIDTH` characters.
+
+    ``[  25s] 200/s | drift: sqft, price | outbox 904 | sent 4445 in 12``:
+    predictions per second, features in drift, records waiting in the outbox,
+    records and objects uploaded, then worker restarts and the agent's state
+    when there are any. A long drift list is cut with "+N" (``status`` has
+    the full picture).
+    """
+    head = f"[{elapsed:4.0f}s] {rate:3.0f}/s"
     if status is None:
         return f"{head} | agent not answering"
     workers = _dict(status.get("workers"))
     up = _dict(_dict(workers.get("uploader")).get("stats"))
     restarts = sum(int(w.get("restarts") or 0) for w in workers.values() if isinstance(w, dict))
-    parts = [
-        head,
-        f"drift: {drift_summary(status)}",
-        f"outbox {_num(up.get('backlog_records'))} rec",
-        f"uploaded {_num(up.get('uploaded_objects'))} obj / {_num(up.get('uploaded_records'))} rec",
-        f"restarts {restarts}",
+    tail = [
+        f"outbox {_num(up.get('backlog_records'))}",
+        f"sent {_num(up.get('uploaded_records'))} in {_num(up.get('uploaded_objects'))}",
     ]
+    if restarts:
+        tail.append(f"restarts {restarts}")
     state = status.get("state")
     if state not in (None, "running"):
-        parts.append(f"agent {state}")
-    return " | ".join(parts)
+        tail.append(str(state))
+    drift = drift_summary(status)
+    room = LINE_WIDTH - len(" | ".join([head, "drift: ", *tail]))
+    if len(drift) > room:
+        names = drift.split(", ")
+        for keep in range(len(names) - 1, -1, -1):
+            drift = ", ".join(names[:keep]) + f"{', ' if keep else ''}+{len(names) - keep}"
+            if len(drift) <= room:
+                break
+    return " | ".join([head, f"drift: {drift}", *tail])[:LINE_WIDTH]
 
 
 # ----------------------------------------------------------------------- main
@@ -235,7 +291,102 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0, help="model predictions per second")
     p.add_argument("--drift-after", type=int, default=house_model.DRIFT_AFTER)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--var",
+        type=Path,
+        default=DEFAULT_VAR,
+        help="folder of the demo's state, socket and log (default: var/ of this checkout)",
+    )
+    p.add_argument(
+        "--keep-state",
+        action="store_true",
+        help="keep the previous demo's outbox, sink and drift state (default: start fresh)",
+    )
     return p.parse_args(argv)
+
+
+def instance_for(var: Path) -> str:
+    """The instance name of the demo in ``var``: one per checkout, stable across runs."""
+    digest = hashlib.sha1(str(var.resolve()).encode()).hexdigest()[:8]
+    return f"demo{digest}"
+
+
+#: What a previous demo leaves in ``var/`` (``--keep-state`` keeps it).
+STATE = ("run", "sink", "outbox.db", "outbox.db-wal", "outbox.db-shm", "outbox.db-reserve")
+
+
+def clear_state(var: Path) -> None:
+    """Remove the previous demo's outbox, sink, drift checkpoint and log from ``var``.
+
+    The calibration cache (``cache/``) stays: it holds no state of a run, only
+    thresholds that are slow to compute.
+    """
+    for name in STATE:
+        path = var / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for path in var.rglob("*checkpoint*"):  # the drift checkpoint, wherever it lives
+        if path.is_file():
+            path.unlink()
+    (var / "agent.log").unlink(missing_ok=True)
+
+
+def demo_config(source: Path, cfg: Config, var: Path, reference: Path | None) -> Path:
+    """Write ``var/demo.yaml``: ``source`` with the demo's own instance, run_dir and data_dir.
+
+    Relative paths of ``source`` are made absolute (the copy lives elsewhere);
+    the outbox and sink paths are dropped so that they default to ``var/``.
+    """
+    raw = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
+    run_dir = var / "run"
+    instance = instance_for(var)
+    if len(str(run_dir / f"{instance}.sock")) > MAX_SOCKET_PATH:
+        # A very deep checkout: the socket goes to the user's runtime folder, still
+        # under this checkout's own instance name.
+        run_dir = default_run_dir()
+    raw["instance"] = instance
+    raw["run_dir"] = str(run_dir)
+    raw["data_dir"] = str(var)
+    storage = raw.get("storage")
+    if isinstance(storage, dict):
+        storage.pop("sqlite_path", None)
+        storage.pop("local_path", None)
+    drift = raw.get("drift_detection")
+    if not isinstance(drift, dict):
+        drift = raw["drift_detection"] = {}
+    path = reference or cfg.drift_detection.reference_data_path
+    if path is not None:
+        drift["reference_data_path"] = str(path)
+    out = var / "demo.yaml"
+    out.write_text(
+        f"# Written by examples/run_demo.py from {source}; rewritten by every `make run`.\n"
+        + yaml.safe_dump(raw, sort_keys=False),
+        encoding="utf-8",
+    )
+    return out
+
+
+def example_reference(cfg: Config, var: Path, name: str) -> Path | None:
+    """An example reference for a config whose reference file does not exist yet.
+
+    Built from the example model's undrifted stream (examples/make_reference.py)
+    for the fields the config declares; None when the config's reference exists
+    or drift detection is off.
+    """
+    dc = cfg.drift_detection
+    if not dc.enabled or dc.reference_data_path is None or dc.reference_data_path.exists():
+        return None
+    out = var / f"{name}-reference.npz"
+    if not out.exists():
+        fields = [f.name for f in (*cfg.model.inputs, *cfg.model.outputs)]
+        make_reference.write_reference(out, fields=fields)
+    print(
+        f"{dc.reference_data_path} does not exist: using an example reference, {_show(out)}",
+        flush=True,
+    )
+    return out
 
 
 @contextlib.contextmanager
@@ -281,17 +432,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"run_demo: invalid config {config}:\n{exc}", file=sys.stderr)
         return 1
     names = ([f.name for f in cfg.model.inputs], [f.name for f in cfg.model.outputs])
-    if names != (list(house_model.INPUTS), list(house_model.OUTPUTS)):
+    if not (set(names[0]) <= set(house_model.INPUTS) and set(names[1]) <= set(house_model.OUTPUTS)):
         print(
-            f"run_demo: {config}: the example model needs model.inputs "
-            f"{list(house_model.INPUTS)} and model.outputs {list(house_model.OUTPUTS)}, "
-            f"got {names[0]} and {names[1]}",
+            f"run_demo: {config}: the example model has the inputs "
+            f"{list(house_model.INPUTS)} and the outputs {list(house_model.OUTPUTS)}; "
+            f"the config declares model.inputs {names[0]} and model.outputs {names[1]}",
             file=sys.stderr,
         )
         return 1
+    var = args.var.resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    instance = instance_for(var)
+    try:
+        pid = control.request(var / "run", instance, {"op": "ping"}, timeout=1.0).get("pid")
+    except control.ControlError:
+        pid = None
+    if pid is not None:
+        print(
+            f"run_demo: the demo agent of this checkout already runs (pid {pid}, instance "
+            f"{instance}); stop it with: edge-actors stop -c {_show(var / 'demo.yaml')}",
+            file=sys.stderr,
+        )
+        return 1
+    if not args.keep_state:
+        clear_state(var)
+    config = demo_config(config, cfg, var, example_reference(cfg, var, config.stem))
+    cfg = load_config(config)
     shutdown_timeout = float(cfg.supervisor.shutdown_timeout_seconds) + 10.0
 
-    agent = Agent(config, Path(cfg.data_dir) / "agent.log")
+    agent = Agent(config, var / "agent.log")
     model: ModelThread | None = None
     code: int | None = None
     with _signals_raise():
@@ -302,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"log: {_show(agent.log_path)}",
                 flush=True,
             )
+            print(f"status: edge-actors status -c {_show(config)}", flush=True)
             if not _wait_for_socket(agent, cfg):
                 return _agent_failed(agent, "did not open its control socket")
             model = ModelThread(config, args.rate, args.drift_after, args.seed)

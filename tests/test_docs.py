@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import ast
 import datetime as dt
 import importlib.util
+import json
+import os
 import re
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from edge_actors.config import FieldSpec, load_config
 from edge_actors.outbox import Outbox
@@ -92,6 +104,31 @@ def _anchors(md: Path) -> set[str]:
     return out
 
 
+# ---------------------------------------------------------------- references
+
+
+def test_no_reference_to_a_design_document_outside_the_repo() -> None:
+    """Code and docs cite docs/design.md sections, not the brief it was built from."""
+    bad = []
+    for path in [*REPO.glob("*.md"), *DOCS.glob("*.md"), *REPO.glob("edge_actors/**/*.py")]:
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if re.search(r"DESIGN(\.md| §)", line):
+                bad.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not bad, "\n".join(bad)
+    cited = set()
+    for path in REPO.glob("edge_actors/**/*.py"):
+        cited |= set(re.findall(r'docs/design\.md, "([^"]+)"', path.read_text(encoding="utf-8")))
+    headings = set(re.findall(r"^## (.+)$", (DOCS / "design.md").read_text(), flags=re.M))
+    assert cited and cited <= headings, cited - headings
+
+
+def test_design_md_does_not_claim_the_agent_uses_scipy() -> None:
+    text = (DOCS / "design.md").read_text(encoding="utf-8")
+    assert "scipy only in drift" not in text
+    assert "numpy and `scipy.special` only" not in text
+    assert "no process imports scipy" in text
+
+
 # ---------------------------------------------------------------- operations.md
 
 
@@ -104,6 +141,12 @@ def test_ring_sizes_in_operations_md_match_the_code() -> None:
     fixed = sizes["system"] + sizes["procs"] + sizes["events"]
     for value in (*sizes.values(), fixed):
         assert f"{value:,}" in text, f"operations.md should show {value:,} bytes"
+
+
+def test_docker_section_says_the_image_owns_the_volume_folders() -> None:
+    text = (DOCS / "operations.md").read_text(encoding="utf-8")
+    docker = text[text.index("## Docker") :]
+    assert "chown 1000:1000 /run/edge-actors /var/lib/edge-actors" in docker
 
 
 def test_systemd_unit_has_the_documented_settings() -> None:
@@ -259,6 +302,348 @@ def _simplify(name: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     if name == "last-system":
         return (row[0], row[2], row[3], row[4])
     return tuple(row)
+
+
+# ------------------------------------------------- README and quick start, block by block
+#
+# Every fenced block of README.md and docs/quickstart.md is either run here
+# (Python snippets, commands) or compared with what the real program prints
+# (the demo's lines, status, stats(), an uploaded object). A new block fails
+# test_every_block_is_tested until a test below claims it.
+
+WALKED = (REPO / "README.md", DOCS / "quickstart.md")
+DEMO_VAR = "var"
+
+
+def _fenced(md: Path) -> list[tuple[str, str]]:
+    """``(lang, body)`` of every fenced block of ``md``."""
+    text = md.read_text(encoding="utf-8")
+    return [(m[1], m[2]) for m in re.finditer(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)]
+
+
+#: First line of each block -> the test that runs or checks it.
+CLAIMS = {
+    "make run     # ": "test_make_targets_do_what_the_docs_say",
+    " ML application process(es)": "a diagram",
+    "import numpy as np": "test_python_snippets_run",
+    "from edge_actors import EdgeMonitor": "test_python_snippets_run",
+    "import edge_actors": "test_python_snippets_run",
+    "agent pid ": "test_demo_output_is_what_make_run_prints",
+    "{'attached'": "test_python_snippets_run",
+    "edge-actors run -c CONFIG": "test_command_line_block_runs",
+    "$ edge-actors status": "test_status_block_is_what_status_prints",
+    "var/agent.log ": "test_data_tree_is_what_the_demo_writes",
+    "$ zcat ": "test_zcat_example_is_a_real_object",
+}
+
+
+def _claim(body: str) -> str | None:
+    first = body.splitlines()[0] if body else ""
+    return next((t for prefix, t in CLAIMS.items() if first.startswith(prefix)), None)
+
+
+def test_every_block_is_tested() -> None:
+    unclaimed = [
+        f"{md.name}: {body.splitlines()[0] if body else '(empty)'}"
+        for md in WALKED
+        for _lang, body in _fenced(md)
+        if _claim(body) is None
+    ]
+    assert not unclaimed, "blocks no test runs or checks:\n" + "\n".join(unclaimed)
+
+
+def _blocks_of(test: str) -> list[tuple[Path, str, str]]:
+    return [(md, lang, body) for md in WALKED for lang, body in _fenced(md) if _claim(body) == test]
+
+
+def test_make_targets_do_what_the_docs_say() -> None:
+    """``make run`` and ``make test`` as the README says (dry-run: the suite runs them for real)."""
+    blocks = _blocks_of("test_make_targets_do_what_the_docs_say")
+    assert len(blocks) == 2
+    env = {**os.environ, "MAKEFLAGS": ""}
+    # -B: as from a fresh clone, every install step shown.
+    run = subprocess.run(
+        ["make", "-n", "-B", "run"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    # The demo with the default config, after installing the runtime + report extra only.
+    assert "examples/run_demo.py -c configs/default.yaml" in run.stdout
+    assert "-e '.[report]'" in run.stdout, run.stdout
+    assert "[test]" not in run.stdout and ",test]" not in run.stdout, run.stdout
+    fresh0 = subprocess.run(
+        ["make", "-n", "run", "FRESH=0"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert "--keep-state" in fresh0.stdout and "--keep-state" not in run.stdout
+    test = subprocess.run(["make", "-n", "test"], cwd=REPO, capture_output=True, text=True, env=env)
+    assert test.returncode == 0, test.stderr
+    for part in ("lint", "test-main", "test313"):
+        assert part in test.stdout
+
+
+def test_readme_command_line_summary_parses() -> None:
+    """The README's one-paragraph command list: each command as written is accepted."""
+    from edge_actors.cli import build_parser
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    para = text[text.index("Command line:") :].split("\n\n")[0]
+    commands = re.findall(r"`([a-z][^`]*)`", para)
+    assert len(commands) >= 7, commands
+    parser = build_parser()
+    for command in commands:
+        words = [w for w in command.replace("[--json]", "--json").split() if w != "edge-actors"]
+        try:
+            parser.parse_args(words)
+        except SystemExit as exc:  # argparse's usage error
+            raise AssertionError(f"README: `{command}` is not a valid command") from exc
+
+
+@dataclass
+class Demo:
+    """``make run``'s demo (examples/run_demo.py) running with the default config."""
+
+    var: Path
+    proc: subprocess.Popen[str]
+    lines: list[str]
+    config: Path
+
+
+def _demo_uploaded(line: str) -> bool:
+    """A status line of a running agent (no state shown) that has uploaded records."""
+    return re.search(r"drift: [\w ,+]+ \| outbox \d+ \| sent [1-9]\d* in \d+$", line) is not None
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[Demo]:
+    base = Path(tempfile.mkdtemp(prefix="ead"))
+    var = base / DEMO_VAR
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "examples" / "run_demo.py"),
+            "-c",
+            str(REPO / "configs" / "default.yaml"),
+            "--var",
+            str(var),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=base,
+    )
+    lines: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        while not any(_demo_uploaded(ln) for ln in lines):
+            assert proc.poll() is None, "\n".join(lines)
+            assert time.monotonic() < deadline, "no upload within 90 s:\n" + "\n".join(lines)
+            time.sleep(0.2)
+        yield Demo(var, proc, lines, var / "demo.yaml")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _app_dir(demo: Demo, tmp_path: Path) -> Path:
+    """A folder where ``configs/default.yaml`` is the demo's config (its instance, its paths)."""
+    (tmp_path / "configs").mkdir()
+    shutil.copy(demo.config, tmp_path / "configs" / "default.yaml")
+    return tmp_path
+
+
+def test_python_snippets_run(demo: Demo, tmp_path: Path) -> None:
+    """Each snippet runs as written next to the demo's agent; ``print(...)  # X`` prints X."""
+    cwd = _app_dir(demo, tmp_path)
+    blocks = _blocks_of("test_python_snippets_run")
+    snippets = [(md, body) for md, lang, body in blocks if lang == "python"]
+    assert len(snippets) == 4
+    for md, body in snippets:
+        r = subprocess.run(
+            [sys.executable, "-c", body], cwd=cwd, capture_output=True, text=True, timeout=120
+        )
+        where = f"{md.name} snippet {body.splitlines()[0]!r}"
+        assert r.returncode == 0, f"{where}:\n{r.stderr}"
+        expected = [m[1].strip() for m in re.finditer(r"^print\(.*\)\s+#\s*(.+)$", body, re.M)]
+        if expected:
+            assert r.stdout.splitlines() == expected, f"{where}:\n{r.stdout}"
+        if "print(producer.stats())" in body:
+            # The stats() shown after the snippet: same keys, the records written.
+            shown = [b for _md, lang, b in blocks if b.startswith("{'attached'")]
+            assert len(shown) == 1
+            doc = ast.literal_eval(shown[0])
+            real = ast.literal_eval(r.stdout.strip().splitlines()[-1])
+            assert set(real) == set(doc) and set(real["dropped"]) == set(doc["dropped"])
+            assert real["written"] == doc["written"] and real["dropped_total"] == 0, r.stdout
+            assert real["attached"] is True
+
+
+def _general(line: str) -> str:
+    """A line with its numbers and instance name generalized, for comparing shapes."""
+    line = re.sub(r"demo[0-9a-f]{8}", "INSTANCE", line)
+    line = re.sub(r"\d+(\.\d+)?", "N", re.sub(r" +", " ", line))
+    return re.sub(
+        r"drift: [\w, +]+? \|",
+        "drift: FEATURES |",
+        line.replace("drift: no drift |", "drift: FEATURES |"),
+    )
+
+
+def test_demo_output_is_what_make_run_prints(demo: Demo) -> None:
+    blocks = _blocks_of("test_demo_output_is_what_make_run_prints")
+    assert len(blocks) == 1
+    real = {_general(ln) for ln in demo.lines}
+    # The lines of the shutdown come after this test: their shape, from run_demo's code.
+    real |= {
+        "model stopped: N records written",
+        "stopping the agent (up to Ns)...",
+        "agent exited with code N; log: var/agent.log",
+    }
+    real = {ln.replace(str(demo.var), DEMO_VAR) for ln in real}
+    doc = [ln for ln in blocks[0][2].splitlines() if ln not in ("...", "^C")]
+    odd = [ln for ln in doc if _general(ln) not in real]
+    assert not odd, "lines make run does not print like this:\n" + "\n".join(odd)
+    status_lines = [ln for ln in doc + demo.lines if ln.startswith("[")]
+    assert status_lines and all(len(ln) <= 80 for ln in status_lines)
+
+
+def _cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_actors", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_status_block_is_what_status_prints(demo: Demo) -> None:
+    blocks = _blocks_of("test_status_block_is_what_status_prints")
+    assert len(blocks) == 1
+    command, *doc = blocks[0][2].splitlines()
+    assert command == "$ edge-actors status -c var/demo.yaml"
+    r = _cli("status", "-c", "var/demo.yaml", cwd=demo.var.parent)
+    assert r.returncode == 0, r.stderr
+    real = r.stdout.splitlines()
+    # Same sections and column headers, in the same order.
+    heads = [ln for ln in doc if ln and not ln.startswith(" ") and not ln.startswith("ea_")]
+    real_heads = [ln for ln in real if ln and not ln.startswith(" ") and not ln.startswith("ea_")]
+    heads = [_general(h).split(" ")[0] for h in heads]
+    assert heads == [_general(h).split(" ")[0] for h in real_heads], r.stdout
+    # A drift line as status prints it (statistic / threshold, p, W1, PSI).
+    num = r"[\d.e+-]+"
+    shape = rf"  \w+: (ok|drift) \((no data yet|ks {num} / {num}, p={num}, W1 {num}, PSI {num})\)"
+    drift_doc = doc[doc.index("drift:") + 1 : doc.index("", doc.index("drift:"))]
+    drift_real = real[real.index("drift:") + 1 : real.index("", real.index("drift:"))]
+    assert drift_doc and all(re.fullmatch(shape, ln) for ln in drift_doc), drift_doc
+    assert all(re.fullmatch(shape, ln) for ln in drift_real), drift_real
+    assert "None" not in r.stdout
+
+
+def test_command_line_block_runs(demo: Demo, tmp_path: Path) -> None:
+    """Each command of the quick start's list, with its placeholders filled in."""
+    blocks = _blocks_of("test_command_line_block_runs")
+    assert len(blocks) == 1
+    other = tmp_path / "other.yaml"
+    cfg = yaml.safe_load(demo.config.read_text())
+    cfg.update(instance=f"{cfg['instance'][:10]}b", run_dir=str(tmp_path / "run"))
+    cfg["data_dir"] = str(tmp_path / "data")
+    other.write_text(yaml.safe_dump(cfg))
+    subst = {
+        "CONFIG": str(demo.config),
+        "FILE": str(demo.config),
+        "INPUT": str(REPO / "examples" / "house_reference.json"),
+        "reference.npz": str(tmp_path / "reference.npz"),
+        "report.html": str(tmp_path / "report.html"),
+    }
+    seen = []
+    for raw in blocks[0][2].splitlines():
+        line = raw.split("#")[0].strip()
+        words = line.split()
+        assert words[0] == "edge-actors", raw
+        variants = [words]
+        if "[--json]" in words:
+            plain = [w for w in words if w != "[--json]"]
+            variants = [plain, [*plain, "--json"]]
+        for argv in variants:
+            args = [subst.get(w, w) for w in argv[1:]]
+            if args[0] == "run":
+                # Its own agent (the demo's runs already), stopped by `stop` below.
+                args[args.index(str(demo.config))] = str(other)
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "edge_actors", *args],
+                    cwd=REPO,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                seen.append("run")
+                continue
+            if args[0] == "stop":
+                args[args.index(str(demo.config))] = str(other)
+                deadline = time.monotonic() + 30
+                while _cli("status", "-c", str(other)).returncode != 0:
+                    assert time.monotonic() < deadline and proc.poll() is None
+                    time.sleep(0.2)
+            r = _cli(*args)
+            assert r.returncode == 0, f"{raw}: {r.stdout}{r.stderr}"
+            seen.append(args[0])
+    assert proc.wait(30) == 0
+    assert seen == ["run", "status", "status", "stop", "check-config"] + ["reference"] * 2 + [
+        "report"
+    ]
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+
+
+def test_data_tree_is_what_the_demo_writes(demo: Demo) -> None:
+    blocks = _blocks_of("test_data_tree_is_what_the_demo_writes")
+    assert len(blocks) == 1
+    names = [ln.split()[0] for ln in blocks[0][2].splitlines() if ln.startswith("var/")]
+    assert names
+    missing = [n for n in names if not (demo.var.parent / n).exists()]
+    assert not missing, missing
+    keys = re.findall(r"^  (\w+)/device=", blocks[0][2], flags=re.M)
+    real = {p.name for p in (demo.var / "sink").iterdir()}
+    assert set(keys) >= real and "model" in real, real
+
+
+KEY_RE = r"var/sink/model/device=([\w-]+)/date=(\d{4}-\d\d-\d\d)/(\d{20})-(\d{20})\.ndjson\.gz"
+
+
+def test_zcat_example_is_a_real_object(demo: Demo) -> None:
+    blocks = _blocks_of("test_zcat_example_is_a_real_object")
+    assert len(blocks) == 1
+    command, line = blocks[0][2].splitlines()
+    m = re.fullmatch(rf"\$ zcat ({KEY_RE}) \| head -1", command)
+    assert m is not None, command
+    doc = json.loads(line)
+    objects = sorted((demo.var / "sink" / "model").rglob("*.ndjson.gz"))
+    assert objects
+    rel = objects[0].relative_to(demo.var.parent).as_posix()
+    real_m = re.fullmatch(KEY_RE, rel)
+    assert real_m is not None, rel
+    r = subprocess.run(
+        f"zcat {rel} | head -1", shell=True, cwd=demo.var.parent, capture_output=True, text=True
+    )
+    real = json.loads(r.stdout)
+    assert list(real) == list(doc)
+    # The key names the first and last seq of the object, 20 digits each.
+    assert doc["seq"] == int(m[4]) and real["seq"] == int(real_m[3])
+    assert len(str(doc["seq"])) == len(str(real["seq"])), (doc["seq"], real["seq"])
+    assert doc["device_id"] == m[2] and real["device_id"] == real_m[1]
+    assert doc["lane"].startswith("ea_demo") and real["lane"].startswith("ea_demo")
 
 
 if __name__ == "__main__":  # pragma: no cover

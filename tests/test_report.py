@@ -6,8 +6,10 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ import yaml
 
 from edge_actors.keys import object_key
 from edge_actors.outbox import Outbox
-from edge_actors.report import MATPLOTLIB_MISSING, drift_episodes
+from edge_actors.report import MATPLOTLIB_MISSING, agent_runs, drift_episodes
 from edge_actors.sinks.base import md5_b64
 from edge_actors.sinks.local import LocalSink
 
@@ -198,9 +200,12 @@ CHARTS = (
 )
 
 
-def check_page(page: str) -> None:
+def check_page(page: str, open_episode: str = "ongoing") -> None:
     for chart in CHARTS:
-        m = re.search(rf'<img id="{chart}" alt="[^"]+" src="data:image/png;base64,([^"]+)"', page)
+        m = re.search(
+            rf'<img id="{chart}" alt="[^"]+" data-points="\d+" src="data:image/png;base64,([^"]+)"',
+            page,
+        )
         assert m is not None, chart
         assert base64.b64decode(m[1]).startswith(b"\x89PNG\r\n\x1a\n"), chart
     assert "http://" not in page and "https://" not in page
@@ -220,7 +225,7 @@ def check_page(page: str) -> None:
     assert "<td>price</td><td>ks</td><td>distribution</td>" in rows[0]
     assert price in rows[0] and resolved in rows[0] and "30m<" in rows[0]
     assert "<td>sqft</td><td>nan_rate</td><td>data quality</td>" in rows[1]
-    assert "ongoing" in rows[1]
+    assert open_episode in rows[1]
     assert '<td>system</td><td>ring_overrun</td><td class="n">7</td>' in page
     assert f"<td>{DEVICE}</td>" in page and f"<td>{MODEL}</td>" in page
 
@@ -243,8 +248,9 @@ def test_report_from_config_reads_outbox_and_sink_read_only(data_dir: Path, tmp_
     assert r.returncode == 0, r.stderr
     page = out.read_text()
     # Neither source alone holds everything: the counts prove both were read,
-    # and the unacked batch (in both) was counted once.
-    check_page(page)
+    # and the unacked batch (in both) was counted once. No agent runs for this
+    # config (its socket does not answer): the open episode ended with the run.
+    check_page(page, open_episode="agent stopped")
     assert "50 records in both outbox and sink" in page
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
     assert sorted(p.name for p in db.parent.iterdir()) == files_before
@@ -380,3 +386,218 @@ def html_escaped(text: str) -> str:
     import html
 
     return html.escape(text, quote=True)
+
+
+# ----------------------------------------------------- runs that stopped, in a browser
+
+#: Two runs of a demo-like agent three hours ago (2 s samples, 10 s checks), 10 minutes apart.
+OLD = time.time() - 3 * 3600
+RUN1 = (OLD, OLD + 420)
+RUN2 = (OLD + 1020, OLD + 1400)
+
+
+def stopped_runs_streams() -> dict[str, list[dict[str, Any]]]:
+    """Run 1 ends with sqft drifting; run 2 resolves a new sqft episode, leaves price open."""
+    system, events = [], []
+    for a, b in (RUN1, RUN2):
+        t = a
+        while t <= b:
+            system.append(
+                {
+                    "time": _iso(t),
+                    "ts": t,
+                    "device_id": DEVICE,
+                    # The ML app saturates the CPU: 100 % must be visible, not hidden by the frame.
+                    "cpu_percent": 100.0,
+                    "mem_percent": 60.0,
+                    "swap_percent": 0.0,
+                    "disk_percent": 40.0,
+                    "temp_max_c": None,
+                }
+            )
+            if round(t - a) % 10 == 0 and t > a:
+                for feature in ("sqft", "price"):
+                    events.append(_event(t + 0.5, feature, "ks", "check", 0.05, 0.0836))
+            t += 2.0
+    events += [
+        _event(OLD + 200.5, "sqft", "ks", "drift_started", 0.3, 0.0836),
+        _event(OLD + 1100.5, "sqft", "ks", "drift_started", 0.3, 0.0836),
+        _event(OLD + 1300.5, "sqft", "ks", "drift_resolved", 0.05, 0.0836),
+        _event(OLD + 1350.5, "price", "ks", "drift_started", 0.2, 0.0836),
+    ]
+    model = [
+        {"ts": t, "time": _iso(t), "device_id": DEVICE, "model": MODEL, "id": i}
+        for i, t in enumerate(r["ts"] for r in system)
+    ]
+    return {"system": system, "events": sorted(events, key=lambda e: e["ts"]), "model": model}
+
+
+def write_tree(root: Path, streams: dict[str, list[dict[str, Any]]]) -> None:
+    """Each stream as objects of 100 records under the uploader's keys."""
+    sink = LocalSink(root)
+    for stream, recs in streams.items():
+        for first in range(0, len(recs), 100):
+            chunk = recs[first : first + 100]
+            body = gzip.compress(
+                b"".join(
+                    (json.dumps({"seq": first + i, **r}) + "\n").encode()
+                    for i, r in enumerate(chunk)
+                )
+            )
+            day = dt.datetime.fromtimestamp(chunk[0]["ts"], dt.timezone.utc).date()
+            key = object_key("", stream, DEVICE, day, first, first + len(chunk) - 1)
+            sink.put(key, body, md5_b64(body))
+
+
+def test_agent_runs_split_at_gaps() -> None:
+    streams = stopped_runs_streams()
+    runs = agent_runs([r["ts"] for r in streams["system"]])
+    assert runs == [RUN1, RUN2]
+    assert agent_runs([]) == []
+    assert agent_runs([5.0]) == [(5.0, 5.0)]
+
+
+def test_episodes_of_stopped_runs_end_with_the_run() -> None:
+    streams = stopped_runs_streams()
+    runs = agent_runs([r["ts"] for r in streams["system"]])
+    eps = drift_episodes(streams["events"], runs, live=False)
+    got = [(e.feature, e.start, e.end, e.run_ended) for e in eps]
+    assert got == [
+        ("sqft", OLD + 200.5, RUN1[1], True),
+        ("sqft", OLD + 1100.5, OLD + 1300.5, False),
+        ("price", OLD + 1350.5, RUN2[1], True),
+    ]
+    # An agent that still runs: the last run's open episode is ongoing, run 1's is not.
+    eps = drift_episodes(streams["events"], runs, live=True)
+    assert [(e.end, e.run_ended) for e in eps] == [
+        (RUN1[1], True),
+        (OLD + 1300.5, False),
+        (None, False),
+    ]
+    # A drift_resolved after a restart closes the episode the checkpoint carried over.
+    evs = [
+        _event(OLD + 200.5, "sqft", "ks", "drift_started", 0.3, 0.1),
+        _event(OLD + 1100.5, "sqft", "ks", "drift_resolved", 0.05, 0.1),
+    ]
+    eps = drift_episodes(evs, runs, live=False)
+    assert [(e.start, e.end, e.run_ended) for e in eps] == [(OLD + 200.5, OLD + 1100.5, False)]
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+#: Read by the browser, after the page loaded: each image's decoded size (in a copy of
+#: the page only: the report itself carries no script).
+PROBE = (
+    "<script>addEventListener('load',()=>{for(const i of document.images)"
+    "{i.dataset.decoded=i.naturalWidth+'x'+i.naturalHeight}"
+    "document.body.dataset.loaded='yes'})</script>"
+)
+
+
+def browser_dom(page: Path, tmp_path: Path) -> str:
+    """The DOM of ``page`` after Chromium loaded and decoded it (headless)."""
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium)")
+    probe = tmp_path / f"probe-{page.name}"
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    r = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'chromium-profile'}",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            probe.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'data-loaded="yes"' in r.stdout, r.stderr[-2000:]
+    return r.stdout
+
+
+def browser_charts(dom: str) -> dict[str, tuple[int, str]]:
+    """``{chart id: (data points, decoded WxH)}`` of every image in the DOM."""
+    out = {}
+    for tag in re.findall(r"<img [^>]*>", dom):
+        chart = re.search(r'id="([^"]+)"', tag)
+        points = re.search(r'data-points="(\d+)"', tag)
+        decoded = re.search(r'data-decoded="(\d+x\d+)"', tag)
+        assert chart and points and decoded, tag[:200]
+        out[chart[1]] = (int(points[1]), decoded[1])
+    return out
+
+
+def episode_rows(dom: str) -> list[list[str]]:
+    table = re.search(r'<div id="episodes">(.*?)</table>', dom, re.S)
+    assert table is not None
+    rows = re.findall(r"<tr>(.*?)</tr>", table[1], re.S)[1:]
+    return [
+        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", r)] for r in rows
+    ]
+
+
+@pytest.mark.slow
+def test_report_of_stopped_runs_in_a_real_browser(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    write_tree(tree, stopped_runs_streams())
+    out = tmp_path / "report.html"
+    r = run("report", "--from", str(tree), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    dom = browser_dom(out, tmp_path)
+    charts = browser_charts(dom)
+    assert set(charts) == {
+        "chart-drift-sqft",
+        "chart-drift-price",
+        "chart-system-cpu",
+        "chart-system-mem",
+        "chart-system-disk",
+        "chart-model-rate",
+    }
+    for chart, (points, decoded) in charts.items():
+        assert decoded == "1100x280" or decoded.startswith("1100x"), (chart, decoded)
+        # A 7-minute run with 10 s checks: dozens of points, not two.
+        assert points >= 20, (chart, points)
+
+    def fmt(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+    rows = episode_rows(dom)
+    assert [(r[0], r[4], r[5]) for r in rows] == [
+        # A run ends with the agent's last record: its last check, half a second late.
+        ("sqft", f"agent stopped {fmt(RUN1[1] + 0.5)}", "3m 40s"),
+        ("sqft", fmt(OLD + 1300.5), "3m 20s"),
+        ("price", f"agent stopped {fmt(RUN2[1] + 0.5)}", "50s"),
+    ], rows
+    assert "ongoing" not in dom.split('<div id="episodes">')[1].split("</table>")[0]
+    assert "0 still open" in dom
+
+
+@pytest.mark.slow
+def test_report_of_a_live_agent_in_a_real_browser(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    r = run("report", "--from", str(data_dir / "tree"), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    charts = browser_charts(browser_dom(out, tmp_path))
+    assert set(charts) == {*CHARTS, "chart-system-disk"}
+    for chart, (points, decoded) in charts.items():
+        # A data-quality chart of alarms only (checks carry no rates) has one marker per alarm.
+        least = 1 if chart.startswith("chart-quality") else 20
+        assert points >= least and decoded.startswith("1100x"), (chart, points, decoded)
+    rows = episode_rows(browser_dom(out, tmp_path))
+    assert [r[4] for r in rows][1] == "ongoing"

@@ -541,6 +541,9 @@ class DriftWorker(Worker):
             self._save_checkpoint()
             self._write_events(events)
             self._pending = []
+            # Status shows a state change at once: recompute the summary and send it
+            # with the next loop's heartbeat instead of up to SUMMARY_SECONDS later.
+            self._next_summary = self._next_stats = self._next_hb = 0.0
         elif self._dirty and now >= self._next_ckpt:
             self._save_checkpoint()
         self.max_step_seconds = max(self.max_step_seconds, time.monotonic() - t_start)

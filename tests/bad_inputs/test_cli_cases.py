@@ -45,7 +45,7 @@ USAGE_ERRORS: list[tuple[list[str], str]] = [
     (
         ["--log-level", "LOUD", "status"],
         "edge-actors: error: argument --log-level: invalid choice: 'LOUD' "
-        "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR')",
+        "(choose from 'DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')",
     ),
     (["status", "--bogus"], "edge-actors: error: unrecognized arguments: --bogus"),
     (
