@@ -543,9 +543,10 @@ def test_status_block_is_what_status_prints(demo: Demo) -> None:
     real_heads = [ln for ln in real if ln and not ln.startswith(" ") and not ln.startswith("ea_")]
     heads = [_general(h).split(" ")[0] for h in heads]
     assert heads == [_general(h).split(" ")[0] for h in real_heads], r.stdout
-    # A drift line as status prints it (statistic / threshold, p, W1, PSI).
+    # A drift line as status prints it (statistic / threshold, p, W1 for KS, PSI).
     num = r"[\d.e+-]+"
-    shape = rf"  \w+: (ok|drift) \((no data yet|ks {num} / {num}, p={num}, W1 {num}, PSI {num})\)"
+    tested = rf"(ks {num} / {num}, p={num}, W1 {num}|chi2 {num} / {num}, p={num}), PSI {num}"
+    shape = rf"  \w+: (ok|drift) \((no data yet|{tested})\)"
     drift_doc = doc[doc.index("drift:") + 1 : doc.index("", doc.index("drift:"))]
     drift_real = real[real.index("drift:") + 1 : real.index("", real.index("drift:"))]
     assert drift_doc and all(re.fullmatch(shape, ln) for ln in drift_doc), drift_doc
