@@ -201,6 +201,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "READY s",
         "restart s",
         "stop s",
+        "other restarts",
         "drift step",
         "ok",
     ]
@@ -208,20 +209,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         a = r.get("agent") or {}
         if "fence_isa" not in r:
+            blank = [""] * (len(head) - 4)
             lines.append(
-                [
-                    r["run"],
-                    r["cpu"],
-                    r.get("python", "?"),
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "",
-                    "yes" if r["ok"] else "NO",
-                ]
+                [r["run"], r["cpu"], r.get("python", "?"), *blank, "yes" if r["ok"] else "NO"]
             )
             continue
         restart = a.get("restart_s") or {}
@@ -236,8 +226,9 @@ def table(rows: list[dict[str, Any]]) -> str:
                 if "delivered" in a
                 else ("n/a (no orjson)" if not a else "FAILED"),
                 str(a.get("ready_s", "")),
-                "/".join(f"{restart[w]}" for w in sorted(restart)) if restart else "",
+                " ".join(f"{w[0]}:{restart[w]}" for w in sorted(restart)) if restart else "",
                 str(a.get("stop_s", "")),
+                ", ".join(f"{w} {r}" for w, r in (a.get("extra_restarts") or {}).items()) or "-",
                 f"{r.get('drift_step_s', '?')}s/{r.get('drift_step_records', '?')} rec"
                 if "drift_step_s" in r
                 else "",
