@@ -229,7 +229,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 " ".join(f"{w[0]}:{restart[w]}" for w in sorted(restart)) if restart else "",
                 str(a.get("stop_s", "")),
                 ", ".join(f"{w} {r}" for w, r in (a.get("extra_restarts") or {}).items()) or "-",
-                f"{r.get('drift_step_s', '?')}s/{r.get('drift_step_records', '?')} rec"
+                f"{r.get('drift_check_ms', '?')} ms/check, {r.get('drift_full_step_s', '?')} s/step"
                 if "drift_step_s" in r
                 else "",
                 "yes" if r["ok"] else "NO",
