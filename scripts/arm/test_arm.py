@@ -248,7 +248,13 @@ def main() -> int:
     ap.add_argument("--no-agent", action="store_true", help="skip the agent runs")
     ap.add_argument("--full", action="store_true", help="also the long ring stress tests")
     ap.add_argument("--jobs", type=int, default=3, help="runs at once")
+    ap.add_argument("--table", action="store_true", help="print the last results of every run")
     args = ap.parse_args()
+    if args.table:
+        found = [CACHE / "results" / f"{r.name}.json" for r in RUNS]
+        rows = [json.loads(f.read_text()) for f in found if f.exists()]
+        print(table(rows))
+        return 0 if rows and all(r["ok"] for r in rows) else 1
     if os.geteuid() != 0:
         print("make test-arm needs root (debootstrap, chroot, binfmt_misc)", file=sys.stderr)
         return 2
@@ -275,6 +281,8 @@ def main() -> int:
         t0 = time.monotonic()
         row = run_one(run, logs, not args.no_agent, args.full)
         (logs / f"{run.name}.json").write_text(json.dumps(row, indent=1))
+        (CACHE / "results").mkdir(exist_ok=True)
+        (CACHE / "results" / f"{run.name}.json").write_text(json.dumps(row, indent=1))
         ok = "ok" if row["ok"] else "FAILED"
         print(f"{run.name}: {ok} ({time.monotonic() - t0:.0f}s)", flush=True)
         return row
