@@ -59,6 +59,11 @@ for deb in "$tmp"/var/cache/apt/archives/*.deb; do
 	# Keep merged-/usr symlinks (/bin -> usr/bin) that the first stage made.
 	dpkg-deb --fsys-tarfile "$deb" | tar -C "$tmp" --keep-directory-symlink -xf -
 done
+# The links update-alternatives would make (numpy needs libblas.so.3, liblapack.so.3).
+for lib in "$tmp"/usr/lib/*/blas/*.so.3 "$tmp"/usr/lib/*/lapack/*.so.3; do
+	[ -e "$lib" ] && ln -sfn "$(basename "$(dirname "$lib")")/$(basename "$lib")" \
+		"$(dirname "$(dirname "$lib")")/$(basename "$lib")"
+done
 for f in passwd group; do
 	[ -s "$tmp/etc/$f" ] || cp "$tmp/usr/share/base-passwd/$f.master" "$tmp/etc/$f"
 done
