@@ -80,14 +80,23 @@ def sink_records(sink: Path) -> list[dict[str, Any]]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--records", type=int, default=10_000)
-    ap.add_argument("--timeout", type=float, default=600.0, help="for each wait")
-    args = ap.parse_args()
-    agent = Agent(
-        telemetry={"upload_interval_seconds": 2, "max_batch_size": 5000},
-        supervisor={"max_restarts": 100},
+    ap.add_argument("--timeout", type=float, default=900.0, help="for each wait")
+    ap.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=300.0,
+        help="supervisor.heartbeat_timeout_seconds (0: the config's). The drift worker's "
+        "steps are not time-bounded yet: a check costs ~50 ms of CPU natively and seconds "
+        "emulated, so the default 10 s restarts it over and over on a slow board",
     )
-    sink = Path(agent.cfg["data_dir"]) / "sink"
+    args = ap.parse_args()
+    sup: dict[str, Any] = {"max_restarts": 100}
+    if args.heartbeat_timeout:
+        sup["heartbeat_timeout_seconds"] = args.heartbeat_timeout
+    agent = Agent(telemetry={"upload_interval_seconds": 2, "max_batch_size": 5000}, supervisor=sup)
     out: dict[str, Any] = {"records": args.records}
+    out["heartbeat_timeout_s"] = args.heartbeat_timeout or "default"
+    sink = Path(agent.cfg["data_dir"]) / "sink"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(agent.dir / "notify.sock"))
     notify.settimeout(args.timeout)
