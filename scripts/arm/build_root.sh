@@ -92,6 +92,8 @@ if [ -n "$pip_deps" ]; then
 		manylinux_2_27 manylinux_2_24 manylinux_2_17 manylinux2014; do
 		tags+=(--platform "${t}_$plat")
 	done
+	# armel: pure-Python wheels only (an armv7l wheel is hard-float ARMv7 code).
+	[ "$name" = armv6 ] && tags=(--platform any)
 	cpv=cp${pyver/./}
 	python3 -m pip install -q --disable-pip-version-check --no-compile --only-binary=:all: \
 		--target "$site" --python-version "$pyver" --implementation cp \
