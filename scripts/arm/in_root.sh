@@ -32,5 +32,7 @@ exec env "${vars[@]}" /usr/bin/unshare --mount --pid --fork --propagation privat
 		mount --bind /dev "$root/dev"
 		mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
 		mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
-		exec /usr/sbin/chroot "$root" /usr/bin/env -i "$@"
+		# Not exec: the command must not be PID 1, which ignores every signal it has no
+		# handler for (qemu re-raising SIGILL, SIGTERM from a test); bash reaps orphans.
+		/usr/sbin/chroot "$root" /usr/bin/env -i "$@"
 	' _ "$ROOT" "${vars[@]}" "$@"
