@@ -27,6 +27,7 @@ exec env "${vars[@]}" /usr/bin/unshare --mount --pid --fork --propagation privat
 	/bin/bash -euc '
 		root=$1
 		shift
+		ulimit -c 0  # no qemu core files in the root
 		mount -t proc proc "$root/proc"
 		mount -t sysfs -o ro sysfs "$root/sys"
 		mount --bind /dev "$root/dev"
