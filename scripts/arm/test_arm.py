@@ -159,8 +159,9 @@ def run_one(run: Run, logs: Path, agent: bool, full: bool) -> dict[str, Any]:
         3600,
     )
     row["tests_s"] = round(time.monotonic() - t0, 1)
-    m = re.search(r"=+ (.*) in [\d.]+s", text)
-    row["tests"] = m.group(1) if m else f"status {rc}"
+    found = re.findall(r"^=*\s*(\d+ (?:passed|failed).*?) in [\d.]+s", text, re.M)
+    m = found[-1] if found else None
+    row["tests"] = m if m else f"status {rc}"
     row["tests_ok"] = rc == 0
     if agent and run.agent:
         rc, text = sh(
