@@ -212,7 +212,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{r.get('tests', '?')} ({r.get('tests_s', 0):.0f}s)",
                 f"{a['delivered']}/{a['records']} dup {a['duplicates']}"
                 if "delivered" in a
-                else ("n/a (no orjson)" if not a else "FAILED"),
+                else ("n/a (no orjson)" if not a else "FAILED " + str(a.get("error", ""))[:40]),
                 str(a.get("ready_s", "")),
                 " ".join(f"{w[0]}:{restart[w]}" for w in sorted(restart)) if restart else "",
                 str(a.get("stop_s", "")),
