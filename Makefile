@@ -82,3 +82,9 @@ docs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) $(VENV313) build *.egg-info .mypy_cache .ruff_cache
+
+# Emulated ARM boards (aarch64, armv7, ARMv6), not part of `make test`: needs root,
+# debootstrap and qemu-user-static; the roots are built once into ~/.cache/edge-actors.
+.PHONY: test-arm
+test-arm:
+	$(PYTHON) scripts/arm/test_arm.py

@@ -44,7 +44,10 @@ log = logging.getLogger(__name__)
 #: Exit code when the restart intensity was exceeded (systemd should restart us).
 EXIT_GAVE_UP = 3
 #: A worker gets this long to send "ready" after start (setup may load references).
-STARTUP_TIMEOUT = 30.0
+#: Generous like systemd's 90 s start timeout: on a loaded or ARMv6 board, importing
+#: numpy and calibrating the drift thresholds takes tens of seconds, and a worker
+#: killed before it is ready starts over (docs/operations.md#boards).
+STARTUP_TIMEOUT = 120.0
 #: An adopted lane nobody claims within this time is drained and removed.
 ORPHAN_CLAIM_SECONDS = 30.0
 TICK = 0.25

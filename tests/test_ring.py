@@ -432,7 +432,7 @@ def test_unrelated_process_attach_leaves_ring_intact(
             [sys.executable, "-c", ATTACH_CHILD, name, how],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=300,  # a child importing numpy: tens of seconds on a slow board
             env=python_env(),
         )
         assert out.returncode == (3 if how == "raise" else 0), out.stderr
@@ -467,7 +467,7 @@ def test_stdlib_attach_would_unlink_control(segs: Segments) -> None:
         "s = shared_memory.SharedMemory(sys.argv[1])\n"
         "s.close()\n"
     )
-    subprocess.run([sys.executable, "-c", code, name], capture_output=True, timeout=30)
+    subprocess.run([sys.executable, "-c", code, name], capture_output=True, timeout=300)
     assert not shm.exists(name)
 
 

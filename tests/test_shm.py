@@ -140,7 +140,7 @@ def test_unrelated_process_attach_does_not_unlink(segs: Segments, exit_how: str)
             [sys.executable, "-c", code, name],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=300,  # a child importing numpy: tens of seconds on a slow board
             env=python_env(),
         )
         assert out.returncode == (0 if exit_how == "normal" else -9), out.stderr
