@@ -217,7 +217,11 @@ def test_drift_on_price_is_reported_and_uploaded(make_config, agent, short_dir) 
     assert e["test"] == "ks" and e["statistic"] >= e["threshold"] > 0
     assert e["device_id"] == "test-device" and e["model"] == "house"
     assert e["reference_hash"] and e["n_ref"] == 5000
-    assert any(e["state"] == "check" for e in events)
+    # Summaries follow every summary_interval_seconds (1 s here): the drift may be
+    # found and uploaded before the first one.
+    a.wait_for(
+        lambda s: any(e["state"] == "check" for e in sink_records(sink, "events")), timeout=20
+    )
     p.close()
 
 
