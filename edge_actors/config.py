@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from edge_actors.drift import defaults as _DRIFT
+from edge_actors.filekind import file_kind
 from edge_actors.keys import prefix_problem
 from edge_actors.redact import redact_url, short_repr
 
@@ -1704,17 +1705,6 @@ class _BadValue(Exception):
         self.exc = exc
 
 
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def _read_config(source: str) -> bytes:
     """The bytes of the config file: a regular file of at most :data:`MAX_CONFIG_BYTES`."""
 
@@ -1733,7 +1723,7 @@ def _read_config(source: str) -> bytes:
         if stat.S_ISDIR(st.st_mode):
             raise fail("cannot read: Is a directory")
         if not stat.S_ISREG(st.st_mode):
-            raise fail(f"not a regular file ({_file_kind(st.st_mode)})")
+            raise fail(f"not a regular file ({file_kind(st.st_mode)})")
         too_big = fail(
             f"larger than {MAX_CONFIG_BYTES // 1024} KiB ({st.st_size} bytes): not a config file"
         )

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from edge_actors.filekind import file_kind
+
 __all__ = ["UnsafeTarget", "check_target", "write_atomic"]
 
 #: Mode of a newly created output file.
@@ -36,18 +38,6 @@ class UnsafeTarget(OSError):
 
     The message does not repeat the path: callers put it in front.
     """
-
-
-def _kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def check_target(path: Path) -> os.stat_result | None:
@@ -64,7 +54,7 @@ def check_target(path: Path) -> os.stat_result | None:
         st = None
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise UnsafeTarget(
-            f"exists and is {_kind(st.st_mode)}, not a regular file: "
+            f"exists and is {file_kind(st.st_mode)}, not a regular file: "
             "refusing to replace it (remove it or choose another output path)"
         )
     if not parent.is_dir():

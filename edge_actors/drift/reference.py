@@ -39,6 +39,8 @@ from typing import IO, TYPE_CHECKING, Any, Literal, cast
 import numpy as np
 import numpy.typing as npt
 
+from edge_actors.filekind import file_kind
+
 if TYPE_CHECKING:
     from edge_actors.config import FieldSpec, ModelConfig
 
@@ -117,17 +119,6 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def _file_kind(mode: int) -> str:
-    kinds = (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    )
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def _human(n: float) -> str:
     for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
         if n < 1024 or unit == "TiB":
@@ -153,7 +144,7 @@ def _open_regular(path: Path) -> tuple[IO[bytes], int]:
         if stat.S_ISDIR(st.st_mode):
             raise _fail(path, "cannot read: Is a directory")
         if not stat.S_ISREG(st.st_mode):
-            raise _fail(path, f"not a regular file ({_file_kind(st.st_mode)})")
+            raise _fail(path, f"not a regular file ({file_kind(st.st_mode)})")
         return os.fdopen(fd, "rb"), st.st_size
     except BaseException:
         os.close(fd)
