@@ -297,7 +297,8 @@ class Producer:
 
         Raises ValueError (naming the field) for wrong shapes, unknown keys or
         non-numeric values, before anything is written. Never raises for a
-        transport problem: without a supervisor the record is counted as dropped.
+        transport problem: without a lane the record is held (``pending_records``)
+        and written once one arrives; only what overflows that is counted dropped.
         """
         # Plain lists/tuples of the right length skip the generic conversion:
         # struct validates their values while packing.
