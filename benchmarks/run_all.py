@@ -2,6 +2,10 @@
 
     python benchmarks/run_all.py [--quick] [--only NAME ...]
 
+``--only`` re-runs the named benchmarks and keeps the other results of the
+previous docs/performance.json (each result keeps the date it was measured;
+the report lists which came from an earlier run).
+
 Every ``benchmarks/*.py`` with a ``__main__`` block is a benchmark, except the
 helpers (``agentlib``, ``run_all``) and the scripts another benchmark runs
 and embeds (``drift_stats`` in ``drift``, ``uploader_core`` in ``uploader``).
@@ -662,9 +666,13 @@ def write_docs(results: dict[str, dict[str, Any]], quick: bool, total_s: float) 
     DOCS.mkdir(exist_ok=True)
     m = machine()
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    for r in results.values():
+        r.setdefault("measured", when)
     table = build_table(results, quick)
     cmds = [
-        f"- `{r.get('command', 'benchmarks/' + n + '.py')}` ({fmt(r.get('wall_s'))} s)"
+        f"- `{r.get('command', 'benchmarks/' + n + '.py')}` ({fmt(r.get('wall_s'))} s"
+        + (f", measured {r['measured']}" if r.get("measured", when) != when else "")
+        + ")"
         for n, r in results.items()
     ]
     text = [
@@ -710,6 +718,18 @@ def write_docs(results: dict[str, dict[str, Any]], quick: bool, total_s: float) 
     return table
 
 
+def previous_results() -> dict[str, dict[str, Any]]:
+    """The results of the last full or partial run, to keep what ``--only`` did not re-run."""
+    try:
+        old = json.loads((DOCS / "performance.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    results = old.get("results", {})
+    for r in results.values():
+        r.setdefault("measured", old.get("date", "an earlier run"))
+    return dict(results)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="quick flags for every benchmark")
@@ -727,6 +747,9 @@ def main() -> int:
         state = f"CRASHED ({r['error']})" if "error" in r else "ok"
         print(f"bench: {name} {state} in {fmt(r.get('wall_s'))} s", flush=True)
     total = time.perf_counter() - t0
+    if args.only:
+        results = {**previous_results(), **results}
+        results = {n: results[n] for n in discover() if n in results}
     table = write_docs(results, args.quick, total)
     print()
     print(table.markdown())
