@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class Backoff:
+class RestartBackoff:
     """Restart delay of one worker."""
 
     initial: float
@@ -32,7 +32,7 @@ class Backoff:
 
 @dataclass
 class Intensity:
-    """Counts restarts in a sliding window; ``exceeded`` means give up."""
+    """Counts restarts in a sliding window; :meth:`record` says when to give up."""
 
     max_restarts: int
     period_seconds: float
@@ -45,6 +45,3 @@ class Intensity:
             self._times.popleft()
         return len(self._times) > self.max_restarts
 
-    def recent(self, now: float) -> int:
-        """Restarts within the period ending at ``now``."""
-        return sum(1 for t in self._times if t >= now - self.period_seconds)
