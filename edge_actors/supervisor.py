@@ -9,7 +9,9 @@ signal it did not ask for), ``heartbeat`` (silent past
 ``heartbeat_timeout_seconds``: hung or stopped), ``memory`` (over
 ``memory_limit_mb``). See docs/operations.md.
 
-The producers' lanes are kept by :mod:`edge_actors.lanes`.
+This module is the mechanism: when to stop, kill, restart or give up is
+decided by :mod:`edge_actors.restart_policy`, and the producers' lanes are
+kept by :mod:`edge_actors.lanes`.
 """
 
 from __future__ import annotations
@@ -26,10 +28,9 @@ import signal
 import socket
 import stat
 import time
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
@@ -37,7 +38,7 @@ from edge_actors import control, rundir, shm, spill, topology
 from edge_actors.config import Config
 from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry
 from edge_actors.loglimit import LogLimiter
-from edge_actors.restart_policy import Intensity, RestartBackoff
+from edge_actors.restart_policy import GiveUp, RestartPolicy, Stopped, StopReason, WorkerLife
 from edge_actors.ring import Ring
 from edge_actors.sdnotify import Notifier
 from edge_actors.topology import RingSpec
@@ -61,6 +62,10 @@ ACCEPT_BACKOFF_SECONDS = 1.0
 FD_RESERVE = 64
 
 
+#: ``starting`` until every enabled worker is ready, ``stopping`` once shutdown began.
+SupervisorState = Literal["starting", "running", "stopping"]
+
+
 class SupervisorError(RuntimeError):
     """The supervisor cannot start (already running, run dir unusable, ...)."""
 
@@ -72,21 +77,12 @@ class WorkerHandle:
     name: str
     enabled: bool
     memory_limit_mb: float
-    backoff: RestartBackoff
+    #: Its state, restarts and deadlines: what the restart policy decides on.
+    life: WorkerLife
     pid: int = 0
     chan: socket.socket | None = None
-    state: str = "stopped"  # starting, running, stopping, backoff, stopped, disabled
-    started_at: float = 0.0
-    ready: bool = False
-    last_hb: float = 0.0
     progress: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
-    restarts: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-    last_exits: deque[str] = field(default_factory=lambda: deque(maxlen=5))
-    next_start_at: float = 0.0
-    kill_at: float = 0.0
-    stop_reason: str = ""
     memory_bytes: int = 0
     crash_on_start: bool = False
     paused: bool = False  # by the pause op; survives a restart of the worker
@@ -145,7 +141,17 @@ class Supervisor:
         self.sock_path = control.socket_path(cfg.run_dir, cfg.instance)
         self.pid_path = Path(cfg.run_dir) / f"{cfg.instance}.pid"
         sc = cfg.supervisor
-        self.intensity = Intensity(sc.max_restarts, sc.restart_period_seconds)
+        self.policy = RestartPolicy(
+            heartbeat_timeout=sc.heartbeat_timeout_seconds,
+            startup_timeout=STARTUP_TIMEOUT,
+            stop_grace=sc.stop_grace_seconds,
+            shutdown_timeout=sc.shutdown_timeout_seconds,
+            max_restarts=sc.max_restarts,
+            period_seconds=sc.restart_period_seconds,
+            backoff_initial=sc.restart_backoff_initial_seconds,
+            backoff_max=sc.restart_backoff_max_seconds,
+            stable_seconds=sc.restart_stable_seconds,
+        )
         self.workers: dict[str, WorkerHandle] = {}
         for name in STOP_ORDER:
             wc = getattr(cfg.workers, name)
@@ -153,12 +159,7 @@ class Supervisor:
                 name=name,
                 enabled=wc.enabled,
                 memory_limit_mb=wc.memory_limit_mb,
-                backoff=RestartBackoff(
-                    sc.restart_backoff_initial_seconds,
-                    sc.restart_backoff_max_seconds,
-                    sc.restart_stable_seconds,
-                ),
-                state="stopped" if wc.enabled else "disabled",
+                life=self.policy.new_life(name, enabled=wc.enabled),
             )
         self.rings: dict[str, Ring] = {}
         self.ring_kinds: dict[str, RingSpec] = {}
@@ -181,7 +182,7 @@ class Supervisor:
         self._next_mem_check = 0.0
         self._next_status_note = 0.0
         self._procs: dict[int, psutil.Process] = {}
-        self.state = "starting"
+        self.state: SupervisorState = "starting"
         self._run_fd = -1
         self._accept_paused_until = 0.0
         self._limited = LogLimiter(log)
@@ -352,9 +353,8 @@ class Supervisor:
             child_main(h.name, self.cfg, child, close_fds, me)
         child.close()
         now = time.monotonic()
-        h.pid, h.chan, h.state = pid, parent, "starting"
-        h.started_at = h.last_hb = now
-        h.ready, h.stop_reason, h.kill_at, h.stats = False, "", 0.0, {}
+        h.pid, h.chan, h.stats = pid, parent, {}
+        h.life.started(now)
         self.sel.register(parent, selectors.EVENT_READ, ("worker", h))
         log.info("started %s (pid %d)", h.name, pid)
         self._send_rings(h)
@@ -407,17 +407,17 @@ class Supervisor:
             now = time.monotonic()
             kind = msg.get("type")
             if kind == "ready":
-                h.ready, h.state, h.last_hb = True, "running", now
+                h.life.became_ready(now)
                 log.info("%s ready (pid %d)", h.name, h.pid)
                 if h.paused:
                     self._send(h, {"cmd": "pause"})
             elif kind == "hb":
-                h.last_hb = now
+                h.life.heard(now)
                 h.progress = int(msg.get("progress", 0))
                 if "stats" in msg:
                     h.stats = msg["stats"]
             elif kind == "stopped":
-                h.last_hb = now
+                h.life.heard(now)
 
     def _drop_chan(self, h: WorkerHandle) -> None:
         if h.chan is not None:
@@ -444,91 +444,62 @@ class Supervisor:
     def _on_exit(self, h: WorkerHandle, code: int) -> None:
         now = time.monotonic()
         self._drop_chan(h)
-        ran = now - h.started_at
-        if code < 0:
-            try:
-                sig = signal.Signals(-code).name
-            except ValueError:
-                sig = f"signal {-code}"
-            how = f"killed by {sig}"
-        else:
-            how = f"exit code {code}"
         self._procs.pop(h.pid, None)
         h.pid = 0
-        if self.state == "stopping" or (h.state == "stopping" and not h.stop_reason):
-            h.state = "stopped"
-            log.info("%s stopped (%s)", h.name, how)
+        decision = self.policy.on_exit(h.life, code, now, shutting_down=self.state == "stopping")
+        if isinstance(decision, Stopped):
+            log.info("%s stopped (%s)", h.name, decision.how)
             return
-        reason = h.stop_reason or ("signal" if code < 0 else "exit")
-        if reason in ("exit", "signal") and code == 0:
-            reason = "exit"
-        h.reasons[reason] += 1
-        h.last_exits.append(f"{reason}: {how} after {ran:.1f}s")
-        h.restarts += 1
-        if reason == "requested":
-            # Asked for (reload, tests): not a failure, no backoff, no intensity.
+        restart = decision.restart if isinstance(decision, GiveUp) else decision
+        if restart.reason == "requested":
             log.info("%s restarting on request", h.name)
-            h.state, h.next_start_at = "backoff", now
             return
-        delay = h.backoff.on_exit(ran)
         log.warning(
             "%s %s after %.1fs (reason: %s); restart #%d in %.2fs",
             h.name,
-            how,
-            ran,
-            reason,
-            h.restarts,
-            delay,
+            restart.how,
+            restart.ran_for,
+            restart.reason,
+            h.life.restarts,
+            restart.delay,
         )
-        if self.intensity.record(now):
-            self.fatal_message = (
-                f"giving up: more than {self.cfg.supervisor.max_restarts} restarts in "
-                f"{self.cfg.supervisor.restart_period_seconds:g}s; last: {h.name} "
-                f"({'; '.join(h.last_exits)})"
-            )
+        if isinstance(decision, GiveUp):
+            self.fatal_message = decision.message
             log.error("%s", self.fatal_message)
             self.exit_code = EXIT_GAVE_UP
             if not self.stop_requested:
                 self.stop_requested = "restart intensity exceeded"
-            h.state = "stopped"
-            return
-        h.state = "backoff"
-        h.next_start_at = now + delay
 
-    def _kill(self, h: WorkerHandle, reason: str) -> None:
+    def _kill(self, h: WorkerHandle, reason: StopReason) -> None:
         if h.pid:
-            h.stop_reason = h.stop_reason or reason
+            h.life.killed(reason)
             try:
                 os.kill(h.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
     def _check_workers(self, now: float) -> None:
-        timeout = self.cfg.supervisor.heartbeat_timeout_seconds
         for h in self.workers.values():
-            if h.state == "backoff" and now >= h.next_start_at and not self.stop_requested:
+            if self.policy.start_due(h.life, now) and not self.stop_requested:
                 try:
                     self._start_worker(h)
                 except OSError as exc:  # EMFILE, EAGAIN (fork): try again shortly
                     self._limited.log(
                         f"start_{h.name}", logging.ERROR, "cannot start %s: %s", h.name, exc
                     )
-                    h.next_start_at = now + 1.0
-            elif h.state in ("starting", "running") and h.pid:
-                limit = timeout if h.ready else max(timeout, STARTUP_TIMEOUT)
-                if now - h.last_hb > limit:
-                    log.error(
-                        "%s (pid %d) silent for %.1fs (limit %.1fs): killing",
-                        h.name,
-                        h.pid,
-                        now - h.last_hb,
-                        limit,
-                    )
-                    self._kill(h, "heartbeat")
-            if h.kill_at and now >= h.kill_at and h.pid:
+                    self.policy.start_failed(h.life, now)
+            elif h.pid and (hung := self.policy.check_heartbeat(h.life, now)):
+                log.error(
+                    "%s (pid %d) silent for %.1fs (limit %.1fs): killing",
+                    h.name,
+                    h.pid,
+                    hung.silent_for,
+                    hung.limit,
+                )
+                self._kill(h, hung.reason)
+            if h.pid and (overdue := self.policy.check_deadline(h.life, now)):
                 log.error("%s did not stop within the grace period: SIGKILL", h.name)
-                h.kill_at = 0.0
-                self._kill(h, h.stop_reason or "stop_timeout")
+                self._kill(h, overdue.reason)
 
     def _memory_of(self, pid: int) -> int:
         proc = self._procs.get(pid)
@@ -541,15 +512,14 @@ class Supervisor:
         return int(getattr(info, metric, info.rss))
 
     def _check_memory(self, now: float) -> None:
-        grace = self.cfg.supervisor.stop_grace_seconds
         for h in self.workers.values():
-            if not h.pid or h.state not in ("starting", "running"):
+            if not h.pid or not h.life.live:
                 continue
             try:
                 h.memory_bytes = self._memory_of(h.pid)
             except (psutil.Error, OSError):
                 continue
-            if h.memory_bytes > h.memory_limit_mb * 2**20 and not h.stop_reason:
+            if self.policy.check_memory(h.life, h.memory_bytes, h.memory_limit_mb, now):
                 log.error(
                     "%s (pid %d) uses %.1f MB %s, over its %.0f MB budget: stopping it",
                     h.name,
@@ -558,9 +528,6 @@ class Supervisor:
                     self.cfg.supervisor.memory_metric.upper(),
                     h.memory_limit_mb,
                 )
-                h.stop_reason = "memory"
-                h.state = "stopping"
-                h.kill_at = now + grace
                 self._send(h, {"cmd": "stop"})
         # Forget process handles of pids that are gone.
         live = {h.pid for h in self.workers.values()}
@@ -712,8 +679,7 @@ class Supervisor:
             if h is None or not h.pid:
                 return {"ok": False, "error": f"no running worker {msg.get('worker')!r}"}
             # A clean stop, then the normal restart path (reason "requested").
-            h.stop_reason, h.state = "requested", "stopping"
-            h.kill_at = time.monotonic() + self.cfg.supervisor.stop_grace_seconds
+            self.policy.stop(h.life, "requested", time.monotonic())
             self._send(h, {"cmd": "stop"})
             return {"ok": True, "pid": h.pid}
         if op in ("flush", "pause", "resume"):
@@ -738,7 +704,7 @@ class Supervisor:
         if op != "flush":
             h.paused = op == "pause"
         elif h.chan is None:
-            return {"ok": False, "error": f"the uploader is not running ({h.state})"}
+            return {"ok": False, "error": f"the uploader is not running ({h.life.state})"}
         if h.chan is not None:
             self._send(h, {"cmd": op, "batch_id": str(msg.get("batch_id") or "")})
         return {"ok": True, "worker": name}
@@ -807,15 +773,15 @@ class Supervisor:
         for h in self.workers.values():
             workers[h.name] = {
                 "pid": h.pid or None,
-                "state": h.state,
-                "uptime_s": round(now - h.started_at, 1) if h.pid else None,
-                "restarts": h.restarts,
-                "restart_reasons": dict(h.reasons),
-                "last_exit": h.last_exits[-1] if h.last_exits else None,
+                "state": h.life.state,
+                "uptime_s": round(now - h.life.started_at, 1) if h.pid else None,
+                "restarts": h.life.restarts,
+                "restart_reasons": dict(h.life.reasons),
+                "last_exit": h.life.last_exits[-1] if h.life.last_exits else None,
                 "memory_mb": round(h.memory_bytes / 2**20, 1) if h.pid else None,
                 "memory_limit_mb": h.memory_limit_mb,
                 "memory_metric": self.cfg.supervisor.memory_metric,
-                "heartbeat_age_s": round(now - h.last_hb, 2) if h.pid else None,
+                "heartbeat_age_s": round(now - h.life.last_hb, 2) if h.pid else None,
                 "progress": h.progress,
                 "paused": h.paused,
                 "stats": h.stats,
@@ -845,7 +811,8 @@ class Supervisor:
         parts = []
         for h in self.workers.values():
             if h.enabled:
-                parts.append(f"{h.name}={h.state}" + (f"({h.restarts}r)" if h.restarts else ""))
+                r = h.life.restarts
+                parts.append(f"{h.name}={h.life.state}" + (f"({r}r)" if r else ""))
         return f"{len(self.lanes)} producers; " + " ".join(parts)
 
     # =================================================================== loop
@@ -858,7 +825,7 @@ class Supervisor:
             self._next_mem_check = now + self.cfg.supervisor.memory_check_interval_seconds
             self._check_memory(now)
         self._check_lanes(now)
-        if not self.ready_sent and all(h.ready for h in self.workers.values() if h.enabled):
+        if not self.ready_sent and all(h.life.ready for h in self.workers.values() if h.enabled):
             self.ready_sent = True
             self.state = "running"
             log.info("all workers up (%.2fs after start)", now - self.started)
@@ -933,18 +900,17 @@ class Supervisor:
         self.lanes.retire_all("shutdown")
         # Let a producer that read "not retired" just before finish its write.
         time.sleep(0.05)
-        timeout = self.cfg.supervisor.shutdown_timeout_seconds
         for name in STOP_ORDER:
             h = self.workers[name]
             if not h.pid:
-                h.state = "stopped" if h.enabled else h.state
+                h.life.state = "stopped" if h.enabled else h.life.state
                 continue
-            h.state = "stopping"
+            deadline = self.policy.shutdown(h.life, time.monotonic())
             self._send(h, {"cmd": "stop"})
-            deadline = time.monotonic() + timeout
             while h.pid and time.monotonic() < deadline:
                 self._poll_once(0.05)
             if h.pid:
+                timeout = self.policy.shutdown_timeout
                 log.error("%s did not stop within %.0fs: SIGKILL", name, timeout)
                 self._kill(h, "stop_timeout")
                 while h.pid:
