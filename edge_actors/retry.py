@@ -1,9 +1,9 @@
 """Retry timing for uploads: exponential backoff with full jitter, never a drop.
 
 The uploader runs a non-blocking event loop, so nothing here sleeps: a
-:class:`Backoff` only answers *when* the next attempt may start
-(:meth:`Backoff.next_attempt_at`) and is told what happened
-(:meth:`Backoff.on_success`, :meth:`Backoff.on_failure`).
+:class:`RetrySchedule` only answers *when* the next attempt may start
+(:meth:`RetrySchedule.next_attempt_at`) and is told what happened
+(:meth:`RetrySchedule.on_success`, :meth:`RetrySchedule.on_failure`).
 
 Policy (docs/design.md, "Outbox and sinks"):
 
@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import random
 
-__all__ = ["Backoff", "RetryPolicy"]
+__all__ = ["RetryPolicy", "RetrySchedule"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class RetryPolicy:
         return max(self.max_delay, self.effective_cycle_interval)
 
 
-class Backoff:
+class RetrySchedule:
     """Retry state of one upload target, driven by a non-blocking loop.
 
     Usage in the uploader loop::

@@ -8,6 +8,10 @@ Restart reasons: ``exit`` (non-zero exit code), ``signal`` (killed by a
 signal it did not ask for), ``heartbeat`` (silent past
 ``heartbeat_timeout_seconds``: hung or stopped), ``memory`` (over
 ``memory_limit_mb``). See docs/operations.md.
+
+This module is the mechanism: when to stop, kill, restart or give up is
+decided by :mod:`edge_actors.restart_policy`, and the producers' lanes are
+kept by :mod:`edge_actors.lanes`.
 """
 
 from __future__ import annotations
@@ -24,17 +28,18 @@ import signal
 import socket
 import stat
 import time
-from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
 from edge_actors import control, rundir, shm, spill, topology
 from edge_actors.config import Config
-from edge_actors.restart_policy import Backoff, Intensity
-from edge_actors.ring import Ring, RingError
+from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry
+from edge_actors.loglimit import LogLimiter
+from edge_actors.restart_policy import GiveUp, RestartPolicy, Stopped, StopReason, WorkerLife
+from edge_actors.ring import Ring
 from edge_actors.sdnotify import Notifier
 from edge_actors.topology import RingSpec
 from edge_actors.workers.base import EXIT_CRASH, MAX_PACKET, STOP_ORDER, child_main
@@ -48,17 +53,17 @@ EXIT_GAVE_UP = 3
 #: numpy and calibrating the drift thresholds takes tens of seconds, and a worker
 #: killed before it is ready starts over (docs/operations.md#boards).
 STARTUP_TIMEOUT = 120.0
-#: An adopted lane nobody claims within this time is drained and removed.
-ORPHAN_CLAIM_SECONDS = 30.0
 TICK = 0.25
+#: The agent's own rings (sampler and drift output), made at start, adopted if left.
+_OWN_RINGS = ("system", "procs", "events")
 #: After EMFILE/ENFILE on accept, the listening socket is left alone this long.
 ACCEPT_BACKOFF_SECONDS = 1.0
 #: File descriptors kept for workers, pipes and /proc reads when capping clients.
 FD_RESERVE = 64
-#: Highest pid Linux can hand out (PID_MAX_LIMIT); a larger value in a header is junk.
-PID_MAX = 1 << 22
-#: Invalid lanes remembered for ``status``.
-INVALID_LANES_KEPT = 16
+
+
+#: ``starting`` until every enabled worker is ready, ``stopping`` once shutdown began.
+SupervisorState = Literal["starting", "running", "stopping"]
 
 
 class SupervisorError(RuntimeError):
@@ -72,21 +77,12 @@ class WorkerHandle:
     name: str
     enabled: bool
     memory_limit_mb: float
-    backoff: Backoff
+    #: Its state, restarts and deadlines: what the restart policy decides on.
+    life: WorkerLife
     pid: int = 0
     chan: socket.socket | None = None
-    state: str = "stopped"  # starting, running, stopping, backoff, stopped, disabled
-    started_at: float = 0.0
-    ready: bool = False
-    last_hb: float = 0.0
     progress: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
-    restarts: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-    last_exits: deque[str] = field(default_factory=lambda: deque(maxlen=5))
-    next_start_at: float = 0.0
-    kill_at: float = 0.0
-    stop_reason: str = ""
     memory_bytes: int = 0
     crash_on_start: bool = False
     paused: bool = False  # by the pause op; survives a restart of the worker
@@ -102,50 +98,6 @@ class Client:
     lane: str | None = None
     #: When it connected or last sent a complete request (idle timeout).
     last_request: float = 0.0
-
-
-@dataclass
-class Lane:
-    """A producer's ring."""
-
-    ring: Ring
-    index: int
-    state: str  # active, orphaned, retired
-    client: Client | None = None
-    pid: int = 0
-    since: float = 0.0
-    #: Its payload ring (non-numeric values as JSON), created on request.
-    payload: Ring | None = None
-
-    def rings(self) -> list[Ring]:
-        """The lane and its payload ring, if any."""
-        return [self.ring] if self.payload is None else [self.ring, self.payload]
-
-
-class LogLimiter:
-    """Says a recurring problem once per ``interval``, with how often it happened meanwhile.
-
-    A producer retries every 0.2 s; a full /dev/shm must not write a log line
-    each time (journald rate-limits a unit that floods, losing other lines).
-    """
-
-    def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._last: dict[str, float] = {}
-        self._hidden: Counter[str] = Counter()
-
-    def log(self, key: str, level: int, msg: str, *args: object) -> None:
-        """Log ``msg`` under ``key`` unless it was logged less than ``interval`` ago."""
-        now = time.monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self.interval:
-            self._hidden[key] += 1
-            return
-        hidden = self._hidden.pop(key, 0)
-        if hidden:
-            msg += f" ({hidden} more like this in the last {now - last:.0f}s)"  # type: ignore[operator]
-        self._last[key] = now
-        log.log(level, msg, *args)
 
 
 def effective_config(cfg: Config) -> Config:
@@ -189,7 +141,17 @@ class Supervisor:
         self.sock_path = control.socket_path(cfg.run_dir, cfg.instance)
         self.pid_path = Path(cfg.run_dir) / f"{cfg.instance}.pid"
         sc = cfg.supervisor
-        self.intensity = Intensity(sc.max_restarts, sc.restart_period_seconds)
+        self.policy = RestartPolicy(
+            heartbeat_timeout=sc.heartbeat_timeout_seconds,
+            startup_timeout=STARTUP_TIMEOUT,
+            stop_grace=sc.stop_grace_seconds,
+            shutdown_timeout=sc.shutdown_timeout_seconds,
+            max_restarts=sc.max_restarts,
+            period_seconds=sc.restart_period_seconds,
+            backoff_initial=sc.restart_backoff_initial_seconds,
+            backoff_max=sc.restart_backoff_max_seconds,
+            stable_seconds=sc.restart_stable_seconds,
+        )
         self.workers: dict[str, WorkerHandle] = {}
         for name in STOP_ORDER:
             wc = getattr(cfg.workers, name)
@@ -197,16 +159,14 @@ class Supervisor:
                 name=name,
                 enabled=wc.enabled,
                 memory_limit_mb=wc.memory_limit_mb,
-                backoff=Backoff(
-                    sc.restart_backoff_initial_seconds,
-                    sc.restart_backoff_max_seconds,
-                    sc.restart_stable_seconds,
-                ),
-                state="stopped" if wc.enabled else "disabled",
+                life=self.policy.new_life(name, enabled=wc.enabled),
             )
         self.rings: dict[str, Ring] = {}
         self.ring_kinds: dict[str, RingSpec] = {}
-        self.lanes: dict[str, Lane] = {}
+        readers = (("uploader", topology.UPLOADER), ("drift", topology.DRIFT))
+        self.lanes: LaneRegistry[Client] = LaneRegistry(
+            cfg, self.rings, [k for n, k in readers if self.workers[n].enabled]
+        )
         self.clients: dict[int, Client] = {}
         self.sel = selectors.DefaultSelector()
         self.listener: socket.socket | None = None
@@ -222,12 +182,11 @@ class Supervisor:
         self._next_mem_check = 0.0
         self._next_status_note = 0.0
         self._procs: dict[int, psutil.Process] = {}
-        self.state = "starting"
+        self.state: SupervisorState = "starting"
         self._run_fd = -1
         self._accept_paused_until = 0.0
-        self._limited = LogLimiter()
+        self._limited = LogLimiter(log)
         self.max_clients = sc.max_clients
-        self.invalid_lanes: deque[dict[str, Any]] = deque(maxlen=INVALID_LANES_KEPT)
         self._debug_raise = False
 
     # ================================================================ set-up
@@ -292,50 +251,13 @@ class Supervisor:
         self._remove_untrusted_segments()
         for name in shm.list_names(topology.prefix(self.instance)):
             parsed = topology.parse_name(self.instance, name)
-            if parsed is None:
-                continue
-            kind, index = parsed
-            if kind == "lane":
-                try:
-                    ring = Ring.attach(name, topology.dtype_for("lane", self.cfg))
-                except RingError as exc:
-                    log.warning("removing stale lane %s: %s", name, exc)
-                    shm.unlink(name)
-                    continue
-                if ring.n_consumers != topology.consumers_for("lane"):
-                    ring.close()
-                    shm.unlink(name)
-                    continue
-                ring.adopted = True
-                pid = ring.producer_pid if 0 < ring.producer_pid <= PID_MAX else 0
-                self.lanes[name] = Lane(ring, index, "orphaned", pid=pid)
-                self.lanes[name].since = time.monotonic()
-                log.info(
-                    "adopted lane %s (producer pid %d, %d records written)",
-                    name,
-                    pid,
-                    ring.write_seq,
-                )
-            elif kind in ("system", "procs", "events", "payload"):
-                continue  # rings: _create_rings; payload rings: below, with their lane
-            else:
+            # Lanes and payload rings: the registry; the agent's rings: _create_rings.
+            if parsed is not None and parsed[0] not in ("lane", "payload", *_OWN_RINGS):
                 shm.unlink(name)
-        for name in shm.list_names(topology.prefix(self.instance)):
-            parsed = topology.parse_name(self.instance, name)
-            if parsed is None or parsed[0] != "payload":
-                continue
-            lane_name = topology.ring_name(self.instance, "lane", parsed[1])
-            lane = self.lanes.get(lane_name)
-            try:
-                if lane is None:
-                    raise RingError("its lane is gone")
-                lane.payload = Ring.attach(name, topology.dtype_for("payload", self.cfg))
-            except RingError as exc:
-                log.warning("removing stale payload ring %s: %s", name, exc)
-                shm.unlink(name)
+        self.lanes.adopt()
 
     def _create_rings(self) -> None:
-        for kind in ("system", "procs", "events"):
+        for kind in _OWN_RINGS:
             name = topology.ring_name(self.instance, kind)
             try:
                 ring = Ring.create(
@@ -351,7 +273,7 @@ class Supervisor:
                 log.info("adopted ring %s (%d records written)", name, ring.write_seq)
             self.rings[name] = ring
             self.ring_kinds[name] = RingSpec(name, kind)
-        used, budget = self._shm_in_use(), self._shm_budget()
+        used, budget = self.lanes.shm_in_use(), self.lanes.shm_budget()
         if used > budget:
             raise SupervisorError(
                 f"supervisor.shm_budget_mb = {self.cfg.supervisor.shm_budget_mb:g} MB is less "
@@ -431,9 +353,8 @@ class Supervisor:
             child_main(h.name, self.cfg, child, close_fds, me)
         child.close()
         now = time.monotonic()
-        h.pid, h.chan, h.state = pid, parent, "starting"
-        h.started_at = h.last_hb = now
-        h.ready, h.stop_reason, h.kill_at, h.stats = False, "", 0.0, {}
+        h.pid, h.chan, h.stats = pid, parent, {}
+        h.life.started(now)
         self.sel.register(parent, selectors.EVENT_READ, ("worker", h))
         log.info("started %s (pid %d)", h.name, pid)
         self._send_rings(h)
@@ -447,20 +368,15 @@ class Supervisor:
         except OSError:
             pass  # it is dying; the reaper will see it
 
-    def ring_specs(self, for_worker: str) -> list[RingSpec]:
-        """The rings a worker should have attached."""
-        specs = list(self.ring_kinds.values())
-        for name, lane in self.lanes.items():
-            specs.append(RingSpec(name, "lane", lane.index))
-            if lane.payload is not None:
-                specs.append(RingSpec(lane.payload.name, "payload", lane.index))
-        return specs
+    def _ring_specs(self) -> list[RingSpec]:
+        """The rings every worker should have attached."""
+        return [*self.ring_kinds.values(), *self.lanes.specs()]
 
     def _send_rings(self, h: WorkerHandle | None = None) -> None:
         targets = [h] if h is not None else list(self.workers.values())
+        rings = [s.as_dict() for s in self._ring_specs()]
         for w in targets:
-            specs = self.ring_specs(w.name)
-            self._send(w, {"cmd": "rings", "rings": [s.as_dict() for s in specs]})
+            self._send(w, {"cmd": "rings", "rings": rings})
 
     def _send_processes(self) -> None:
         sampler = self.workers["sampler"]
@@ -468,9 +384,7 @@ class Supervisor:
             return
         procs = {"supervisor": os.getpid()}
         procs.update({h.name: h.pid for h in self.workers.values() if h.pid})
-        for name, lane in self.lanes.items():
-            if lane.pid and lane.state != "retired":
-                procs[f"producer:{name.rsplit('_', 1)[-1]}"] = lane.pid
+        procs.update(self.lanes.producer_pids())
         self._send(sampler, {"cmd": "processes", "processes": procs})
 
     def _on_worker_readable(self, h: WorkerHandle) -> None:
@@ -493,17 +407,17 @@ class Supervisor:
             now = time.monotonic()
             kind = msg.get("type")
             if kind == "ready":
-                h.ready, h.state, h.last_hb = True, "running", now
+                h.life.became_ready(now)
                 log.info("%s ready (pid %d)", h.name, h.pid)
                 if h.paused:
                     self._send(h, {"cmd": "pause"})
             elif kind == "hb":
-                h.last_hb = now
+                h.life.heard(now)
                 h.progress = int(msg.get("progress", 0))
                 if "stats" in msg:
                     h.stats = msg["stats"]
             elif kind == "stopped":
-                h.last_hb = now
+                h.life.heard(now)
 
     def _drop_chan(self, h: WorkerHandle) -> None:
         if h.chan is not None:
@@ -530,91 +444,62 @@ class Supervisor:
     def _on_exit(self, h: WorkerHandle, code: int) -> None:
         now = time.monotonic()
         self._drop_chan(h)
-        ran = now - h.started_at
-        if code < 0:
-            try:
-                sig = signal.Signals(-code).name
-            except ValueError:
-                sig = f"signal {-code}"
-            how = f"killed by {sig}"
-        else:
-            how = f"exit code {code}"
         self._procs.pop(h.pid, None)
         h.pid = 0
-        if self.state == "stopping" or (h.state == "stopping" and not h.stop_reason):
-            h.state = "stopped"
-            log.info("%s stopped (%s)", h.name, how)
+        decision = self.policy.on_exit(h.life, code, now, shutting_down=self.state == "stopping")
+        if isinstance(decision, Stopped):
+            log.info("%s stopped (%s)", h.name, decision.how)
             return
-        reason = h.stop_reason or ("signal" if code < 0 else "exit")
-        if reason in ("exit", "signal") and code == 0:
-            reason = "exit"
-        h.reasons[reason] += 1
-        h.last_exits.append(f"{reason}: {how} after {ran:.1f}s")
-        h.restarts += 1
-        if reason == "requested":
-            # Asked for (reload, tests): not a failure, no backoff, no intensity.
+        restart = decision.restart if isinstance(decision, GiveUp) else decision
+        if restart.reason == "requested":
             log.info("%s restarting on request", h.name)
-            h.state, h.next_start_at = "backoff", now
             return
-        delay = h.backoff.on_exit(ran)
         log.warning(
             "%s %s after %.1fs (reason: %s); restart #%d in %.2fs",
             h.name,
-            how,
-            ran,
-            reason,
-            h.restarts,
-            delay,
+            restart.how,
+            restart.ran_for,
+            restart.reason,
+            h.life.restarts,
+            restart.delay,
         )
-        if self.intensity.record(now):
-            self.fatal_message = (
-                f"giving up: more than {self.cfg.supervisor.max_restarts} restarts in "
-                f"{self.cfg.supervisor.restart_period_seconds:g}s; last: {h.name} "
-                f"({'; '.join(h.last_exits)})"
-            )
+        if isinstance(decision, GiveUp):
+            self.fatal_message = decision.message
             log.error("%s", self.fatal_message)
             self.exit_code = EXIT_GAVE_UP
             if not self.stop_requested:
                 self.stop_requested = "restart intensity exceeded"
-            h.state = "stopped"
-            return
-        h.state = "backoff"
-        h.next_start_at = now + delay
 
-    def _kill(self, h: WorkerHandle, reason: str) -> None:
+    def _kill(self, h: WorkerHandle, reason: StopReason) -> None:
         if h.pid:
-            h.stop_reason = h.stop_reason or reason
+            h.life.killed(reason)
             try:
                 os.kill(h.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
     def _check_workers(self, now: float) -> None:
-        timeout = self.cfg.supervisor.heartbeat_timeout_seconds
         for h in self.workers.values():
-            if h.state == "backoff" and now >= h.next_start_at and not self.stop_requested:
+            if self.policy.start_due(h.life, now) and not self.stop_requested:
                 try:
                     self._start_worker(h)
                 except OSError as exc:  # EMFILE, EAGAIN (fork): try again shortly
                     self._limited.log(
                         f"start_{h.name}", logging.ERROR, "cannot start %s: %s", h.name, exc
                     )
-                    h.next_start_at = now + 1.0
-            elif h.state in ("starting", "running") and h.pid:
-                limit = timeout if h.ready else max(timeout, STARTUP_TIMEOUT)
-                if now - h.last_hb > limit:
-                    log.error(
-                        "%s (pid %d) silent for %.1fs (limit %.1fs): killing",
-                        h.name,
-                        h.pid,
-                        now - h.last_hb,
-                        limit,
-                    )
-                    self._kill(h, "heartbeat")
-            if h.kill_at and now >= h.kill_at and h.pid:
+                    self.policy.start_failed(h.life, now)
+            elif h.pid and (hung := self.policy.check_heartbeat(h.life, now)):
+                log.error(
+                    "%s (pid %d) silent for %.1fs (limit %.1fs): killing",
+                    h.name,
+                    h.pid,
+                    hung.silent_for,
+                    hung.limit,
+                )
+                self._kill(h, hung.reason)
+            if h.pid and (overdue := self.policy.check_deadline(h.life, now)):
                 log.error("%s did not stop within the grace period: SIGKILL", h.name)
-                h.kill_at = 0.0
-                self._kill(h, h.stop_reason or "stop_timeout")
+                self._kill(h, overdue.reason)
 
     def _memory_of(self, pid: int) -> int:
         proc = self._procs.get(pid)
@@ -627,15 +512,14 @@ class Supervisor:
         return int(getattr(info, metric, info.rss))
 
     def _check_memory(self, now: float) -> None:
-        grace = self.cfg.supervisor.stop_grace_seconds
         for h in self.workers.values():
-            if not h.pid or h.state not in ("starting", "running"):
+            if not h.pid or not h.life.live:
                 continue
             try:
                 h.memory_bytes = self._memory_of(h.pid)
             except (psutil.Error, OSError):
                 continue
-            if h.memory_bytes > h.memory_limit_mb * 2**20 and not h.stop_reason:
+            if self.policy.check_memory(h.life, h.memory_bytes, h.memory_limit_mb, now):
                 log.error(
                     "%s (pid %d) uses %.1f MB %s, over its %.0f MB budget: stopping it",
                     h.name,
@@ -644,9 +528,6 @@ class Supervisor:
                     self.cfg.supervisor.memory_metric.upper(),
                     h.memory_limit_mb,
                 )
-                h.stop_reason = "memory"
-                h.state = "stopping"
-                h.kill_at = now + grace
                 self._send(h, {"cmd": "stop"})
         # Forget process handles of pids that are gone.
         live = {h.pid for h in self.workers.values()}
@@ -739,10 +620,7 @@ class Supervisor:
             pass
         self.clients.pop(c.sock.fileno(), None)
         c.sock.close()
-        if c.lane is not None and c.lane in self.lanes:
-            lane = self.lanes[c.lane]
-            if lane.client is c:
-                self._retire_lane(lane, "producer disconnected")
+        self.lanes.release(c)
 
     def _on_client_readable(self, c: Client) -> None:
         try:
@@ -801,8 +679,7 @@ class Supervisor:
             if h is None or not h.pid:
                 return {"ok": False, "error": f"no running worker {msg.get('worker')!r}"}
             # A clean stop, then the normal restart path (reason "requested").
-            h.stop_reason, h.state = "requested", "stopping"
-            h.kill_at = time.monotonic() + self.cfg.supervisor.stop_grace_seconds
+            self.policy.stop(h.life, "requested", time.monotonic())
             self._send(h, {"cmd": "stop"})
             return {"ok": True, "pid": h.pid}
         if op in ("flush", "pause", "resume"):
@@ -827,7 +704,7 @@ class Supervisor:
         if op != "flush":
             h.paused = op == "pause"
         elif h.chan is None:
-            return {"ok": False, "error": f"the uploader is not running ({h.state})"}
+            return {"ok": False, "error": f"the uploader is not running ({h.life.state})"}
         if h.chan is not None:
             self._send(h, {"cmd": op, "batch_id": str(msg.get("batch_id") or "")})
         return {"ok": True, "worker": name}
@@ -846,7 +723,7 @@ class Supervisor:
         return {"ok": True, "pid": h.pid}
 
     # ================================================================== lanes
-    def _lane_reply(self, lane: Lane) -> dict[str, Any]:
+    def _lane_reply(self, lane: Lane[Client]) -> dict[str, Any]:
         model = self.cfg.model
         return {
             "ok": True,
@@ -859,177 +736,33 @@ class Supervisor:
             "payload_slot_bytes": self.cfg.model_logging.payload_slot_bytes,
         }
 
-    def _give_lane(self, c: Client, pid: int, prefer: Any, payload: bool) -> dict[str, Any]:
-        if c.lane is not None:
-            return {"ok": False, "error": "this connection already has a lane"}
-        lane = self.lanes.get(str(prefer)) if prefer else None
-        if lane is not None and lane.state == "orphaned":
-            lane.state, lane.client, lane.pid = "active", c, pid
-            c.lane = lane.ring.name
-            log.info("producer pid %d re-attached to lane %s", pid, lane.ring.name)
-            if payload and lane.payload is None:
-                err = self._add_payload(lane)
-                if err:
-                    return {"ok": False, "error": err}
-                self._send_rings()
-            self._send_processes()
-            return self._lane_reply(lane)
-        used = {ln.index for ln in self.lanes.values()}
-        index = next(i for i in range(topology.MAX_LANES + 1) if i not in used)
-        if index >= topology.MAX_LANES:
-            return {"ok": False, "error": f"too many producers (max {topology.MAX_LANES})"}
-        need = self._segment_size("lane") + (self._segment_size("payload") if payload else 0)
-        error = self._over_budget(need)
-        if error:
+    def _give_lane(self, c: Client, pid: int, prefer: str | None, payload: bool) -> dict[str, Any]:
+        lane, error, changed = self.lanes.give(c, pid, prefer, payload)
+        self._announce(changed)
+        if error or lane is None:
             return {"ok": False, "error": error}
-        name = topology.ring_name(self.instance, "lane", index)
-        try:
-            ring = Ring.create(
-                name,
-                topology.dtype_for("lane", self.cfg),
-                topology.capacity_for("lane", self.cfg),
-                topology.consumers_for("lane"),
-            )
-        except OSError as exc:
-            # The producer asks again every 0.2 s: say it once a minute, not each time.
-            self._limited.log("lane_create", logging.ERROR, "cannot create lane %s: %s", name, exc)
-            return {"ok": False, "error": str(exc)}
-        lane = Lane(ring, index, "active", c, pid, time.monotonic())
-        if payload:
-            err = self._add_payload(lane)
-            if err:
-                ring.unlink()
-                ring.close()
-                return {"ok": False, "error": err}
-        self.lanes[name] = lane
-        c.lane = name
-        log.info("lane %s for producer pid %d", name, pid)
-        self._send_rings()
-        self._send_processes()
         return self._lane_reply(lane)
 
-    def _add_payload(self, lane: Lane) -> str:
-        """Create the lane's payload ring; returns an error message or ''."""
-        name = topology.ring_name(self.instance, "payload", lane.index)
-        if lane.ring.name in self.lanes:  # a new lane's size was checked with its payload ring
-            error = self._over_budget(self._segment_size("payload"))
-            if error:
-                return error
-        try:
-            lane.payload = Ring.create(
-                name,
-                topology.dtype_for("payload", self.cfg),
-                topology.capacity_for("payload", self.cfg),
-                topology.consumers_for("payload"),
-            )
-        except OSError as exc:
-            self._limited.log(
-                "payload_create", logging.ERROR, "cannot create payload ring %s: %s", name, exc
-            )
-            return str(exc)
-        return ""
-
-    # ---------------------------------------------------- shared-memory budget
-    def _segment_size(self, kind: str) -> int:
-        """Bytes of one segment of a ring kind under this config."""
-        dtype, cap = topology.dtype_for(kind, self.cfg), topology.capacity_for(kind, self.cfg)
-        return Ring.layout_size(dtype, cap)[1]
-
-    def _shm_budget(self) -> int:
-        return int(self.cfg.supervisor.shm_budget_mb * 2**20)
-
-    def _shm_in_use(self) -> int:
-        """Bytes of every segment this supervisor holds (retired lanes until removed)."""
-        rings = [*self.rings.values(), *(r for ln in self.lanes.values() for r in ln.rings())]
-        return sum(r.segment.size for r in rings)
-
-    def _over_budget(self, need: int) -> str:
-        """The refusal for ``need`` more bytes of shared memory past the budget, or ''."""
-        used, budget = self._shm_in_use(), self._shm_budget()
-        if used + need <= budget:
-            return ""
-        error = (
-            f"shared-memory budget exhausted: a new lane needs {need / 2**20:.1f} MB, "
-            f"{used / 2**20:.1f} MB of supervisor.shm_budget_mb = "
-            f"{self.cfg.supervisor.shm_budget_mb:g} MB in use"
-        )
-        self._limited.log("shm_budget", logging.WARNING, "%s", error)
-        return error
+    def _announce(self, changed: Changed) -> None:
+        """Tell the workers what a lane change means for them."""
+        if changed == "rings":
+            self._send_rings()
+        if changed != "nothing":
+            self._send_processes()
 
     # ------------------------------------------------------- header validity
     def _check_headers(self) -> None:
-        """Retire and report every lane whose header changed since it was attached."""
-        bad = []
-        for lane in self.lanes.values():
-            problem = next((p for r in lane.rings() if (p := r.header_problem())), "")
-            if problem:
-                bad.append((lane, problem))
-        for lane, problem in bad:
-            self._invalidate_lane(lane, problem)
+        """Remove and report every lane whose header changed since it was attached."""
+        bad = self.lanes.invalidate_scribbled()
+        for lane in bad:
+            if lane.client is not None:
+                self._close_client(lane.client)
         if bad:
-            self._send_rings()
-            self._send_processes()
-
-    def _invalidate_lane(self, lane: Lane, problem: str) -> None:
-        """A lane whose header is not what we made: stop trusting it, drop it, say so.
-
-        Its records cannot be trusted either, so it is not drained: the workers
-        are told to let go of it, the segment is removed, and the producer (if
-        connected) is disconnected so that it asks for a fresh lane.
-        """
-        name = lane.ring.name
-        log.error("lane %s has an invalid header (%s): removed without reading it", name, problem)
-        self.invalid_lanes.append({"lane": name, "pid": lane.pid, "problem": problem})
-        del self.lanes[name]
-        client, lane.client = lane.client, None
-        for ring in lane.rings():
-            ring.retire()  # tells a producer that still writes to stop
-            try:
-                ring.unlink()
-            except OSError as exc:
-                log.warning("cannot unlink %s: %s", ring.name, exc)
-            ring.close()
-        if client is not None:
-            self._close_client(client)
-
-    def _retire_lane(self, lane: Lane, why: str) -> None:
-        if lane.state == "retired":
-            return
-        for ring in lane.rings():
-            ring.retire()
-        lane.state, lane.client, lane.since = "retired", None, time.monotonic()
-        log.info("lane %s retired (%s); removed once drained", lane.ring.name, why)
-
-    def _lane_drained(self, lane: Lane) -> bool:
-        for ring in lane.rings():
-            written = ring.write_seq
-            for name, k in (("uploader", topology.UPLOADER), ("drift", topology.DRIFT)):
-                h = self.workers[name]
-                if not h.enabled or k >= ring.n_consumers:
-                    continue
-                if ring.consumer_line(k)["read_seq"] < written:
-                    return False
-        return True
+            self._announce("rings")
 
     def _check_lanes(self, now: float) -> None:
         self._check_headers()
-        removed = []
-        for name, lane in self.lanes.items():
-            if lane.state == "orphaned":
-                alive = _pid_alive(lane.pid)
-                if not alive or now - lane.since > ORPHAN_CLAIM_SECONDS:
-                    self._retire_lane(lane, "producer gone" if not alive else "not reclaimed")
-            if lane.state == "retired" and self._lane_drained(lane):
-                removed.append(name)
-        for name in removed:
-            lane = self.lanes.pop(name)
-            for ring in lane.rings():
-                ring.unlink()
-                ring.close()
-            log.info("lane %s drained and removed", name)
-        if removed:
-            self._send_rings()
-            self._send_processes()
+        self._announce(self.lanes.sweep(now))
 
     # ================================================================= status
     def status(self) -> dict[str, Any]:
@@ -1040,15 +773,15 @@ class Supervisor:
         for h in self.workers.values():
             workers[h.name] = {
                 "pid": h.pid or None,
-                "state": h.state,
-                "uptime_s": round(now - h.started_at, 1) if h.pid else None,
-                "restarts": h.restarts,
-                "restart_reasons": dict(h.reasons),
-                "last_exit": h.last_exits[-1] if h.last_exits else None,
+                "state": h.life.state,
+                "uptime_s": round(now - h.life.started_at, 1) if h.pid else None,
+                "restarts": h.life.restarts,
+                "restart_reasons": dict(h.life.reasons),
+                "last_exit": h.life.last_exits[-1] if h.life.last_exits else None,
                 "memory_mb": round(h.memory_bytes / 2**20, 1) if h.pid else None,
                 "memory_limit_mb": h.memory_limit_mb,
                 "memory_metric": self.cfg.supervisor.memory_metric,
-                "heartbeat_age_s": round(now - h.last_hb, 2) if h.pid else None,
+                "heartbeat_age_s": round(now - h.life.last_hb, 2) if h.pid else None,
                 "progress": h.progress,
                 "paused": h.paused,
                 "stats": h.stats,
@@ -1058,15 +791,7 @@ class Supervisor:
             problem = ring.header_problem()
             entry = {"kind": self.ring_kinds[name].kind, **ring.stats()}
             rings.append({**entry, "problem": problem} if problem else entry)
-        for lane in self.lanes.values():
-            rings.append({"kind": "lane", "state": lane.state, **lane.ring.stats()})
-            if lane.payload is not None:
-                rings.append({"kind": "payload", "state": lane.state, **lane.payload.stats()})
-        producers = [
-            {"lane": name, "pid": lane.pid, "state": lane.state}
-            for name, lane in self.lanes.items()
-            if lane.state != "retired"
-        ]
+        rings += self.lanes.status_rings()
         return {
             "instance": self.instance,
             "device_id": self.cfg.device_id,
@@ -1075,10 +800,10 @@ class Supervisor:
             "uptime_s": round(now - self.started, 1),
             "workers": workers,
             "rings": rings,
-            "producers": producers,
-            "invalid_lanes": list(self.invalid_lanes),
+            "producers": self.lanes.producers(),
+            "invalid_lanes": list(self.lanes.invalid),
             "control_connections": len(self.clients),
-            "shm_mb": round(self._shm_in_use() / 2**20, 1),
+            "shm_mb": round(self.lanes.shm_in_use() / 2**20, 1),
             "shm_budget_mb": self.cfg.supervisor.shm_budget_mb,
         }
 
@@ -1086,7 +811,8 @@ class Supervisor:
         parts = []
         for h in self.workers.values():
             if h.enabled:
-                parts.append(f"{h.name}={h.state}" + (f"({h.restarts}r)" if h.restarts else ""))
+                r = h.life.restarts
+                parts.append(f"{h.name}={h.life.state}" + (f"({r}r)" if r else ""))
         return f"{len(self.lanes)} producers; " + " ".join(parts)
 
     # =================================================================== loop
@@ -1099,7 +825,7 @@ class Supervisor:
             self._next_mem_check = now + self.cfg.supervisor.memory_check_interval_seconds
             self._check_memory(now)
         self._check_lanes(now)
-        if not self.ready_sent and all(h.ready for h in self.workers.values() if h.enabled):
+        if not self.ready_sent and all(h.life.ready for h in self.workers.values() if h.enabled):
             self.ready_sent = True
             self.state = "running"
             log.info("all workers up (%.2fs after start)", now - self.started)
@@ -1171,22 +897,20 @@ class Supervisor:
     def _shutdown(self) -> None:
         self.state = "stopping"
         self.notifier.send(STOPPING="1", STATUS="stopping")
-        for lane in self.lanes.values():
-            self._retire_lane(lane, "shutdown")
+        self.lanes.retire_all("shutdown")
         # Let a producer that read "not retired" just before finish its write.
         time.sleep(0.05)
-        timeout = self.cfg.supervisor.shutdown_timeout_seconds
         for name in STOP_ORDER:
             h = self.workers[name]
             if not h.pid:
-                h.state = "stopped" if h.enabled else h.state
+                h.life.state = "stopped" if h.enabled else h.life.state
                 continue
-            h.state = "stopping"
+            deadline = self.policy.shutdown(h.life, time.monotonic())
             self._send(h, {"cmd": "stop"})
-            deadline = time.monotonic() + timeout
             while h.pid and time.monotonic() < deadline:
                 self._poll_once(0.05)
             if h.pid:
+                timeout = self.policy.shutdown_timeout
                 log.error("%s did not stop within %.0fs: SIGKILL", name, timeout)
                 self._kill(h, "stop_timeout")
                 while h.pid:
@@ -1207,10 +931,7 @@ class Supervisor:
         if not self.workers["uploader"].enabled:
             return
         rings = [(r, self.ring_kinds[n].stream) for n, r in self.rings.items()]
-        for lane in self.lanes.values():
-            rings.append((lane.ring, "model"))
-            if lane.payload is not None:
-                rings.append((lane.payload, "payload"))
+        rings += self.lanes.streams()
         ended: dict[str, spill.Ended] = {}
         for ring, stream in rings:
             read = int(ring.consumer_line(topology.UPLOADER)["read_seq"])
@@ -1242,9 +963,8 @@ class Supervisor:
                 self.sock_path.unlink()
             except FileNotFoundError:
                 pass
-        lanes = [r for ln in self.lanes.values() for r in ln.rings()]
-        for ring in [*self.rings.values(), *lanes]:
-            if unlink_rings or (ring.write_seq == 0 and ring not in lanes):
+        for ring in self.rings.values():
+            if unlink_rings or ring.write_seq == 0:
                 try:
                     ring.unlink()
                 except OSError as exc:
@@ -1252,7 +972,7 @@ class Supervisor:
                         log.warning("cannot unlink %s: %s", ring.name, exc)
             ring.close()
         self.rings.clear()
-        self.lanes.clear()
+        self.lanes.close(unlink=unlink_rings)
         if self._pid_fd >= 0:
             try:
                 self.pid_path.unlink()
@@ -1273,15 +993,3 @@ class Supervisor:
 
 def _field(f: Any) -> dict[str, Any]:
     return {"name": f.name, "kind": f.kind, "categories": list(f.categories)}
-
-
-def _pid_alive(pid: int) -> bool:
-    if not 0 < pid <= PID_MAX:  # os.kill(-1, 0) asks about every process; 2**40 overflows
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

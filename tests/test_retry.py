@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from edge_actors.retry import Backoff, RetryPolicy
+from edge_actors.retry import RetryPolicy, RetrySchedule
 
 
 def test_full_jitter_stays_under_the_exponential_ceiling() -> None:
@@ -31,7 +31,7 @@ def test_backoff_cycle_ends_after_max_attempts_and_data_waits() -> None:
     policy = RetryPolicy(
         base=1.0, max_delay=8.0, max_attempts=3, cycle_interval=60.0, rng=random.Random(3)
     )
-    backoff = Backoff(policy)
+    backoff = RetrySchedule(policy)
     now = 1000.0
     assert backoff.ready(now) and backoff.next_attempt_at(now) == now
     t1 = backoff.on_failure(now)
@@ -52,7 +52,7 @@ def test_backoff_cycle_ends_after_max_attempts_and_data_waits() -> None:
 
 def test_permanent_errors_go_to_a_slow_cadence() -> None:
     policy = RetryPolicy(base=1.0, max_delay=30.0, max_attempts=5, permanent_delay=300.0)
-    backoff = Backoff(policy)
+    backoff = RetrySchedule(policy)
     for k in range(10):
         at = backoff.on_failure(100.0 * k, permanent=True)
         assert at == 100.0 * k + 300.0

@@ -30,7 +30,7 @@ from typing import Any
 from edge_actors import spill
 from edge_actors.outbox import Cursor, Outbox, OutboxFull
 from edge_actors.redact import redact_urls
-from edge_actors.retry import Backoff, RetryPolicy
+from edge_actors.retry import RetryPolicy, RetrySchedule
 from edge_actors.ring import Ring, RingConsumer, RingError
 from edge_actors.rows import (
     ModelRows,
@@ -106,7 +106,7 @@ class Shipper(threading.Thread):
         #: Set while uploads are paused: batches wait in the outbox.
         self.hold = False
         tm = cfg.telemetry
-        self.backoff = Backoff(
+        self.backoff = RetrySchedule(
             RetryPolicy(
                 base=tm.retry_base_delay_seconds,
                 max_delay=tm.retry_max_delay_seconds,
