@@ -235,9 +235,13 @@ class _ChunkRow(NamedTuple):
     body: bytes
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars outside OPT_SERIALIZE_NUMPY's set, Decimal, Path, ...:
-    # a record must never fail to serialize inside the uploader.
+def _json_item_or_hex(obj: Any) -> Any:
+    """orjson fallback of stored records: never fails, a record must not stop the uploader.
+
+    numpy scalars outside OPT_SERIALIZE_NUMPY's set through ``.item()``, bytes
+    as hex, sets as lists, anything else (Decimal, Path, ...) as its ``str()``.
+    The monitor's fallback for payloads differs (``monitor._json_num_or_str``).
+    """
     item = getattr(obj, "item", None)
     if callable(item):
         return item()
@@ -591,10 +595,10 @@ class Outbox:
                 data = {k: v for k, v in rec.items() if k != "seq"}
                 line = (
                     b'{"seq":%d,' % seq
-                    + dumps(data, default=_json_default, option=_ORJSON_OPTS)[1:]
+                    + dumps(data, default=_json_item_or_hex, option=_ORJSON_OPTS)[1:]
                 )
             else:
-                encoded = dumps(rec, default=_json_default, option=_ORJSON_OPTS)
+                encoded = dumps(rec, default=_json_item_or_hex, option=_ORJSON_OPTS)
                 line = b'{"seq":%d,' % seq + encoded[1:]
             if line.endswith(b",}"):  # the record was empty
                 line = line[:-2] + b"}"
@@ -1473,15 +1477,6 @@ class Outbox:
                 "SELECT stream, reason, count, reported FROM drops WHERE count > reported"
             )
         }
-
-    @_heals
-    def mark_drop_reported(self, report: Mapping[tuple[str, str], int]) -> None:
-        """Mark the drops of ``report`` (from :meth:`pending_drop_report`) as reported."""
-        with self._txn() as conn:
-            conn.executemany(
-                "UPDATE drops SET reported=MIN(count, reported+?) WHERE stream=? AND reason=?",
-                [(n, s, r) for (s, r), n in report.items()],
-            )
 
     @_heals
     def append_drop_report(
