@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_actors import __version__
-from edge_actors.reference_cli import add_reference_parser
-from edge_actors.report import add_report_parser
+from edge_actors.offline.reference_cli import add_reference_parser
+from edge_actors.offline.report import add_report_parser
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
@@ -115,7 +115,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, indent=2, default=str))
     else:
-        from edge_actors.status_view import render
+        from edge_actors.offline.status_view import render
 
         print(render(status))
     return EXIT_OK

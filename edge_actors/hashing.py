@@ -22,6 +22,11 @@ def _constructor() -> Any:
     return hashlib.sha256
 
 
+# Process-global singleton: the constructor chosen on first use (a module
+# attribute, no lock: choosing it twice in two threads picks the same one).
+# After fork() the child inherits it and may use it as is: it is a plain
+# function holding no state, file descriptor or lock; each call makes a new
+# hash object.
 _SHA256 = None
 
 

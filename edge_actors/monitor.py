@@ -127,8 +127,12 @@ def _record_id(input_id: object) -> tuple[int, str | None]:
     return caller_record_id(text), text
 
 
-class _Side:
-    """Which keys of a logged dict go to the numeric record, for inputs or outputs."""
+class _FieldSplit:
+    """Splits a logged dict by the declared fields of one side (inputs or outputs).
+
+    Declared fields with a usable value go to the numeric record, the rest to
+    the payload.
+    """
 
     def __init__(self, label: str, fields: Iterable[Mapping[str, Any]], strict: bool) -> None:
         self.label = label
@@ -173,8 +177,14 @@ def _is_mapping(data: object) -> bool:
     return type(data) is dict or isinstance(data, Mapping)
 
 
-def _json_default(obj: Any) -> Any:
-    """orjson fallback: numpy scalars as numbers, sets as lists, anything else as its str."""
+def _json_num_or_str(obj: Any) -> Any:
+    """orjson fallback of payload values and saved references.
+
+    Any ``numbers.Real`` (numpy scalars, ``Fraction``) as a number, sets as
+    lists, anything else (bytes included: ``"b'...'"``) as its ``str()``. The
+    outbox has another fallback (``outbox._json_item_or_hex``: bytes as hex);
+    the two never meet, a payload reaches the outbox as decoded JSON.
+    """
     if isinstance(obj, numbers.Integral):
         return int(obj)
     if isinstance(obj, numbers.Real):
@@ -259,7 +269,7 @@ class EdgeMonitor:
         self._declared = bool(cfg.model.inputs or cfg.model.outputs)
         fields_cfg = cfg if self._declared else self._derived_config(cfg)
         self._fields = (fields_cfg.model.inputs, fields_cfg.model.outputs)
-        self._in = self._out = _Side("inputs", (), False)
+        self._in = self._out = _FieldSplit("inputs", (), False)
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._finalizer: weakref.finalize[Any, Any] | None = None
@@ -327,8 +337,8 @@ class EdgeMonitor:
         """Learn the declared fields from the producer (it may learn them from the agent)."""
         schema = p.schema()
         raising = self.strict and self._declared
-        self._in = _Side("inputs", schema["inputs"], raising)
-        self._out = _Side("outputs", schema["outputs"], raising)
+        self._in = _FieldSplit("inputs", schema["inputs"], raising)
+        self._out = _FieldSplit("outputs", schema["outputs"], raising)
         self._no_fields = not (schema["inputs"] or schema["outputs"])
 
     @property
@@ -695,7 +705,7 @@ class EdgeMonitor:
 
     def _encode(self, label: str, doc: dict[str, Any]) -> bytes:
         try:
-            return orjson.dumps(doc, default=_json_default, option=_ORJSON_OPTS)
+            return orjson.dumps(doc, default=_json_num_or_str, option=_ORJSON_OPTS)
         except (orjson.JSONEncodeError, TypeError) as exc:
             if self.strict:
                 raise ValueError(f"{label}: cannot be stored as JSON: {exc}") from None
@@ -718,7 +728,7 @@ class EdgeMonitor:
                 dropped["payload_detached"],
             )
 
-    def _bad(self, kind: str, side: _Side, bad: list[str], data: Mapping[Any, Any]) -> None:
+    def _bad(self, kind: str, side: _FieldSplit, bad: list[str], data: Mapping[Any, Any]) -> None:
         shown = ", ".join(f"{k}={data[k]!r:.40}" for k in bad[:3])
         self._reject(
             "bad_value",
@@ -929,7 +939,7 @@ class EdgeMonitor:
         with self._lock:
             if self._reference is None:
                 self._reference = self._load_reference()
-            data = orjson.dumps(self._reference, default=_json_default, option=_ORJSON_OPTS)
+            data = orjson.dumps(self._reference, default=_json_num_or_str, option=_ORJSON_OPTS)
         from edge_actors.safe_write import write_atomic
 
         target.parent.mkdir(parents=True, exist_ok=True)

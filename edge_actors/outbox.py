@@ -58,6 +58,7 @@ import math
 import os
 import sqlite3
 import time
+import urllib.parse
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -76,6 +77,9 @@ __all__ = [
     "Outbox",
     "OutboxError",
     "OutboxFull",
+    "OutboxReadError",
+    "OutboxReader",
+    "StoredChunk",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,9 +235,13 @@ class _ChunkRow(NamedTuple):
     body: bytes
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars outside OPT_SERIALIZE_NUMPY's set, Decimal, Path, ...:
-    # a record must never fail to serialize inside the uploader.
+def _json_item_or_hex(obj: Any) -> Any:
+    """orjson fallback of stored records: never fails, a record must not stop the uploader.
+
+    numpy scalars outside OPT_SERIALIZE_NUMPY's set through ``.item()``, bytes
+    as hex, sets as lists, anything else (Decimal, Path, ...) as its ``str()``.
+    The monitor's fallback for payloads differs (``monitor._json_num_or_str``).
+    """
     item = getattr(obj, "item", None)
     if callable(item):
         return item()
@@ -587,10 +595,10 @@ class Outbox:
                 data = {k: v for k, v in rec.items() if k != "seq"}
                 line = (
                     b'{"seq":%d,' % seq
-                    + dumps(data, default=_json_default, option=_ORJSON_OPTS)[1:]
+                    + dumps(data, default=_json_item_or_hex, option=_ORJSON_OPTS)[1:]
                 )
             else:
-                encoded = dumps(rec, default=_json_default, option=_ORJSON_OPTS)
+                encoded = dumps(rec, default=_json_item_or_hex, option=_ORJSON_OPTS)
                 line = b'{"seq":%d,' % seq + encoded[1:]
             if line.endswith(b",}"):  # the record was empty
                 line = line[:-2] + b"}"
@@ -1471,15 +1479,6 @@ class Outbox:
         }
 
     @_heals
-    def mark_drop_reported(self, report: Mapping[tuple[str, str], int]) -> None:
-        """Mark the drops of ``report`` (from :meth:`pending_drop_report`) as reported."""
-        with self._txn() as conn:
-            conn.executemany(
-                "UPDATE drops SET reported=MIN(count, reported+?) WHERE stream=? AND reason=?",
-                [(n, s, r) for (s, r), n in report.items()],
-            )
-
-    @_heals
     def append_drop_report(
         self, extra: Mapping[str, Any] | None = None, *, stream: str = "drops"
     ) -> int:
@@ -1667,3 +1666,127 @@ def _move_aside(path: Path, problem: str) -> None:
         path.name,
         stamp,
     )
+
+
+# --------------------------------------------------------------- reading back
+#
+# The read-only contract of offline tools (``edge-actors report``): they read an
+# outbox through these names only, never through its tables or codecs, so that
+# the storage format can change behind them. A new storage format re-implements
+# OutboxReader (same signatures, same StoredChunk values) and nothing else.
+
+
+class OutboxReadError(OutboxError):
+    """The file cannot be read as an outbox; the message names the file and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredChunk:
+    """The records of one stored chunk, decoded, as :meth:`OutboxReader.chunks` yields them.
+
+    Attributes:
+        stream: stream name.
+        first_seq: outbox sequence number of the chunk's first record.
+        last_seq: outbox sequence number of its last record.
+        records: the records that could be decoded, in sequence order; each
+            dict holds the record's fields and its outbox sequence number ``seq``.
+        unreadable: what could not be decoded: the number of bad records, or 1
+            (and no ``records``) when the chunk's body as a whole cannot be.
+    """
+
+    stream: str
+    first_seq: int
+    last_seq: int
+    records: tuple[dict[str, Any], ...]
+    unreadable: int
+
+
+class OutboxReader:
+    """Read an outbox without writing to it, while its agent runs or not.
+
+    ::
+
+        with OutboxReader(path) as reader:
+            for chunk in reader.chunks():
+                ...
+
+    With a ``-wal`` file present (the agent is running, or was killed) the
+    database is opened ``mode=ro`` so that SQLite reads the WAL too. Without
+    one (a clean shutdown checkpointed everything) it is opened ``immutable``:
+    then SQLite creates no ``-wal``/``-shm`` file either, which could otherwise
+    be left behind owned by the wrong user (the reader is often root or another
+    account than the agent's).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open ``path`` read-only.
+
+        Raises:
+            OutboxReadError: the file cannot be opened.
+        """
+        self.path = Path(path)
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+        if not wal.exists():
+            uri += "&immutable=1"
+        try:
+            self._conn = sqlite3.connect(uri, uri=True, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise OutboxReadError(f"cannot open the outbox {self.path}: {exc}") from exc
+
+    def chunks(self) -> Iterator[StoredChunk]:
+        """Every stored chunk, by stream name, then sequence number.
+
+        Records already uploaded have left the outbox (they are in the sink).
+
+        Raises:
+            OutboxReadError: the file is not an outbox, or unreadable as a whole.
+        """
+        try:
+            cur = self._conn.execute(
+                "SELECT stream, first_seq, last_seq, codec, body FROM chunks "
+                "ORDER BY stream, first_seq"
+            )
+            for stream, first, last, codec, body in cur:
+                yield _read_chunk(str(stream), int(first), int(last), int(codec), body)
+        except sqlite3.DatabaseError as exc:
+            text = str(exc)
+            if "no such table" in text:
+                text = "not an edge-actors outbox (no chunks table)"
+            raise OutboxReadError(f"cannot read the outbox {self.path}: {text}") from exc
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> OutboxReader:
+        """Return the reader itself."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the reader."""
+        self.close()
+
+
+def _read_chunk(stream: str, first: int, last: int, codec: int, body: bytes) -> StoredChunk:
+    if codec not in (_CODEC_RAW, _CODEC_ZLIB):
+        return StoredChunk(stream, first, last, (), 1)
+    try:
+        raw = _decode(codec, body)
+    except zlib.error:
+        return StoredChunk(stream, first, last, (), 1)
+    records: list[dict[str, Any]] = []
+    bad = 0
+    for line in raw.split(b"\n"):
+        if not line.strip():
+            continue
+        try:
+            rec = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+        else:
+            bad += 1
+    return StoredChunk(stream, first, last, tuple(records), bad)

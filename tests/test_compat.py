@@ -26,8 +26,8 @@ from edge_actors.config import Config, ConfigError
 from edge_actors.control import ControlError
 from edge_actors.keys import parse_key
 from edge_actors.monitor import CALLER_ID_BIT, _record_id, caller_record_id
+from edge_actors.offline.status_view import render
 from edge_actors.outbox import Outbox
-from edge_actors.status_view import render
 from tests.conftest import MODEL, unique_instance
 from tests.test_monitor import house_reference, monitors, outbox_rows, seed_config, wait_until
 

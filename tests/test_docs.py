@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ast
 import datetime as dt
 import importlib.util
@@ -304,14 +305,21 @@ def _simplify(name: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(row)
 
 
-# ------------------------------------------------- README and quick start, block by block
+# ------------------------------------------------- README and docs, block by block
 #
-# Every fenced block of README.md and docs/quickstart.md is either run here
+# Every fenced block of README.md and docs/*.md (but the generated reference
+# and performance pages) is either run here
 # (Python snippets, commands) or compared with what the real program prints
 # (the demo's lines, status, stats(), an uploaded object). A new block fails
 # test_every_block_is_tested until a test below claims it.
 
-WALKED = (REPO / "README.md", DOCS / "quickstart.md")
+WALKED = (
+    REPO / "README.md",
+    DOCS / "quickstart.md",
+    DOCS / "operations.md",
+    DOCS / "fleet.md",
+    DOCS / "design.md",
+)
 DEMO_VAR = "var"
 
 
@@ -334,6 +342,25 @@ CLAIMS = {
     "$ edge-actors status": "test_status_block_is_what_status_prints",
     "var/agent.log ": "test_data_tree_is_what_the_demo_writes",
     "$ zcat ": "test_zcat_example_is_a_real_object",
+    # docs/operations.md
+    "run_dir: /run/edge-actors": "test_operations_md_systemd_directories_load",
+    "segment bytes = 4096": "test_operations_md_segment_size_is_the_rings",
+    "ShmError [Errno 28]": "test_operations_md_shm_error_is_the_real_message",
+    "docker run -d --name edge-agent": "test_operations_md_docker_commands_are_consistent",
+    "from edge_mlops_monitor import": "test_operations_md_upgrade_imports_work",
+    # docs/fleet.md
+    "{prefix}{stream}/device=": "test_fleet_md_key_layout_is_object_key",
+    "SELECT device, date, count(*)": "test_fleet_md_duckdb_query",
+    "SELECT device, feature, test, time AS since": "test_fleet_md_duckdb_query",
+    "SELECT date_trunc('hour', time)": "test_fleet_md_duckdb_query",
+    "SELECT device, stream, reason": "test_fleet_md_duckdb_query",
+    "SELECT device, time, mem_percent": "test_fleet_md_duckdb_query",
+    "SELECT p.payload.input_id": "tests/test_compat.py (fleet_caller_id_query)",
+    "CREATE EXTERNAL TABLE edge_model": "test_fleet_md_athena_tables_match_the_records",
+    "SELECT device, feature, test, max(": "test_fleet_md_athena_tables_match_the_records",
+    "df = (spark.read": "test_fleet_md_spark_snippet_is_consistent",
+    # docs/design.md
+    " ML application                     edge-actors run": "a diagram",
 }
 
 
@@ -350,6 +377,8 @@ def test_every_block_is_tested() -> None:
         if _claim(body) is None
     ]
     assert not unclaimed, "blocks no test runs or checks:\n" + "\n".join(unclaimed)
+    fenced = {md for md in [REPO / "README.md", *DOCS.glob("*.md")] if _fenced(md)}
+    assert fenced <= set(WALKED), f"add to WALKED: {sorted(p.name for p in fenced - set(WALKED))}"
 
 
 def _blocks_of(test: str) -> list[tuple[Path, str, str]]:
@@ -645,6 +674,375 @@ def test_zcat_example_is_a_real_object(demo: Demo) -> None:
     assert len(str(doc["seq"])) == len(str(real["seq"])), (doc["seq"], real["seq"])
     assert doc["device_id"] == m[2] and real["device_id"] == real_m[1]
     assert doc["lane"].startswith("ea_demo") and real["lane"].startswith("ea_demo")
+
+
+# ------------------------------------------------- operations.md, fleet.md, design.md, the unit
+#
+# Run here: CLI command lines (parsed by the real parser, or run against the
+# demo's agent), Python snippets, the sqlite3 inspection command, systemd's
+# own check of the unit. Not run here (no Docker daemon, Athena, Spark, S3):
+# checked for consistency with the code, the config schema and each other.
+
+
+def _one_block(test: str) -> str:
+    blocks = _blocks_of(test)
+    assert len(blocks) == 1, [b[0].name for b in blocks]
+    return blocks[0][2]
+
+
+def _unit() -> str:
+    return (DOCS / "edge-actors.service").read_text(encoding="utf-8")
+
+
+def _unit_setting(name: str) -> str:
+    m = re.search(rf"^{name}=(.*)$", _unit(), flags=re.M)
+    assert m is not None, name
+    return m[1].strip()
+
+
+def test_operations_md_systemd_directories_load(tmp_path: Path) -> None:
+    """The run_dir/data_dir block loads as a config, and names what the unit creates."""
+    block = _one_block("test_operations_md_systemd_directories_load")
+    doc = yaml.safe_load(block)
+    cfg_doc = {**yaml.safe_load((REPO / "configs" / "default.yaml").read_text()), **doc}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg_doc))
+    cfg = load_config(tmp_path / "config.yaml")
+    assert Path(cfg.run_dir) == Path("/run/edge-actors")
+    assert Path(cfg.data_dir) == Path("/var/lib/edge-actors")
+    # Each line's comment names the unit setting that creates that directory.
+    for line in block.splitlines():
+        m = re.fullmatch(r"(\w+): (\S+)\s+# (\w+=\S+)", line)
+        assert m is not None, line
+        key, value, setting = m.groups()
+        name, _, arg = setting.partition("=")
+        assert _unit_setting(name) == arg
+        root = {"RuntimeDirectory": "/run", "StateDirectory": "/var/lib"}[name]
+        assert value == f"{root}/{arg}"
+        # The unit's own header comment says the same.
+        assert re.search(rf"^#\s+{key}: {re.escape(value)}\s", _unit(), flags=re.M), key
+
+
+def test_operations_md_segment_size_is_the_rings() -> None:
+    block = _one_block("test_operations_md_segment_size_is_the_rings")
+    assert "4096 (header) + capacity \u00d7 slot" in block
+    assert "8 (stamp) + record size, rounded up to a multiple of 8" in block
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    for kind in ("system", "procs", "events", "lane", "payload"):
+        dtype, cap = dtype_for(kind, cfg), capacity_for(kind, cfg)
+        slot = -(-(8 + dtype.itemsize) // 8) * 8
+        assert Ring.layout_size(dtype, cap)[1] == 4096 + cap * slot, kind
+
+
+def test_operations_md_shm_error_is_the_real_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The message of a full /dev/shm. Filling the shared /dev/shm for real would
+    hurt every other process on the box: posix_fallocate is made to fail instead."""
+    import errno
+
+    from edge_actors import shm
+
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    name = f"ea_doctest{os.getpid()}"
+    with pytest.raises(shm.ShmError) as info:
+        shm.create(name, 8192)
+    assert not Path("/dev/shm", name).exists()
+    real = f"{type(info.value).__name__} {info.value}"
+    (doc,) = _one_block("test_operations_md_shm_error_is_the_real_message").splitlines()
+    doc = re.sub(r"'ea_\w+' \(\d+ bytes\)", f"'{name}' (8192 bytes)", doc)
+    assert doc == real
+
+
+def _shell_lines(block: str) -> list[list[str]]:
+    import shlex
+
+    return [shlex.split(cmd) for cmd in block.replace("\\\n", " ").splitlines() if cmd.strip()]
+
+
+def test_operations_md_docker_commands_are_consistent() -> None:
+    """Not run (no Docker daemon here): the options exist, the two containers share
+    what the bullets above say, and the agent's command line is a valid one."""
+    from edge_actors.cli import build_parser
+
+    text = (DOCS / "operations.md").read_text(encoding="utf-8")
+    agent, model = _shell_lines(_one_block("test_operations_md_docker_commands_are_consistent"))
+    assert agent[:3] == model[:3] == ["docker", "run", "-d"]
+
+    def options(argv: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+        opts: dict[str, list[str]] = {}
+        i = 3
+        while argv[i].startswith("-"):
+            name, eq, value = argv[i].partition("=")
+            if not eq:
+                i += 1
+                value = argv[i]
+            opts.setdefault(name, []).append(value)
+            i += 1
+        return opts, argv[i:]
+
+    a_opts, a_rest = options(agent)
+    m_opts, m_rest = options(model)
+    name = a_opts["--name"][0]
+    assert a_opts["--ipc"] == ["shareable"] and "--shm-size" in a_opts
+    assert m_opts["--ipc"] == m_opts["--pid"] == [f"container:{name}"]
+    assert a_opts["--user"] == m_opts["--user"] == ["1000:1000"]
+    run_dir, data_dir = "/run/edge-actors", "/var/lib/edge-actors"
+    a_vols = dict(v.split(":", 1) for v in a_opts["-v"])
+    m_vols = dict(v.split(":", 1) for v in m_opts["-v"])
+    assert a_vols["edge-run"] == m_vols["edge-run"] == run_dir  # the control socket
+    assert a_vols["edge-data"] == data_dir
+    assert a_opts["--stop-timeout"] == [_unit_setting("TimeoutStopSec")]
+    # The image must own the volumes' folders for that uid (the bullet above the block).
+    assert f"chown 1000:1000 {run_dir} {data_dir}" in text
+    _image, *command = a_rest
+    assert command[0] == "edge-actors"
+    args = build_parser().parse_args(command[1:])
+    assert args.command == "run"
+    assert any(args.config.startswith(v.split(":")[1] + "/") for v in a_opts["-v"][2:])
+    assert len(m_rest) == 1  # the application image runs its own entry point
+    docker = shutil.which("docker")
+    if docker is not None:  # the client parses options without a daemon
+        helptext = subprocess.run([docker, "run", "--help"], capture_output=True, text=True)
+        for opt in {*a_opts, *m_opts}:
+            assert re.search(rf"(^|\s){re.escape(opt)}[\s=,]", helptext.stdout), opt
+
+
+def test_operations_md_upgrade_imports_work() -> None:
+    """The ``# after`` imports run (the ``# before`` ones need the seed, not installed)."""
+    lines = _one_block("test_operations_md_upgrade_imports_work").splitlines()
+    code = [ln.split("#")[0].strip() for ln in lines]
+    after = [c for c, ln in zip(code, lines, strict=True) if "# after" in ln]
+    before = [c for c, ln in zip(code, lines, strict=True) if "# before" in ln]
+    assert len(after) == len(before) == 2
+    # Same names, other module.
+    assert [b.split(" import ")[1] for b in before] == [a.split(" import ")[1] for a in after]
+    # "(also A, B, ...)": more of edge_actors.compat's exports, in the comments.
+    comments = " ".join(ln.partition("#")[2] for ln in lines)
+    also = re.search(r"\(also ([^)]*)\)", comments)
+    assert also is not None
+    names = ", ".join(" ".join(n.split()) for n in also[1].split(","))
+    program = "\n".join([*after, f"from edge_actors.compat import {names}"])
+    r = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
+    assert r.returncode == 0, program + "\n" + r.stderr
+
+
+def test_operations_md_sqlite_inspection_runs_next_to_the_agent(demo: Demo) -> None:
+    """``sqlite3 outbox.db 'select ...'`` while the agent runs (WAL lets a reader in)."""
+    import shlex
+
+    text = (DOCS / "operations.md").read_text(encoding="utf-8")
+    m = re.search(r"`(sqlite3 outbox\.db '[^`]*')`", text)
+    assert m is not None
+    argv = shlex.split(" ".join(m[1].split()))
+    cfg = load_config(demo.config)
+    assert Path(cfg.storage.sqlite_path).name == argv[1]
+    if shutil.which("sqlite3") is None:
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{cfg.storage.sqlite_path}?mode=ro", uri=True)
+        try:
+            rows = conn.execute(argv[2]).fetchall()
+        finally:
+            conn.close()
+    else:
+        r = subprocess.run(
+            ["sqlite3", cfg.storage.sqlite_path, argv[2]], capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stderr
+        rows = [tuple(ln.split("|")) for ln in r.stdout.splitlines()]
+    assert rows and {str(row[0]) for row in rows} >= {"model", "system"}, rows
+
+
+def test_docs_command_lines_parse() -> None:
+    """Every ``edge-actors ...`` in operations.md, fleet.md, design.md and the unit is valid."""
+    from edge_actors.cli import build_parser
+
+    parser = build_parser()
+    found = []
+    for md in (DOCS / "operations.md", DOCS / "fleet.md", DOCS / "design.md"):
+        text = re.sub(r"```.*?```", "", md.read_text(encoding="utf-8"), flags=re.S)
+        found += [(md.name, c) for c in re.findall(r"`edge-actors ([^`|]*)", text)]
+    unit_cmd = _unit_setting("ExecStart").split()
+    assert Path(unit_cmd[0]).name == "edge-actors"
+    found.append(("edge-actors.service", " ".join(unit_cmd[1:])))
+    assert len(found) >= 5, found
+    commands = {
+        name
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
+    for where, command in found:
+        words = [{"CONFIG": "c.yaml"}.get(w, w) for w in command.split()]
+        if len(words) == 1:  # a command named in the text ("run `edge-actors run` as PID 1")
+            assert words[0] in commands, f"{where}: no command `edge-actors {command}`"
+            continue
+        try:
+            parser.parse_args(words)
+        except SystemExit as exc:
+            raise AssertionError(f"{where}: `edge-actors {command}` is not valid") from exc
+
+
+def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """``systemd-analyze verify`` on the unit as shipped, its ExecStart pointed at this
+    checkout's ``edge-actors`` (the shipped path is the installed one)."""
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (the ExecStart line is still parsed)")
+    exe = Path(sys.executable).parent / "edge-actors"
+    assert exe.exists(), exe
+    unit = _unit().replace("/opt/edge-actors/.venv/bin/edge-actors", str(exe), 1)
+    path = tmp_path / "edge-actors.service"
+    path.write_text(unit, encoding="utf-8")
+    r = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    # verify exits 0 on unknown keys and bad values too, warning on stderr.
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if str(path.name) in ln]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def _fleet_block(test: str) -> list[str]:
+    return [b for _md, _lang, b in _blocks_of(test)]
+
+
+def test_fleet_md_key_layout_is_object_key() -> None:
+    from edge_actors.keys import object_key
+    from edge_actors.workers.uploader import UPLOAD_ORDER
+
+    (template,) = _one_block("test_fleet_md_key_layout_is_object_key").splitlines()
+    made = template.replace("YYYY-MM-DD", "{date}").format(
+        prefix="edge-fleet/",
+        stream="model",
+        device_id="pi-01",
+        date="2026-11-28",
+        first_seq=5,
+        last_seq=1764331091000000000,
+    )
+    assert made == object_key(
+        "edge-fleet/", "model", "pi-01", dt.date(2026, 11, 28), 5, 1764331091000000000
+    )
+    text = (DOCS / "fleet.md").read_text(encoding="utf-8")
+    line = re.search(r"^- `stream`: (.*)\.$", text, flags=re.M)
+    assert line is not None
+    assert sorted(re.findall(r"`(\w+)`", line[1])) == sorted(UPLOAD_ORDER)
+
+
+def test_fleet_md_drop_reasons_are_the_outbox_reasons() -> None:
+    from edge_actors.outbox import DROP_REASONS
+
+    text = (DOCS / "fleet.md").read_text(encoding="utf-8")
+    m = re.search(r"\*\*`drops`\*\*: `stream`, `reason` \(([^)]*)\)", text)
+    assert m is not None
+    assert sorted(re.findall(r"`(\w+)`", m[1])) == sorted(DROP_REASONS)
+
+
+def _athena_tables() -> dict[str, tuple[list[str], str, str]]:
+    """``table -> (columns, LOCATION, storage.location.template)`` of fleet.md's DDL."""
+    block = next(
+        b for b in _fleet_block("test_fleet_md_athena_tables_match_the_records") if "CREATE" in b
+    )
+    tables = {}
+    for m in re.finditer(
+        r"CREATE EXTERNAL TABLE (\w+) \((.*?)\)\nPARTITIONED BY(.*?);", block, flags=re.S
+    ):
+        cols = re.sub(r"<[^>]*>", "", m[2])  # struct<...> bodies
+        names = [c.strip().split()[0].strip("`") for c in cols.split(",") if c.strip()]
+        location = re.search(r"LOCATION '([^']+)'", m[3])
+        template = re.search(r"'storage.location.template' =\s*'([^']+)'", m[3])
+        assert location and template
+        tables[m[1]] = (names, location[1], template[1])
+    return tables
+
+
+def test_fleet_md_athena_tables_match_the_records(fleet_tree: Path) -> None:
+    """Not run (no Athena here): the DDL's columns are the fields of real records, its
+    locations follow the key layout, the example query uses columns the table has."""
+    import gzip
+
+    tables = _athena_tables()
+    assert set(tables) == {"edge_model", "edge_events"}
+    for table, (columns, location, template) in tables.items():
+        stream = table.removeprefix("edge_")
+        fields: set[str] = set()
+        for path in (fleet_tree / stream).rglob("*.ndjson.gz"):
+            for line in gzip.decompress(path.read_bytes()).splitlines():
+                fields |= set(json.loads(line))
+        assert set(columns) == fields, (table, set(columns) ^ fields)
+        assert location == f"s3://my-telemetry-bucket/edge-fleet/{stream}/"
+        assert template == location + "device=${device}/date=${date}/"
+    block = _fleet_block("test_fleet_md_athena_tables_match_the_records")[0]
+    structs = dict(re.findall(r"(inputs|outputs) struct<([^>]*)>", block))
+    cfg = load_config(REPO / "configs" / "default.yaml")
+    for side in ("inputs", "outputs"):
+        names = [f.split(":")[0].strip() for f in structs[side].split(",")]
+        assert names == [f.name for f in getattr(cfg.model, side)], side
+    query = next(
+        b
+        for b in _fleet_block("test_fleet_md_athena_tables_match_the_records")
+        if "CREATE" not in b
+    )
+    used = set(re.findall(r'"(\w+)"|\b(device|feature|test|state)\b', query)) - {("", "")}
+    words = {a or b for a, b in used}
+    assert words <= {*tables["edge_events"][0], "device", "date"}, words
+    assert "FROM edge_events" in query
+
+
+def test_fleet_md_spark_snippet_is_consistent() -> None:
+    """Not run (no Spark or s3a here): Python that parses, reading stream prefixes of
+    the same bucket as the Athena tables and the ``aws s3 sync`` line."""
+    from edge_actors.workers.uploader import UPLOAD_ORDER
+
+    block = _one_block("test_fleet_md_spark_snippet_is_consistent")
+    tree = ast.parse(block)
+    urls = {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and str(n.value).startswith("s3a://")
+    }
+    assert urls
+    for url in urls:
+        m = re.fullmatch(r"s3a://my-telemetry-bucket/edge-fleet/(\w+)/", url)
+        assert m is not None and m[1] in UPLOAD_ORDER, url
+    text = (DOCS / "fleet.md").read_text(encoding="utf-8")
+    assert "`aws s3 sync s3://my-telemetry-bucket/edge-fleet/ sink/`" in text
+    columns = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("groupBy", "orderBy", "select"):
+                columns |= {a.value for a in node.args if isinstance(a, ast.Constant)}
+            if node.func.attr == "filter":
+                arg = node.args[0]
+                assert isinstance(arg, ast.Constant), ast.unparse(arg)
+                columns |= set(re.findall(r"^(\w+) =", str(arg.value)))
+    events = _athena_tables()["edge_events"][0]
+    assert columns and columns <= {*events, "device", "date"}, columns
+
+
+def test_docs_put_the_drift_checkpoint_where_the_worker_writes_it() -> None:
+    """In ``data_dir`` (workers/drift.py); it once was in the tmpfs ``run_dir``, and
+    design.md and the unit still said so."""
+    texts = {
+        p.name: p.read_text(encoding="utf-8")
+        for p in (*DOCS.glob("*.md"), DOCS / "edge-actors.service")
+    }
+    for name, text in texts.items():
+        flat = " ".join(text.split())
+        for sentence in re.split(r"(?<=[.;:])\s", flat):
+            if "checkpoint" in sentence and "drift" in sentence:
+                assert "tmpfs" not in sentence and "run_dir" not in sentence, (name, sentence)
+
+
+def test_design_md_names_modules_that_exist() -> None:
+    """The module and package names in design.md (``outbox.py``, ``workers/``) exist."""
+    text = (DOCS / "design.md").read_text(encoding="utf-8")
+    names = set(re.findall(r"`((?:[\w]+/)*[\w]+\.py|[\w]+/)`", text))
+    assert len(names) >= 10, names
+    missing = [
+        n
+        for n in sorted(names)
+        if not (REPO / "edge_actors" / n).exists() and not (REPO / n).exists()
+    ]
+    assert not missing, missing
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from edge_actors.outbox import Batch, Cursor, Outbox, OutboxFull
+from edge_actors.outbox import Batch, Cursor, Outbox, OutboxFull, OutboxReader, OutboxReadError
 from edge_actors.sinks import deliver_batch
 from edge_actors.sinks.local import LocalSink
 
@@ -647,3 +647,62 @@ def test_spilled_drop_counts_are_folded_in_once(tmp_path: Path) -> None:
     assert ob.drops() == want
     assert not side.exists()
     ob.close()
+
+
+# --------------------------------------------------------- read-only reader
+
+
+def test_reader_returns_the_stored_records_and_writes_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.db"
+    with Outbox.open(db, max_bytes=64 << 20, chunk_records=100) as ob:
+        ob.append({"model": _records(250), "system": _records(3)}, {})
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    with OutboxReader(db) as reader:
+        chunks = list(reader.chunks())
+    # Read-only: no -wal/-shm left behind (an admin's report must not leave
+    # root-owned files next to the agent's database), nothing modified.
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
+    assert [(c.stream, c.first_seq, c.last_seq) for c in chunks] == [
+        ("model", 0, 99),
+        ("model", 100, 199),
+        ("model", 200, 249),
+        ("system", 0, 2),
+    ]
+    model = [r for c in chunks if c.stream == "model" for r in c.records]
+    assert model == [{"seq": i, **r} for i, r in enumerate(_records(250))]
+    assert all(c.unreadable == 0 for c in chunks)
+
+
+def test_reader_sees_what_a_running_writer_committed(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.db"
+    with Outbox.open(db, max_bytes=64 << 20, compress_level=0) as ob:
+        ob.append({"events": _records(2)}, {})
+        assert Path(f"{db}-wal").exists()
+        with OutboxReader(db) as reader:
+            (chunk,) = reader.chunks()
+        ob.append({"events": _records(1, start=2)}, {})  # the writer is not blocked
+    assert [r["i"] for r in chunk.records] == [0, 1]
+
+
+def test_reader_counts_undecodable_records_and_refuses_other_files(tmp_path: Path) -> None:
+    db = tmp_path / "outbox.db"
+    with Outbox.open(db, max_bytes=64 << 20, compress_level=0) as ob:
+        ob.append({"events": _records(3)}, {})
+    conn = sqlite3.connect(db)
+    (body,) = conn.execute("SELECT body FROM chunks").fetchone()
+    conn.execute("UPDATE chunks SET body = ?", (bytes(body) + b"[1]\nx{\n",))
+    conn.commit()
+    conn.close()
+    with OutboxReader(db) as reader:
+        (chunk,) = reader.chunks()
+    assert [r["i"] for r in chunk.records] == [0, 1, 2]
+    assert chunk.unreadable == 2  # a JSON array and a broken line
+
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t(x)").connection.close()
+    with OutboxReader(other) as reader, pytest.raises(OutboxReadError, match="no chunks table"):
+        list(reader.chunks())
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not sqlite at all" * 100)
+    with OutboxReader(garbage) as reader, pytest.raises(OutboxReadError, match="not a database"):
+        list(reader.chunks())

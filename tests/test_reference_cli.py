@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edge_actors.drift.reference import load_reference
-from edge_actors.reference_cli import ProgressBar
+from edge_actors.offline.reference_cli import ProgressBar
 from tests.conftest import REPO, cli
 
 FEATURES = ("bedrooms", "bathrooms", "sqft", "age", "price", "confidence")

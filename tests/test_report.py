@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from edge_actors.keys import object_key
+from edge_actors.offline.report import MATPLOTLIB_MISSING, agent_runs, drift_episodes
 from edge_actors.outbox import Outbox
-from edge_actors.report import MATPLOTLIB_MISSING, agent_runs, drift_episodes
 from edge_actors.sinks.base import md5_b64
 from edge_actors.sinks.local import LocalSink
 
@@ -368,7 +368,7 @@ def test_drift_episodes_pairs_events() -> None:
 
 
 def test_render_escapes_names_from_the_data() -> None:
-    from edge_actors.report import Dataset, StreamInfo, render_html
+    from edge_actors.offline.report import Dataset, StreamInfo, render_html
 
     evil = '<img src=x onerror="alert(1)">'
     data = Dataset(device=evil, model=evil)

@@ -13,7 +13,7 @@ import numpy as np
 
 import edge_actors
 from edge_actors.cli import build_parser
-from edge_actors.status_view import drift_line
+from edge_actors.offline.status_view import drift_line
 from tests.conftest import REPO, AgentProcess, cli
 
 REFERENCE = REPO / "examples" / "house_reference.json"

@@ -72,6 +72,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _CACHE_FILE = "ks_thresholds_v1.json"
+# Process-global singleton: thresholds computed or loaded by this process, by
+# ``_key``. Each entry is a pure function of its key, so a stale entry cannot
+# exist. After fork() the child inherits the parent's entries (still correct;
+# the supervisor never calibrates, so a drift worker starts with none) and
+# adds its own, which the parent and siblings never see: processes share
+# thresholds only through the file in ``cache_dir``. No lock: the drift worker
+# uses it from one thread; a race could only compute a value twice.
 _memory_cache: dict[str, float] = {}
 
 

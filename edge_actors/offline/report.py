@@ -35,10 +35,8 @@ import itertools
 import math
 import os
 import re
-import sqlite3
 import sys
 import time
-import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -75,8 +73,6 @@ LIVE_SECONDS = 3600.0
 QUALITY_TESTS = ("nan_rate", "out_of_range")
 #: System fields kept for the charts.
 _SYSTEM_KEEP = ("ts", "cpu_percent", "mem_percent", "swap_percent", "disk_percent", "temp_max_c")
-_OUTBOX_CODEC_RAW = 0
-_OUTBOX_CODEC_ZLIB = 1
 _ID_RE = re.compile(r"[^A-Za-z0-9_-]+")
 _UTC = dt.timezone.utc
 _FIG_WIDTH = 11.0
@@ -237,46 +233,24 @@ def _read_sink(
 
 
 def _read_outbox(collector: _Collector, path: Path) -> int:
-    """Read every stored chunk of the outbox at ``path`` without writing anything.
+    """Add every record stored in the outbox at ``path``, without writing anything.
 
-    With a ``-wal`` file present (the agent is running, or was killed) the
-    database is opened ``mode=ro`` so that SQLite reads the WAL too. Without
-    one (a clean shutdown checkpointed everything) it is opened ``immutable``:
-    then SQLite creates no ``-wal``/``-shm`` file either, which could otherwise
-    be left behind owned by the wrong user.
+    Returns:
+        The number of chunks read.
     """
-    wal = path.with_name(path.name + "-wal")
-    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
-    if not wal.exists():
-        uri += "&immutable=1"
+    # Imported here: every CLI command imports this module for its parser.
+    from edge_actors.outbox import OutboxReader, OutboxReadError
+
     chunks = 0
     try:
-        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
-    except sqlite3.Error as exc:
-        raise ReportError(f"cannot open the outbox {path}: {exc}") from exc
-    try:
-        cur = conn.execute("SELECT stream, codec, body FROM chunks ORDER BY stream, first_seq")
-        for stream, codec, body in cur:
-            if codec == _OUTBOX_CODEC_ZLIB:
-                try:
-                    raw = zlib.decompress(body)
-                except zlib.error:
-                    collector.data.unreadable += 1
-                    continue
-            elif codec == _OUTBOX_CODEC_RAW:
-                raw = bytes(body)
-            else:
-                collector.data.unreadable += 1
-                continue
-            collector.add_lines(str(stream), raw)
-            chunks += 1
-    except sqlite3.DatabaseError as exc:
-        text = str(exc)
-        if "no such table" in text:
-            text = "not an edge-actors outbox (no chunks table)"
-        raise ReportError(f"cannot read the outbox {path}: {text}") from exc
-    finally:
-        conn.close()
+        with OutboxReader(path) as reader:
+            for chunk in reader.chunks():
+                collector.data.unreadable += chunk.unreadable
+                for rec in chunk.records:
+                    collector.add(chunk.stream, rec)
+                chunks += 1
+    except OutboxReadError as exc:
+        raise ReportError(str(exc)) from exc
     return chunks
 
 
