@@ -84,7 +84,7 @@ class WorkerLife:
     kill_at: float = 0.0
     stop_reason: StopReason = ""
     restarts: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[RestartReason] = field(default_factory=Counter)
     last_exits: deque[str] = field(default_factory=lambda: deque(maxlen=5))
 
     @property
