@@ -545,6 +545,22 @@ def steady(ref: Path, rate: float, warmup: float, seconds: float) -> dict[str, A
         r1 = restarts(agent)
         recs = m1["logged"] - m0["logged"]
         total = round(sum(cpu.values()), 2)
+        # A reader that falls behind (or is restarted) handles fewer records than
+        # were logged: its cost per record it consumed is the comparable figure.
+        p0, p1 = lane_position(m0), lane_position(m1)
+        per_consumed = {
+            name: round(
+                1e6
+                * (c1[name] - c0[name])
+                / max(
+                    1,
+                    (p1[name]["seen"] - p0[name]["seen"]) - (p1[name]["lost"] - p0[name]["lost"]),
+                ),
+                2,
+            )
+            for name in READERS
+            if name in p0 and name in p1 and name in c1
+        }
         out: dict[str, Any] = {
             "rate_target": rate,
             "rate_achieved": round(recs / (m1["t"] - m0["t"])),
@@ -554,6 +570,7 @@ def steady(ref: Path, rate: float, warmup: float, seconds: float) -> dict[str, A
             "agent_cpu_percent_of_one_core": total,
             "cpu_percent_by_process": cpu,
             "agent_cpu_us_per_record": round(1e6 * total / 100 * elapsed / max(1, recs), 2),
+            "reader_cpu_us_per_record_consumed": per_consumed,
             "producer_log_cpu_percent_of_one_core": round(
                 100 * (m1["log_cpu_s"] - m0["log_cpu_s"]) / (m1["t"] - m0["t"]), 2
             ),
@@ -777,14 +794,19 @@ def many_records(ref: Path, n: int) -> dict[str, Any]:
         agent.stop()
 
 
-def whylogs_baseline(rate: float, warmup: float, seconds: float) -> dict[str, Any]:
-    """The WHYLOGS script in a subprocess; its JSON or why it could not run."""
-    try:
-        import whylogs  # noqa: F401
-    except ImportError as exc:
-        return {"error": f"whylogs is not installed ({exc}): pip install -e '.[bench]'"}
+def whylogs_baseline(
+    rate: float, warmup: float, seconds: float, python: str | None = None
+) -> dict[str, Any]:
+    """The WHYLOGS script in a subprocess (of ``python``); its JSON or why it could not run."""
+    python = python or sys.executable
+    probe = subprocess.run(
+        [python, "-c", "import whylogs, pandas"], capture_output=True, text=True, timeout=120
+    )
+    if probe.returncode != 0:
+        why = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": f"whylogs is not installed ({why}): pip install -e '.[bench]'"}
     res = subprocess.run(
-        [sys.executable, "-c", WHYLOGS, str(rate), str(warmup), str(seconds), "1.0", "7"],
+        [python, "-c", WHYLOGS, str(rate), str(warmup), str(seconds), "1.0", "7"],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -838,6 +860,14 @@ def _frame(f: str) -> str:
     return f"{m.group(1)} ({Path(m.group(2)).name})"
 
 
+#: Frames every stack of a process shares (start-up, the worker loop): left out
+#: of the inclusive list.
+BOILERPLATE = re.compile(
+    r"\((cli\.py|<frozen runpy>|__main__\.py|supervisor\.py)\)$|"
+    r"^(Worker\.run|child_main|Thread\._bootstrap(_inner)?|Thread\.run) "
+)
+
+
 def profile(procs: dict[str, psutil.Process], seconds: float) -> dict[str, Any]:
     """py-spy on every agent process at once for ``seconds``; top self time per process."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -863,6 +893,7 @@ def profile(procs: dict[str, psutil.Process], seconds: float) -> dict[str, Any]:
                 continue
             self_n: Counter[str] = Counter()
             incl: Counter[str] = Counter()
+            pair: Counter[str] = Counter()
             total = idle = 0
             for line in out.read_text().splitlines():
                 stack, _, count = line.rpartition(" ")
@@ -875,8 +906,10 @@ def profile(procs: dict[str, psutil.Process], seconds: float) -> dict[str, Any]:
                     continue
                 total += c
                 self_n[frames[-1]] += c
+                pair[" <- ".join(frames[-1:-4:-1])] += c
                 for f in set(frames):
-                    incl[f] += c
+                    if not BOILERPLATE.search(f):
+                        incl[f] += c
             result[name] = {
                 "samples_busy": total,
                 "samples_waiting": idle,
@@ -885,9 +918,13 @@ def profile(procs: dict[str, psutil.Process], seconds: float) -> dict[str, Any]:
                     {"function": f, "self_share": round(c / max(1, total), 3)}
                     for f, c in self_n.most_common(15)
                 ],
+                "top_self_with_callers": [
+                    {"stack": f, "self_share": round(c / max(1, total), 3)}
+                    for f, c in pair.most_common(12)
+                ],
                 "top_inclusive": [
                     {"function": f, "share": round(c / max(1, total), 3)}
-                    for f, c in incl.most_common(15)
+                    for f, c in incl.most_common(20)
                 ],
             }
         return result
@@ -928,6 +965,9 @@ def main() -> None:
     ap.add_argument(
         "--nice", type=int, default=0, help="one-core: the agent's nice value (negative: root)"
     )
+    ap.add_argument(
+        "--whylogs-python", default=None, help="interpreter with whylogs (default: this one)"
+    )
     ap.add_argument("--no-steady", action="store_true")
     ap.add_argument("--no-whylogs", action="store_true")
     ap.add_argument("--no-one-core", action="store_true")
@@ -955,7 +995,7 @@ def main() -> None:
         wl = (
             {"skipped": "--no-whylogs"}
             if args.no_whylogs
-            else whylogs_baseline(args.rate, warmup, seconds)
+            else whylogs_baseline(args.rate, warmup, seconds, args.whylogs_python)
         )
         oc = (
             {"skipped": "--no-one-core"}
