@@ -325,6 +325,20 @@ def _box_cost(t: Table, c: dict[str, Any]) -> None:
         "0",
         _ok(rec.get("unaccounted"), lambda v: v == 0),
     )
+    dropped = (rec.get("dropped_by_producer") or 0) + (rec.get("dropped_by_agent") or 0)
+    t.add(
+        "… records dropped (every raw record delivered: "
+        + (
+            ", ".join(
+                f"{k} {fmt(v)}" for k, v in (rec.get("dropped_by_agent_reasons") or {}).items()
+            )
+            or "none"
+        )
+        + ")",
+        dropped if rec else None,
+        "0",
+        _ok(dropped if rec else None, lambda v: v == 0),
+    )
     m = c.get("many_records")
     if m:
         n = m.get("records", 0)
