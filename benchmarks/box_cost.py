@@ -1,7 +1,8 @@
 """What the agent costs the box per record, against in-process whylogs; prints ONE JSON object.
 
-    python benchmarks/box_cost.py [--quick] [--seconds S] [--rate R]
-        [--records N] [--no-whylogs] [--no-one-core] [--profile-seconds P]
+    python benchmarks/box_cost.py [--quick] [--seconds S] [--rate R] [--records N]
+        [--profile-seconds P] [--no-steady] [--no-whylogs] [--no-one-core]
+        [--nice N] [--whylogs-python PY]
 
 A real ``edge-actors run`` on ``configs/default.yaml`` (run_dir and data_dir
 in a temp dir, the local sink) with the model of the other benchmarks: 8
@@ -15,7 +16,10 @@ records, upload every 10 s in objects of 5,000 records, ``synchronous: FULL``).
   ``--warmup`` s, the CPU time (psutil ``cpu_times`` user + system) of the
   supervisor and of each worker over ``--seconds`` (60; 15 with ``--quick``)
   as a % of one core; the sum of their PSS (``memory_full_info().pss``) at the
-  end; the producer thread's own CPU inside ``log()``. Then the producer
+  end; the producer thread's own CPU inside ``log()``; the records each lane
+  reader lost in the window and its CPU per record it consumed (a reader
+  that falls behind handles fewer records, so its share of a core alone
+  understates its cost); the outbox backlog (does shipping keep up?). Then the producer
   closes, the uploader is asked to flush, and the records are counted:
   ``logged`` (``log()`` calls) = ``delivered`` (distinct records in the
   sink's model objects, from the object keys' sequence ranges and checked
@@ -35,26 +39,34 @@ records, upload every 10 s in objects of 5,000 records, ``synchronous: FULL``).
 * ``one_core``: the agent pinned to CPU 0 (``sched_setaffinity`` before it
   starts: every process and thread it forks inherits it), the producer and
   this script on the other CPUs. The producer offers ``log_batch`` records
-  paced in 10 ms ticks at a rate stepped up (doubling from 20,000/s, then
+  paced in 10 ms ticks at a rate stepped up (doubling from 10,000/s, then
   bisecting between the last rate kept up with and the first not, 3 times)
-  for ``--step-seconds`` (10) per step on the same agent. A step is kept up
-  with when no record is lost by either lane reader (uploader: ring overrun,
-  drift: ``lost``) and both consumed at least 95 % of what was offered
-  during it. Reported: the highest such rate, and every step. The machine is
-  shared: the load average is reported with it.
+  for ``--step-seconds`` (10) per step on the same agent, the lane drained
+  between steps. A step is kept up with when no record is lost by either lane
+  reader (uploader: ring overrun, drift: ``lost``) and neither is more than
+  half a lane behind at its end (they read every ~50 ms: further behind is
+  falling behind). Reported: the highest such rate, every step, and the share
+  of its CPU the agent actually got (the machine is shared: the load average
+  is reported too), with the rate a whole core would carry at the same cost
+  per record (an estimate). ``--nice -N`` raises the agent's priority.
 * ``records`` (``--records N``, off by default: 0): a fresh agent, one
   producer writing ``log_batch`` of 4,096 rows as fast as the agent ingests
   (it stays at most half a lane ahead of the slower of the two lane readers,
-  read from the lane header), N records; the agent's PSS (and USS per
+  read from the lane header, and waits while the outbox backlog exceeds
+  500,000 records so the shipper stays within the disk budget), N records
+  in pushes of 100,000; the agent's PSS (and USS per
   process) at every 10 % of N and at the end, with the delivery count as in
   ``steady``. Targets: PSS <= 64 MB at N = 10 M; no growth from 1 M to 10 M
   (<= 2 MB, read noise).
-* ``--profile-seconds P`` (off by default): after the steady window, the
-  same stream continues for P s while ``py-spy record --nonblocking`` samples
-  every agent process (100 Hz, ``--format raw``); the top functions by self
-  time (share of the samples where it is the innermost frame) per process go
-  under ``"profile"``. py-spy is in the ``bench`` extra; it needs ptrace
-  (root or ``kernel.yama.ptrace_scope`` 0). Not part of the timed window.
+* ``--profile-seconds P`` (off by default): a fresh agent under the steady
+  stream, after the warm-up, sampled for P s by ``py-spy record
+  --nonblocking`` (every agent process, 100 Hz, ``--format raw``): per
+  process the top functions by self time (share of the busy samples where it
+  is the innermost frame, samples in select/wait/sleep set apart), with their
+  callers, and by inclusive time, under ``"profile"``. Samples are of
+  threads not waiting, so they include time spent runnable on a busy machine
+  and in I/O such as fsync. py-spy is in the ``bench`` extra; it needs ptrace
+  (root or ``kernel.yama.ptrace_scope`` 0). Never part of a timed figure.
 """
 
 from __future__ import annotations
