@@ -47,7 +47,7 @@ EMBEDDED = {"drift_stats": "drift", "drift_cases": "drift", "uploader_core": "up
 #: Run order (the rest follow alphabetically).
 ORDER = ["producer", "restart", "footprint", "drift", "uploader", "burst"]
 QUICK_ARGS = {"footprint": ["--settle", "10", "--window", "10"]}
-TIMEOUTS = {"footprint": 300, "drift": 3600, "restart": 240, "burst": 240}
+TIMEOUTS = {"footprint": 300, "drift": 3600, "restart": 240, "burst": 240, "box_cost": 1200}
 DEFAULT_TIMEOUT = 300
 
 
@@ -299,6 +299,81 @@ def _drift_cases(t: Table, c: dict[str, Any]) -> None:
     )
 
 
+def _box_cost(t: Table, c: dict[str, Any]) -> None:
+    """Rows for ``benchmarks/box_cost.py``: the agent's cost per record on the box."""
+    if not c or "error" in c:
+        return
+    st, wl, oc = c.get("steady", {}), c.get("whylogs", {}), c.get("one_core", {})
+    tg = c.get("targets", {})
+    t.section("the agent's cost on the box (steady stream, default config)")
+    cpu = st.get("agent_cpu_percent_of_one_core")
+    by = st.get("cpu_percent_by_process") or {}
+    wcpu = wl.get("profile_cpu_percent_of_one_core")
+    t.add(
+        f"whole agent at {fmt(st.get('rate_achieved'))} predictions/s (8 in + 1 out), CPU "
+        f"({', '.join(f'{k} {fmt(v)}' for k, v in by.items())})",
+        cpu,
+        f"≤ {tg.get('agent_cpu_percent_of_one_core', 5)} % of a core",
+        _ok(cpu, lambda v: v <= tg.get("agent_cpu_percent_of_one_core", 5)),
+        f"whylogs in-process {fmt(wcpu)} %" if wcpu is not None else wl.get("error", "")[:80],
+        _ratio(wcpu, cpu),
+        unit="%",
+    )
+    t.add("… total PSS at the end", st.get("total_pss_mb"), "", None, unit="MB")
+    rec = st.get("records") or {}
+    t.add(
+        f"… records logged {fmt(rec.get('logged'))} = delivered {fmt(rec.get('delivered'))} + "
+        f"dropped {fmt((rec.get('dropped_by_producer') or 0) + (rec.get('dropped_by_agent') or 0))}"
+        " + unaccounted",
+        rec.get("unaccounted"),
+        "0",
+        _ok(rec.get("unaccounted"), lambda v: v == 0),
+    )
+    dropped = (rec.get("dropped_by_producer") or 0) + (rec.get("dropped_by_agent") or 0)
+    t.add(
+        "… records dropped (every raw record delivered: "
+        + (
+            ", ".join(
+                f"{k} {fmt(v)}" for k, v in (rec.get("dropped_by_agent_reasons") or {}).items()
+            )
+            or "none"
+        )
+        + ")",
+        dropped if rec else None,
+        "0",
+        _ok(dropped if rec else None, lambda v: v == 0),
+    )
+    m = c.get("many_records")
+    if m:
+        n = m.get("records", 0)
+        lim = tg.get("pss_mb_after_10m", 64)
+        t.add(
+            f"agent PSS after {fmt(n)} records pushed at {fmt(m.get('rate_per_s'))} rec/s",
+            m.get("pss_mb_at_end"),
+            f"≤ {lim} MB" if n >= 10_000_000 else "",
+            _ok(m.get("pss_mb_at_end"), lambda v: v <= lim) if n >= 10_000_000 else None,
+            unit="MB",
+        )
+        grow = tg.get("pss_growth_mb_1m_to_10m", 2)
+        t.add(
+            f"… PSS growth from {fmt(m.get('pss_mb_at_1m_records'))} to {fmt(n)} records",
+            m.get("pss_growth_mb_1m_to_end"),
+            f"≤ {grow} MB" if n >= 10_000_000 else "",
+            _ok(m.get("pss_growth_mb_1m_to_end"), lambda v: v <= grow) if n >= 10_000_000 else None,
+            unit="MB",
+        )
+    if oc and "skipped" not in oc and "error" not in oc:
+        t.add(
+            f"sustained rate with 0 loss, agent pinned to one CPU (it got "
+            f"{fmt(100 * (oc.get('agent_core_share_at_max') or 0))} % of it; "
+            f"≈{fmt(oc.get('max_rate_per_full_core_estimate'))} rec/s per whole core)",
+            oc.get("max_rate_no_loss"),
+            "",
+            None,
+            unit="rec/s",
+        )
+
+
 def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
     t = Table()
     for name, r in results.items():
@@ -523,6 +598,8 @@ def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
                 unit="records",
             )
         _drift_cases(t, d.get("cases", {}))
+
+    _box_cost(t, results.get("box_cost", {}))
 
     b = results.get("burst", {})
     if "error" not in b and b:
