@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 # (RUN_STAMP); `make test` adds the test toolchain (STAMP).
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 CONFIG ?= configs/default.yaml
 DURATION ?= 60
 # FRESH=0 keeps the previous demo's outbox, sink and drift state.
@@ -26,6 +27,11 @@ $(RUN_STAMP): pyproject.toml
 
 $(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[report,test]'
+	@touch $@
+
+# The benchmark-only peers (river, whylogs, py-spy): never in the runtime or test sets.
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[report,test,bench]'
 	@touch $@
 
 install: $(STAMP)
@@ -71,7 +77,7 @@ else
 	$(VENV313)/bin/python -m pytest -q -p no:cacheprovider $(CORE_TESTS)
 endif
 
-bench: $(STAMP)
+bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
 chaos: $(STAMP)
