@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -40,6 +40,8 @@ from edge_actors.drift import defaults as _DRIFT
 from edge_actors.filekind import file_kind
 from edge_actors.keys import prefix_problem
 from edge_actors.redact import redact_url, short_repr
+from edge_actors.roster import WORKER_NAMES, worker_spec
+from edge_actors.schema import MAX_MODEL_FIELDS, FieldSpec
 
 __all__ = [
     "SCHEMA",
@@ -66,10 +68,6 @@ __all__ = [
 
 #: Longest Unix socket path: ``sun_path`` is 108 bytes on Linux, one of them the NUL.
 MAX_SOCKET_PATH_BYTES = 107
-#: Most fields (inputs + outputs) a model may declare.
-MAX_MODEL_FIELDS = 256
-#: Name of the worker processes, in start order.
-WORKER_NAMES = ("sampler", "drift", "uploader")
 
 _INSTANCE_RE = re.compile(r"[A-Za-z0-9_]{1,16}")
 _DEVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -551,22 +549,6 @@ def _opt(
 
 
 @dataclass(frozen=True)
-class FieldSpec:
-    """One monitored model input or output: its name and kind (and categories)."""
-
-    name: str
-    kind: Literal["numeric", "categorical"] = "numeric"
-    categories: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the field in the YAML mapping form."""
-        out: dict[str, Any] = {"name": self.name, "type": self.kind}
-        if self.kind == "categorical":
-            out["categories"] = list(self.categories)
-        return out
-
-
-@dataclass(frozen=True)
 class ModelConfig:
     """The schema of the monitored model: its name and declared inputs and outputs."""
 
@@ -1012,40 +994,45 @@ class WorkerConfig:
     """One worker process: whether it runs and its memory budget."""
 
     enabled: bool = _opt(True, doc="Start this worker.", conv=_boolean(), type_="boolean")
-    memory_limit_mb: float = _opt(
-        80.0,
-        doc="Unique memory (USS/PSS) budget in MB; over it the worker is restarted.",
-        conv=_positive(),
-        type_="number",
+    # No default here: each worker's comes from its roster row (edge_actors.roster).
+    memory_limit_mb: float = field(
+        kw_only=True,
+        metadata=_meta(
+            doc="Unique memory (USS/PSS) budget in MB; over it the worker is restarted.",
+            conv=_positive(),
+            type_="number",
+        ),
     )
 
 
-_WORKER_DEFAULT_MB = {"sampler": 40.0, "drift": 80.0, "uploader": 80.0}
+def _worker(name: str) -> Any:
+    """The field of worker ``name``: default budget and help from its roster row."""
+    spec = worker_spec(name)
+    return field(
+        default_factory=lambda: WorkerConfig(memory_limit_mb=spec.memory_limit_mb),
+        metadata={"doc": spec.doc},
+    )
 
 
 @dataclass(frozen=True)
 class WorkersConfig:
-    """The three worker processes."""
+    """The worker processes, one field per row of :data:`edge_actors.roster.ROSTER`."""
 
-    sampler: WorkerConfig = field(
-        default_factory=lambda: WorkerConfig(memory_limit_mb=40.0),
-        metadata={"doc": "System-health sampler."},
-    )
-    drift: WorkerConfig = field(
-        default_factory=lambda: WorkerConfig(memory_limit_mb=80.0),
-        metadata={"doc": "Drift detector."},
-    )
-    uploader: WorkerConfig = field(
-        default_factory=lambda: WorkerConfig(memory_limit_mb=80.0),
-        metadata={"doc": "Outbox writer and uploader."},
-    )
+    sampler: WorkerConfig = _worker("sampler")
+    drift: WorkerConfig = _worker("drift")
+    uploader: WorkerConfig = _worker("uploader")
 
     def get(self, name: str) -> WorkerConfig:
-        """Return the config of the worker called ``name``."""
+        """Return the config of the worker called ``name``; ``KeyError`` for any other name."""
         if name not in WORKER_NAMES:
             raise KeyError(name)
         result: WorkerConfig = getattr(self, name)
         return result
+
+
+# The typed attributes (cfg.workers.drift) are for readers; the roster is the list.
+if tuple(f.name for f in dataclasses.fields(WorkersConfig)) != WORKER_NAMES:
+    raise RuntimeError("WorkersConfig must have one field per roster worker, in roster order")
 
 
 @dataclass(frozen=True)
@@ -1510,7 +1497,7 @@ def _parse_workers(p: _Parser, raw: object) -> WorkersConfig:
             continue
         assert isinstance(key, str)
         values, _ = p.section(WorkerConfig, value, f"workers.{key}")
-        values.setdefault("memory_limit_mb", _WORKER_DEFAULT_MB[key])
+        values.setdefault("memory_limit_mb", worker_spec(key).memory_limit_mb)
         out[key] = WorkerConfig(**values)
     return WorkersConfig(**out)
 
@@ -1849,7 +1836,7 @@ def schema_rows() -> list[tuple[str, str, str, str]]:
                     for w in WORKER_NAMES:
                         for wf in dataclasses.fields(WorkerConfig):
                             default = (
-                                json.dumps(int(_WORKER_DEFAULT_MB[w]))
+                                json.dumps(int(worker_spec(w).memory_limit_mb))
                                 if wf.name == "memory_limit_mb"
                                 else _default_text(wf)
                             )

@@ -777,3 +777,30 @@ def test_dataclasses_are_frozen() -> None:
     cfg = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.instance = "x"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- worker roster
+
+
+def test_workers_section_follows_the_roster(tmp_path: Path) -> None:
+    """Keys, defaults, documented defaults and classes of the workers all come from one table."""
+    from edge_actors.roster import ROSTER, WORKER_NAMES
+    from edge_actors.workers.base import Worker
+
+    cfg = load_config(write(tmp_path, "workers: {drift: {enabled: false}}\n"))
+    rows = {r[0]: r for r in schema_rows()}
+    assert [f.name for f in dataclasses.fields(cfg.workers)] == list(WORKER_NAMES)
+    for spec in ROSTER:
+        w = cfg.workers.get(spec.name)
+        assert w.memory_limit_mb == spec.memory_limit_mb
+        assert w.enabled == (spec.name != "drift")
+        assert rows[f"workers.{spec.name}.memory_limit_mb"][2] == json.dumps(
+            int(spec.memory_limit_mb)
+        )
+        cls = spec.load()
+        assert issubclass(cls, Worker) and cls.name == spec.name
+    with pytest.raises(KeyError):
+        cfg.workers.get("nope")
+    assert errors_of(tmp_path, "workers: {nope: {}}\n") == [
+        f"workers.nope: unknown key (allowed: {', '.join(WORKER_NAMES)})"
+    ]
