@@ -258,6 +258,8 @@ class EdgeMonitor:
         # Only explicit model fields can raise (strict mode); fields derived from a
         # seed reference file never do (see the module docstring).
         self._declared = bool(cfg.model.inputs or cfg.model.outputs)
+        # The agent derives a seed config's fields the same way: deriving them here too
+        # lets the producer validate (and keep) records before it ever talked to it.
         fields_cfg = cfg if self._declared else with_reference_fields(cfg)
         self._fields = (fields_cfg.model.inputs, fields_cfg.model.outputs)
         self._in = self._out = _Side("inputs", (), False)

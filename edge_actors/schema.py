@@ -30,7 +30,14 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from edge_actors.config import Config
 
-__all__ = ["FIELD_KINDS", "MAX_MODEL_FIELDS", "FieldKind", "FieldSpec", "with_reference_fields"]
+__all__ = [
+    "FIELD_KINDS",
+    "MAX_MODEL_FIELDS",
+    "FieldKind",
+    "FieldSpec",
+    "signature",
+    "with_reference_fields",
+]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +63,11 @@ class FieldSpec:
 
     @classmethod
     def from_wire(cls, spec: Mapping[str, Any]) -> FieldSpec:
-        """Inverse of :meth:`to_wire`; a missing kind is numeric, a missing list empty."""
+        """Inverse of :meth:`to_wire`; a missing kind is numeric, a missing list empty.
+
+        Any kind but ``categorical`` reads as numeric, as the producer always did:
+        the agent only ever sends what its config parser accepted.
+        """
         kind = spec.get("kind", "numeric")
         return cls(
             str(spec["name"]),
