@@ -161,11 +161,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  instance {cfg.instance!r}, device_id {cfg.device_id!r}")
     print(f"  model {model.name!r}: {len(model.inputs)} inputs, {len(model.outputs)} outputs")
     print(f"  storage {cfg.storage.type}, outbox {cfg.storage.sqlite_path}")
-    workers = [
-        f"{n} ({getattr(cfg.workers, n).memory_limit_mb:g} MB)"
-        for n in ("sampler", "drift", "uploader")
-        if getattr(cfg.workers, n).enabled
-    ]
+    from edge_actors.roster import WORKER_NAMES
+
+    on = [(n, cfg.workers.get(n)) for n in WORKER_NAMES]
+    workers = [f"{n} ({w.memory_limit_mb:g} MB)" for n, w in on if w.enabled]
     print(f"  workers: {', '.join(workers) or 'none'}")
     print(f"  run_dir {cfg.run_dir}, data_dir {cfg.data_dir}")
     if ref_line:

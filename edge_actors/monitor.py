@@ -71,6 +71,7 @@ from edge_actors import control, topology
 from edge_actors.config import Config, load_config, parse_config
 from edge_actors.producer import Producer, ProducerClosedError
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT
+from edge_actors.schema import with_reference_fields
 
 __all__ = ["AgentStartError", "EdgeMonitor", "MonitorStoppedError", "caller_record_id"]
 
@@ -267,7 +268,9 @@ class EdgeMonitor:
         # Only explicit model fields can raise (strict mode); fields derived from a
         # seed reference file never do (see the module docstring).
         self._declared = bool(cfg.model.inputs or cfg.model.outputs)
-        fields_cfg = cfg if self._declared else self._derived_config(cfg)
+        # The agent derives a seed config's fields the same way: deriving them here too
+        # lets the producer validate (and keep) records before it ever talked to it.
+        fields_cfg = cfg if self._declared else with_reference_fields(cfg)
         self._fields = (fields_cfg.model.inputs, fields_cfg.model.outputs)
         self._in = self._out = _FieldSplit("inputs", (), False)
         self._lock = threading.RLock()
@@ -302,22 +305,6 @@ class EdgeMonitor:
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             return {}  # load_config reports the problem properly
         return dict(data) if isinstance(data, Mapping) else {}
-
-    @staticmethod
-    def _derived_config(cfg: Config) -> Config:
-        """The agent's view of a seed config: the reference's numeric keys as outputs.
-
-        Computed here too, so that the producer validates (and the records are
-        kept) from the first call, before it ever talked to the agent.
-        """
-        dd = cfg.drift_detection
-        if not dd.enabled or dd.reference_data_path is None:
-            return cfg
-        # Lazy: the supervisor module pulls in psutil, which a model-only process
-        # with a full schema never needs.
-        from edge_actors.supervisor import effective_config
-
-        return effective_config(cfg)
 
     def _new_producer(self) -> Producer:
         cfg = self.config

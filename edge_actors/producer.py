@@ -47,6 +47,7 @@ from edge_actors import control
 from edge_actors.doorbell import Ringer
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype, payload_dtype
 from edge_actors.ring import W_FLAGS, W_WRITE_SEQ, Ring, RingError, RingWriter
+from edge_actors.schema import FieldSpec, signature
 
 #: Consumer line of the uploader in a lane header (topology.UPLOADER; not imported
 #: from there to keep this module's imports small).
@@ -70,34 +71,10 @@ class ProducerClosedError(RuntimeError):
     """The producer was used after ``close()``."""
 
 
-class Field:
-    """One declared model field, as the producer needs it."""
-
-    __slots__ = ("categories", "kind", "name")
-
-    def __init__(self, name: str, kind: str = "numeric", categories: Sequence[str] = ()) -> None:
-        self.name = name
-        self.kind = kind
-        self.categories = tuple(categories)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form, as exchanged with the supervisor."""
-        return {"name": self.name, "kind": self.kind, "categories": list(self.categories)}
-
-    @classmethod
-    def from_any(cls, spec: Any) -> Field:
-        """From a config FieldSpec, a dict, or a plain name."""
-        if isinstance(spec, str):
-            return cls(spec)
-        if isinstance(spec, Mapping):
-            return cls(spec["name"], spec.get("kind", "numeric"), spec.get("categories", ()))
-        return cls(spec.name, spec.kind, spec.categories)
-
-
 class _Side:
     """Converts one side (inputs or outputs) of a record to a list of floats."""
 
-    def __init__(self, label: str, fields: Sequence[Field]) -> None:
+    def __init__(self, label: str, fields: Sequence[FieldSpec]) -> None:
         self.label = label
         self.fields = list(fields)
         self.n = len(self.fields)
@@ -257,7 +234,9 @@ class Producer:
         self._attaches = 0
         self._last_error = ""
         self._schema_known = False
-        self._set_schema([Field.from_any(f) for f in inputs], [Field.from_any(f) for f in outputs])
+        self._set_schema(
+            [FieldSpec.from_any(f) for f in inputs], [FieldSpec.from_any(f) for f in outputs]
+        )
         self._stop = threading.Event()
         self._tried = threading.Event()  # set after each attach attempt, success or not
         self._thread: threading.Thread | None = None
@@ -269,7 +248,7 @@ class Producer:
                 self.wait_first_attempt(attach_timeout)
 
     # ----------------------------------------------------------------- schema
-    def _set_schema(self, inputs: list[Field], outputs: list[Field]) -> None:
+    def _set_schema(self, inputs: list[FieldSpec], outputs: list[FieldSpec]) -> None:
         self._in = _Side("inputs", inputs)
         self._out = _Side("outputs", outputs)
         n = self._in.n + self._out.n
@@ -287,8 +266,8 @@ class Producer:
     def schema(self) -> dict[str, list[dict[str, Any]]]:
         """The declared fields, as the supervisor sees them."""
         return {
-            "inputs": [f.as_dict() for f in self._in.fields],
-            "outputs": [f.as_dict() for f in self._out.fields],
+            "inputs": [f.to_wire() for f in self._in.fields],
+            "outputs": [f.to_wire() for f in self._out.fields],
         }
 
     # ---------------------------------------------------------------- logging
@@ -569,20 +548,20 @@ class Producer:
         return sock, reply
 
     def _attach(self, sock: socket.socket, reply: dict[str, Any]) -> None:
-        theirs_in = [Field.from_any(f) for f in reply.get("inputs", [])]
-        theirs_out = [Field.from_any(f) for f in reply.get("outputs", [])]
+        theirs_in = [FieldSpec.from_any(f) for f in reply.get("inputs", [])]
+        theirs_out = [FieldSpec.from_any(f) for f in reply.get("outputs", [])]
         with self._lock:
             if not self._schema_known:
                 self._set_schema(theirs_in, theirs_out)
-            elif _sig(theirs_in, theirs_out) != _sig(self._in.fields, self._out.fields):
+            elif signature(theirs_in, theirs_out) != signature(self._in.fields, self._out.fields):
                 # Neither what was dropped nor what is held can ever go to this agent.
                 self._dropped["schema_mismatch"] += self._dropped["detached"] + self._pending_n
                 self._dropped["detached"] = 0
                 self._pending, self._pending_n = bytearray(), 0
                 raise ValueError(
                     "the supervisor's model schema differs from this producer's config "
-                    f"(supervisor: {_sig(theirs_in, theirs_out)}, "
-                    f"producer: {_sig(self._in.fields, self._out.fields)})"
+                    f"(supervisor: {signature(theirs_in, theirs_out)}, "
+                    f"producer: {signature(self._in.fields, self._out.fields)})"
                 )
             old = self._ring
             if (
@@ -851,10 +830,6 @@ def _uploader_lost(ring: Ring) -> int:
         return ring.overrun(_UPLOADER)
     except IndexError:
         return 0
-
-
-def _sig(inputs: Sequence[Field], outputs: Sequence[Field]) -> list[list[str]]:
-    return [[f.name + ":" + f.kind for f in inputs], [f.name + ":" + f.kind for f in outputs]]
 
 
 def _asarray(label: str, x: Any) -> npt.NDArray[Any]:

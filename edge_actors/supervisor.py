@@ -16,7 +16,6 @@ kept by :mod:`edge_actors.lanes`.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import fcntl
 import json
@@ -40,9 +39,11 @@ from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry
 from edge_actors.loglimit import LogLimiter
 from edge_actors.restart_policy import GiveUp, RestartPolicy, Stopped, StopReason, WorkerLife
 from edge_actors.ring import Ring
+from edge_actors.roster import WORKER_NAMES
+from edge_actors.schema import with_reference_fields
 from edge_actors.sdnotify import Notifier
 from edge_actors.topology import RingSpec
-from edge_actors.workers.base import EXIT_CRASH, MAX_PACKET, STOP_ORDER, child_main
+from edge_actors.workers.base import EXIT_CRASH, MAX_PACKET, child_main
 
 log = logging.getLogger(__name__)
 
@@ -100,41 +101,13 @@ class Client:
     last_request: float = 0.0
 
 
-def effective_config(cfg: Config) -> Config:
-    """The config as the agent runs it: a seed config declares no model fields.
-
-    The seed library checked drift on the numeric keys of its reference file,
-    as outputs; with no ``model`` section those keys become the model's
-    numeric outputs, so a seed config keeps working unchanged.
-    """
-    model = cfg.model
-    path = cfg.drift_detection.reference_data_path
-    if model.inputs or model.outputs or path is None or not cfg.drift_detection.enabled:
-        return cfg
-    from edge_actors.config import FieldSpec
-    from edge_actors.drift.reference import load_reference
-
-    try:
-        ref = load_reference(path, max_bytes=int(cfg.drift_detection.max_reference_mb * 2**20))
-    except (OSError, ValueError) as exc:
-        log.warning("cannot derive the model fields from %s: %s", path, exc)
-        return cfg
-    names = [n for n, f in ref.features.items() if f.kind == "numeric"][:256]
-    if not names:
-        return cfg
-    log.info(
-        "no model fields declared: monitoring the reference's numeric keys as outputs (%s)",
-        ", ".join(names),
-    )
-    outputs = tuple(FieldSpec(n) for n in names)
-    return dataclasses.replace(cfg, model=dataclasses.replace(model, outputs=outputs))
 
 
 class Supervisor:
     """Runs one instance until stopped; ``run()`` returns the process exit code."""
 
     def __init__(self, cfg: Config, *, debug: bool = False) -> None:
-        cfg = effective_config(cfg)
+        cfg = with_reference_fields(cfg)
         self.cfg = cfg
         self.debug = debug or os.environ.get("EDGE_ACTORS_DEBUG") == "1"
         self.instance = cfg.instance
@@ -153,8 +126,8 @@ class Supervisor:
             stable_seconds=sc.restart_stable_seconds,
         )
         self.workers: dict[str, WorkerHandle] = {}
-        for name in STOP_ORDER:
-            wc = getattr(cfg.workers, name)
+        for name in WORKER_NAMES:
+            wc = cfg.workers.get(name)
             self.workers[name] = WorkerHandle(
                 name=name,
                 enabled=wc.enabled,
@@ -730,8 +703,8 @@ class Supervisor:
             "lane": lane.ring.name,
             "capacity": lane.ring.capacity,
             "epoch": lane.ring.epoch,
-            "inputs": [_field(f) for f in model.inputs],
-            "outputs": [_field(f) for f in model.outputs],
+            "inputs": [f.to_wire() for f in model.inputs],
+            "outputs": [f.to_wire() for f in model.outputs],
             "payload": lane.payload.name if lane.payload is not None else None,
             "payload_slot_bytes": self.cfg.model_logging.payload_slot_bytes,
         }
@@ -900,7 +873,7 @@ class Supervisor:
         self.lanes.retire_all("shutdown")
         # Let a producer that read "not retired" just before finish its write.
         time.sleep(0.05)
-        for name in STOP_ORDER:
+        for name in WORKER_NAMES:
             h = self.workers[name]
             if not h.pid:
                 h.life.state = "stopped" if h.enabled else h.life.state
@@ -991,5 +964,3 @@ class Supervisor:
         self.sel.close()
 
 
-def _field(f: Any) -> dict[str, Any]:
-    return {"name": f.name, "kind": f.kind, "categories": list(f.categories)}

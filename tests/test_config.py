@@ -21,6 +21,7 @@ from edge_actors.config import (
     sanitize_device_id,
     schema_rows,
 )
+from edge_actors.config.converters import _DEVICE_RE
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -247,7 +248,7 @@ def test_device_id_falls_back_to_hostname(tmp_path: Path, monkeypatch: pytest.Mo
 def test_sanitize_device_id(raw: str, clean: str) -> None:
     out = sanitize_device_id(raw)
     assert out == clean
-    assert cfgmod._DEVICE_RE.fullmatch(out) and ".." not in out
+    assert _DEVICE_RE.fullmatch(out) and ".." not in out
 
 
 @pytest.mark.parametrize("good", ["a", "Pi-4.kitchen_1", "0" * 64])
@@ -770,10 +771,37 @@ def test_schema_rows_cover_every_key() -> None:
     )
     assert row["workers.sampler.memory_limit_mb"][2] == "40"
     assert row["model_logging.log_level"][2] == '"INFO"'
-    assert set(cfgmod.SCHEMA) == set(cfgmod._SECTIONS)
+    assert list(cfgmod.SCHEMA) == list(cfgmod.SECTIONS)
 
 
 def test_dataclasses_are_frozen() -> None:
     cfg = Config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.instance = "x"  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- worker roster
+
+
+def test_workers_section_follows_the_roster(tmp_path: Path) -> None:
+    """Keys, defaults, documented defaults and classes of the workers all come from one table."""
+    from edge_actors.roster import ROSTER, WORKER_NAMES
+    from edge_actors.workers.base import Worker
+
+    cfg = load_config(write(tmp_path, "workers: {drift: {enabled: false}}\n"))
+    rows = {r[0]: r for r in schema_rows()}
+    assert [f.name for f in dataclasses.fields(cfg.workers)] == list(WORKER_NAMES)
+    for spec in ROSTER:
+        w = cfg.workers.get(spec.name)
+        assert w.memory_limit_mb == spec.memory_limit_mb
+        assert w.enabled == (spec.name != "drift")
+        assert rows[f"workers.{spec.name}.memory_limit_mb"][2] == json.dumps(
+            int(spec.memory_limit_mb)
+        )
+        cls = spec.load()
+        assert issubclass(cls, Worker) and cls.name == spec.name
+    with pytest.raises(KeyError):
+        cfg.workers.get("nope")
+    assert errors_of(tmp_path, "workers: {nope: {}}\n") == [
+        f"workers.nope: unknown key (allowed: {', '.join(WORKER_NAMES)})"
+    ]

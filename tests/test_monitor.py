@@ -402,7 +402,20 @@ def test_agent_that_cannot_start_names_its_log(make_config: Any, short_dir: Path
     monitor.stop()
 
 
-def test_the_ml_process_imports_neither_scipy_nor_boto3(short_dir: Path) -> None:
+#: What the ML process must never import: heavy libraries, and the agent's own
+#: process code (the supervisor pulls in psutil, each worker its libraries).
+AGENT_ONLY = (
+    "scipy",
+    "boto3",
+    "botocore",
+    "psutil",
+    "edge_actors.supervisor",
+    "edge_actors.workers",
+)
+
+
+def test_the_ml_process_imports_no_agent_code(short_dir: Path) -> None:
+    """A seed config makes the monitor derive its fields from the reference: no supervisor."""
     ref = house_reference(np.random.default_rng(3), inputs=False)
     path = seed_config(short_dir, "seed_readme.yaml", {"storage": {"type": "sqlite"}}, ref)
     code = (
@@ -415,10 +428,16 @@ def test_the_ml_process_imports_neither_scipy_nor_boto3(short_dir: Path) -> None
         f"d = compat.DriftDetector(compat.load_config({str(path)!r}))\n"
         "d.set_reference_data('price', [1.0, 2.0, 3.0, 4.0])\n"
         "assert d.detect_drift('price', [5.0, 6.0, 7.0])['p_value'] < 0.1\n"
-        "heavy = [x for x in sys.modules if x.split('.')[0] in ('scipy', 'boto3', 'botocore')]\n"
+        "import edge_actors.monitor, edge_actors.producer\n"
+        f"agent = {AGENT_ONLY!r}\n"
+        "heavy = sorted(x for x in sys.modules if any(x == a or x.startswith(a + '.')\n"
+        "                                             for a in agent))\n"
         "assert not heavy, heavy\n"
+        "print(','.join(f['name'] for f in m._producer.schema()['outputs']))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
+    # The fields were derived from the reference (the path that imported the supervisor).
+    assert proc.stdout.strip() == "price,confidence"

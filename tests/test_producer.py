@@ -748,7 +748,10 @@ IMPORTS = textwrap.dedent(
     P = edge_actors.Producer
     import edge_actors.producer
     assert P is edge_actors.producer.Producer
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("scipy", "boto3", "botocore"))
+    import edge_actors.monitor
+    agent = ("scipy", "boto3", "botocore", "psutil")
+    agent += ("edge_actors.supervisor", "edge_actors.workers")
+    heavy = sorted(m for m in sys.modules if any(m == a or m.startswith(a + ".") for a in agent))
     print(heavy)
     """
 )

@@ -10,7 +10,6 @@ with it: cursors live in ring headers or the outbox.
 from __future__ import annotations
 
 import ctypes
-import importlib
 import json
 import logging
 import os
@@ -23,22 +22,13 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from edge_actors.doorbell import Bell, open_bell
+from edge_actors.roster import worker_spec
 from edge_actors.topology import RingSpec
 
 if TYPE_CHECKING:
     from edge_actors.config import Config
 
 log = logging.getLogger(__name__)
-
-#: Where each worker's class lives; imported only in that worker's process, so
-#: the drift code stays in the drift worker and boto3 in the uploader.
-WORKER_CLASSES = {
-    "sampler": "edge_actors.workers.sampler:SamplerWorker",
-    "drift": "edge_actors.workers.drift:DriftWorker",
-    "uploader": "edge_actors.workers.uploader:UploaderWorker",
-}
-#: Shutdown order: producers of data first, the uploader (which flushes) last.
-STOP_ORDER = ("sampler", "drift", "uploader")
 
 #: Seconds between two stats reports riding on heartbeats.
 STATS_SECONDS = 2.0
@@ -264,10 +254,9 @@ def child_main(
 
         signal.signal(signal.SIGTERM, on_term)
         if cfg.supervisor.hard_memory_limit:
-            _set_hard_memory_limit(getattr(cfg.workers, name).memory_limit_mb)
-        module, _, cls_name = WORKER_CLASSES[name].partition(":")
-        cls = getattr(importlib.import_module(module), cls_name)
-        worker: Worker = cls(cfg, chan)
+            _set_hard_memory_limit(cfg.workers.get(name).memory_limit_mb)
+        # Imported here, in the worker's own process only (edge_actors.roster).
+        worker: Worker = worker_spec(name).load()(cfg, chan)
         worker_ref.append(worker)
         code = worker.run()
     except BaseException as exc:
