@@ -101,8 +101,6 @@ class Client:
     last_request: float = 0.0
 
 
-
-
 class Supervisor:
     """Runs one instance until stopped; ``run()`` returns the process exit code."""
 
@@ -962,5 +960,3 @@ class Supervisor:
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
         self.sel.close()
-
-
