@@ -137,9 +137,7 @@ def run(stream: str, n: int, step: int, batch: int, profile: str | None) -> dict
         pid = os.getpid() % 100000
         names = {"lane": f"eauc{pid}_l0", "payload": f"eauc{pid}_p0"}
         kinds = ["lane"] if stream == "model" else ["lane", "payload"]
-        rings = {
-            k: Ring.create(names[k], dtype_for(k, cfg), 1 << 16, n_consumers=2) for k in kinds
-        }
+        rings = {k: Ring.create(names[k], dtype_for(k, cfg), 1 << 16, n_consumers=2) for k in kinds}
         ours, theirs = socket.socketpair()
         rng = np.random.default_rng(7)
         prof = cProfile.Profile() if profile else None

@@ -277,8 +277,9 @@ class _Schema(NamedTuple):
 
 
 def _schema_text(spec: Mapping[str, Any], dtype: np.dtype[Any]) -> str:
+    # dtype.descr: [(name, format[, shape]), ...]; ring records are flat (records.py).
     return orjson.dumps(
-        {"spec": spec, "dtype": np.lib.format.dtype_to_descr(dtype)},
+        {"spec": spec, "dtype": dtype.descr},
         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
     ).decode()
 
@@ -290,10 +291,8 @@ def _schema_id(text: str) -> int:
 
 def _parse_schema(text: str) -> _Schema:
     doc = orjson.loads(text)
-    descr = doc["dtype"]
-    if isinstance(descr, list):
-        descr = [tuple(f if not isinstance(f, list) else tuple(f) for f in d) for d in descr]
-    return _Schema(doc["spec"], np.lib.format.descr_to_dtype(descr))
+    fields = [tuple(tuple(f) if isinstance(f, list) else f for f in d) for d in doc["dtype"]]
+    return _Schema(doc["spec"], np.dtype(fields))
 
 
 def _block_arrays(

@@ -180,7 +180,12 @@ class Shipper(threading.Thread):
                     while not self.stop_event.is_set():
                         try:
                             batch = deliver_batch(
-                                outbox, sink, stream, device_id=device, max_records=max_records
+                                outbox,
+                                sink,
+                                stream,
+                                device_id=device,
+                                max_records=max_records,
+                                gzip_level=st.gzip_level,
                             )
                         except PermanentSinkError as exc:
                             self._failed(outbox, stream, exc, permanent=True)
