@@ -206,6 +206,7 @@ def run(stream: str, n: int, step: int, batch: int, profile: str | None) -> dict
             if prof and profile == "ship":
                 prof.disable()
             ship_cpu = time.process_time() - c0
+            uss_ship = _uss()
             sink.close()
             gz = sum(p.stat().st_size for p in (tmp / "sink").rglob("*.ndjson.gz"))
             drops = worker.outbox.drops()
@@ -240,6 +241,7 @@ def run(stream: str, n: int, step: int, batch: int, profile: str | None) -> dict
             "uss_start_mb": round(uss0 / 2**20, 1),
             "uss_10pct_mb": round((uss_mid or 0) / 2**20, 1),
             "uss_after_ingest_mb": round(uss_ingest / 2**20, 1),
+            "uss_after_ship_mb": round(uss_ship / 2**20, 1),
         }
 
 

@@ -354,8 +354,9 @@ def _kind_tokens(kinds: npt.NDArray[np.int64], names: Mapping[int, bytes]) -> li
     if len(uniq) == 1:
         k = int(uniq[0])
         return [names.get(k, _json(str(k)))] * len(kinds)
-    table = {int(k): names.get(int(k), _json(str(int(k)))) for k in uniq}
-    return [table[k] for k in kinds.tolist()]
+    table = np.array([names.get(int(k), _json(str(int(k)))) for k in uniq], dtype=object)
+    out: list[bytes] = table[np.searchsorted(uniq, kinds)].tolist()
+    return out
 
 
 def _cat_tokens(column: npt.NDArray[np.float64], cats: list[Any]) -> list[bytes]:
