@@ -809,7 +809,7 @@ def test_outbox_of_the_previous_format_still_ships(tmp_path: Path) -> None:
     """A device upgraded with records (and an in-flight batch) in the old NDJSON form.
 
     ``tests/data/outbox_v1.db`` was written by the code before numpy blocks
-    (commit fe134a4, ``/tmp/gen_v1.py`` in the commit message): 300 model and
+    (commit fe134a4, ``tests/data/make_outbox_v1.py``): 300 model and
     40 payload records as NDJSON rows, records 1000..1099 of ``model`` handed
     out and never acked. After the upgrade the in-flight range goes first,
     under the key it had, then the rest, then new block records: each once.
