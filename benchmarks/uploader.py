@@ -25,6 +25,9 @@
 (c) ``benchmarks/uploader_core.py`` (outbox append of ready dicts without
     the ring/row decoding, and an in-process moto) runs as a subprocess; its
     JSON is embedded under ``"core"``.
+(d) ``benchmarks/uploader_cpu.py`` (CPU µs per record, ingest and ship, for a
+    10 k/s model stream and for the seed quick-start loop's model + payload
+    streams; the worker's USS) runs as a subprocess: ``"cpu"``.
 """
 
 from __future__ import annotations
@@ -143,6 +146,7 @@ def bench_ingest(
         db = Path(cfg.storage.sqlite_path)
         disk0 = _disk(db)
         worker.set_rings([RingSpec(name, "lane", 0)])
+        worker.eager = True  # maximum rate: every step stores what the ring holds
         wchar0, wb0 = _io()
         t0 = time.perf_counter()
         steps = 0
@@ -370,6 +374,7 @@ def main() -> None:
         local = bench_local(tmp, db)
         s3 = bench_s3(tmp, db, [5000, 1000])
     core = {} if args.skip_core else run_core(50_000 if args.quick else 200_000)
+    cpu = run_json("uploader_cpu.py", ["--records", str(n // 4 if args.quick else n)], 900)
     ratio = ingest["rec_per_s"] / naive["rec_per_s"]
     out = {
         "benchmark": "uploader",
@@ -380,6 +385,7 @@ def main() -> None:
         "compressed": local,
         "s3": s3,
         "core": core,
+        "cpu": cpu,
         "targets": TARGETS,
         "meets_targets": {
             "ingest": ingest["rec_per_s"] >= TARGETS["ingest_rec_per_s_min"],

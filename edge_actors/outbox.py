@@ -37,9 +37,20 @@ Guarantees (docs/design.md, "Guarantees"):
   corruption is detected by ``append`` while running.
 
 Storage layout: one row of ``chunks`` holds up to ``chunk_records``
-consecutive records of one stream as NDJSON (each record gets its outbox
-sequence number as field ``seq``), zlib-compressed (``codec`` 1) to cut
-the bytes written to flash. Sequence numbers are per stream, persisted in
+consecutive records of one stream, in one of two forms:
+
+- records handed in as dicts (drop reports, tests): NDJSON (each record gets
+  its outbox sequence number as field ``seq``), zlib-compressed (``codec`` 1);
+- records handed in as :class:`RecordBlock` (the uploader's ring records):
+  their ring layout as they came out of the ring, i.e. the ring sequence
+  numbers then the numpy records, zlib-compressed (``codec`` 2), with a
+  ``schema_id`` naming the row of ``schemas`` that says how to render them
+  (:func:`edge_actors.rows.render_block`). The NDJSON is built only when a
+  batch is handed out, and it is the same bytes the dict form would give.
+
+An outbox written before ``codec`` 2 existed (no ``schema_id`` column) gets
+the column at open and its rows are read as they are: both forms mix freely,
+in one stream and in one batch. Sequence numbers are per stream, persisted in
 ``streams.next_seq`` and never reused, even after deletes or drops.
 
 One :class:`Outbox` (one connection, one thread) per file: it is the single
@@ -53,6 +64,7 @@ import dataclasses
 import datetime
 import errno
 import functools
+import hashlib
 import logging
 import math
 import os
@@ -65,9 +77,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from edge_actors import spill as _spill
+from edge_actors.rows import render_block
 
 __all__ = [
     "DEFAULT_PRIORITIES",
@@ -80,6 +95,8 @@ __all__ = [
     "OutboxReadError",
     "OutboxReader",
     "StoredChunk",
+    "RecordBlock",
+    "stored_ndjson",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,9 +126,11 @@ DROP_REASONS = (
     "unflushed_at_stop",
 )
 
-_SCHEMA_VERSION = 1
+# 2: chunks.schema_id and the schemas table (codec 2, numpy blocks).
+_SCHEMA_VERSION = 2
 _CODEC_RAW = 0
 _CODEC_ZLIB = 1
+_CODEC_BLOCK = 2
 # Estimated b-tree/index cost of one chunk row beyond its body, for drop planning.
 _ROW_OVERHEAD = 96
 # Drop down to this fraction of the budget, so that a full outbox drops in
@@ -166,6 +185,10 @@ CREATE TABLE IF NOT EXISTS inflight(
     stream TEXT PRIMARY KEY,
     first_seq INTEGER NOT NULL,
     last_seq INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS schemas(
+    id INTEGER PRIMARY KEY,
+    spec TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS drops(
     stream TEXT NOT NULL,
@@ -233,6 +256,61 @@ class _ChunkRow(NamedTuple):
     nbytes: int
     codec: int
     body: bytes
+    schema_id: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordBlock:
+    """Ring records stored as they are (numpy), rendered to NDJSON only when uploaded.
+
+    Attributes:
+        spec: how to render them (:func:`edge_actors.rows.block_spec`): ring
+            kind and names. JSON-able; stored once per distinct spec.
+        records: the records, a structured array with ``t_ns`` (ns since the epoch).
+        ring_seqs: their ring sequence numbers (int64, one per record).
+    """
+
+    spec: Mapping[str, Any]
+    records: npt.NDArray[Any]
+    ring_seqs: npt.NDArray[np.int64]
+
+
+class _Schema(NamedTuple):
+    spec: dict[str, Any]
+    dtype: np.dtype[Any]
+
+
+def _schema_text(spec: Mapping[str, Any], dtype: np.dtype[Any]) -> str:
+    # dtype.descr: [(name, format[, shape]), ...]; ring records are flat (records.py).
+    return orjson.dumps(
+        {"spec": spec, "dtype": dtype.descr},
+        option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS,
+    ).decode()
+
+
+def _schema_id(text: str) -> int:
+    # A content hash: the id is known before the row exists, in every transaction.
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def _parse_schema(text: str) -> _Schema:
+    doc = orjson.loads(text)
+    fields = [tuple(tuple(f) if isinstance(f, list) else f for f in d) for d in doc["dtype"]]
+    return _Schema(doc["spec"], np.dtype(fields))
+
+
+def _block_arrays(
+    body: bytes, n: int, dtype: np.dtype[Any]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[Any]]:
+    raw = zlib.decompress(body)
+    seqs = np.frombuffer(raw, np.int64, n)
+    records = np.frombuffer(raw, dtype, n, offset=8 * n)
+    return seqs, records
+
+
+def _block_body(seqs: npt.NDArray[np.int64], records: npt.NDArray[Any], level: int) -> bytes:
+    data = np.ascontiguousarray(seqs, np.int64).tobytes() + np.ascontiguousarray(records).tobytes()
+    return zlib.compress(data, max(1, level))
 
 
 def _json_item_or_hex(obj: Any) -> Any:
@@ -353,6 +431,9 @@ class Outbox:
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._next_seq: dict[str, int] = {}
+        # schema id -> parsed schema (the schemas table only grows; ids are hashes).
+        self._schemas: dict[int, _Schema] = {}
+        self._schema_texts: dict[tuple[str, str], tuple[int, str]] = {}
         self.last_error: str | None = None
         self.last_error_at: float | None = None
         self.disk_full_events = 0
@@ -623,6 +704,7 @@ class Outbox:
         batches: Mapping[str, Sequence[Mapping[str, Any]]],
         cursors: Mapping[str, Cursor] | None = None,
         drops: Mapping[tuple[str, str], int] | None = None,
+        blocks: Mapping[str, Sequence[RecordBlock]] | None = None,
     ) -> int:
         """Store new records of every stream and the ring cursors in ONE transaction.
 
@@ -631,11 +713,14 @@ class Outbox:
                 ring order. Each record is stored with its outbox sequence
                 number as field ``seq`` (replacing a ``seq`` of its own).
             cursors: ring name -> position after the last record of that ring
-                included in ``batches``.
+                included in ``batches`` or ``blocks``.
             drops: ``(stream, reason)`` -> records lost before they reached
                 the outbox (ring overrun, sampling), counted in the same
                 transaction as the cursors that skip them, so a crash can
                 neither lose nor double a count.
+            blocks: stream name -> ring records kept in their numpy layout
+                (:class:`RecordBlock`), stored after that stream's ``batches``
+                records; uploaded as the NDJSON :func:`render_block` makes.
 
         Returns:
             Number of records stored.
@@ -646,12 +731,59 @@ class Outbox:
         """
         now = self._clock()
         rows: list[_ChunkRow] = []
+        nxt: dict[str, int] = {}
         for stream, records in batches.items():
             if records:
                 rows.extend(self._encode(stream, records, now))
+                nxt[stream] = rows[-1].last_seq + 1
+        schemas: dict[int, str] = {}
+        for stream, blist in (blocks or {}).items():
+            for block in blist:
+                if len(block.records):
+                    start = nxt.get(stream, self._next_seq.get(stream, self.seq_base))
+                    rows.extend(self._encode_block(stream, block, start, schemas))
+                    nxt[stream] = rows[-1].last_seq + 1
         if not rows and not cursors and not drops:
             return 0
-        return self._store(rows, cursors or {}, reported=None, drops=drops)
+        return self._store(rows, cursors or {}, reported=None, drops=drops, schemas=schemas)
+
+    def _schema_of(self, block: RecordBlock) -> tuple[int, str]:
+        dtype = block.records.dtype
+        key = (orjson.dumps(block.spec, option=orjson.OPT_SORT_KEYS).decode(), repr(dtype.descr))
+        hit = self._schema_texts.get(key)
+        if hit is None:
+            text = _schema_text(block.spec, dtype)
+            hit = (_schema_id(text), text)
+            self._schema_texts[key] = hit
+        return hit
+
+    def _encode_block(
+        self, stream: str, block: RecordBlock, seq: int, schemas: dict[int, str]
+    ) -> list[_ChunkRow]:
+        """Chunks of at most ``chunk_records`` ring records, stored in their ring layout."""
+        sid, text = self._schema_of(block)
+        schemas[sid] = text
+        records, ring_seqs = block.records, block.ring_seqs
+        if len(ring_seqs) != len(records):
+            raise ValueError(
+                f"block of {stream}: {len(records)} records but {len(ring_seqs)} ring seqs"
+            )
+        t_s = records["t_ns"] / 1e9
+        rows: list[_ChunkRow] = []
+        size = records.dtype.itemsize + 8
+        step = max(1, min(self.chunk_records, self.chunk_max_bytes // size))
+        for lo in range(0, len(records), step):
+            hi = min(len(records), lo + step)
+            body = _block_body(ring_seqs[lo:hi], records[lo:hi], self.compress_level)
+            t = t_s[lo:hi]
+            finite = t[np.isfinite(t)]
+            t_min = float(finite.min()) if len(finite) else self._clock()
+            n = hi - lo
+            rows.append(
+                _ChunkRow(stream, seq, seq + n - 1, n, t_min, len(body), _CODEC_BLOCK, body, sid)
+            )
+            seq += n
+        return rows
 
     def _store(
         self,
@@ -659,6 +791,7 @@ class Outbox:
         cursors: Mapping[str, Cursor],
         reported: Mapping[tuple[str, str], int] | None,
         drops: Mapping[tuple[str, str], int] | None = None,
+        schemas: Mapping[int, str] | None = None,
     ) -> int:
         incoming = sum(r.nbytes + _ROW_OVERHEAD for r in rows)
         self._max_txn_bytes = max(self._max_txn_bytes, incoming)
@@ -666,7 +799,7 @@ class Outbox:
             self._restore_reserve(incoming)
         for attempt in range(_FULL_RETRIES + 1):
             try:
-                self._write(rows, cursors, reported, drops)
+                self._write(rows, cursors, reported, drops, schemas)
                 break
             except (sqlite3.Error, OSError) as exc:
                 if not _is_disk_full(exc):
@@ -704,6 +837,7 @@ class Outbox:
         cursors: Mapping[str, Cursor],
         reported: Mapping[tuple[str, str], int] | None,
         drops: Mapping[tuple[str, str], int] | None = None,
+        schemas: Mapping[int, str] | None = None,
     ) -> None:
         per_stream: dict[str, list[int]] = {}
         for row in rows:
@@ -713,9 +847,13 @@ class Outbox:
             acc[2] += row.n
             acc[3] += row.nbytes
         with self._txn() as conn:
+            if schemas:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO schemas(id, spec) VALUES (?, ?)", list(schemas.items())
+                )
             conn.executemany(
-                "INSERT INTO chunks(stream, first_seq, last_seq, n, t_min, bytes, codec, body) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks(stream, first_seq, last_seq, n, t_min, bytes, codec, body, "
+                "schema_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # The bookkeeping: one row per stream per transaction, never per record.
@@ -890,7 +1028,9 @@ class Outbox:
     def _chunks_in(
         self, stream: str, first: int, last: int, with_body: bool
     ) -> list[tuple[Any, ...]]:
-        cols = "id, first_seq, last_seq, n, t_min, bytes" + (", codec, body" if with_body else "")
+        cols = "id, first_seq, last_seq, n, t_min, bytes" + (
+            ", codec, body, schema_id" if with_body else ""
+        )
         return self._conn.execute(
             f"SELECT {cols} FROM chunks WHERE stream=? AND first_seq<=? AND last_seq>=? "
             "ORDER BY first_seq",
@@ -925,9 +1065,16 @@ class Outbox:
         parts: list[bytes] = []
         n = 0
         t_min = math.inf
-        for _id, c_first, c_last, c_n, c_tmin, _bytes, codec, body in chunks:
-            raw = _decode(codec, body)
+        for _id, c_first, c_last, c_n, c_tmin, _bytes, codec, body, sid in chunks:
             t_min = min(t_min, float(c_tmin))
+            if codec == _CODEC_BLOCK:
+                lo = max(first, c_first) - c_first
+                hi = min(last, c_last) - c_first + 1
+                if hi > lo:
+                    parts.append(self._render(sid, body, c_n, c_first, lo, hi))
+                n += max(0, hi - lo)
+                continue
+            raw = _decode(codec, body)
             if c_first >= first and c_last <= last:
                 parts.append(raw)
                 n += c_n
@@ -939,6 +1086,21 @@ class Outbox:
                     parts.append(b"\n".join(lines[lo:hi]) + b"\n")
                 n += hi - lo
         return Batch(stream, first, last, n, b"".join(parts), t_min)
+
+    def _schema(self, sid: int) -> _Schema:
+        hit = self._schemas.get(sid)
+        if hit is None:
+            row = self._conn.execute("SELECT spec FROM schemas WHERE id=?", (sid,)).fetchone()
+            if row is None:
+                raise sqlite3.DatabaseError(f"outbox {self.path}: schema {sid} missing (malformed)")
+            hit = self._schemas[sid] = _parse_schema(str(row[0]))
+        return hit
+
+    def _render(self, sid: int, body: bytes, n: int, first: int, lo: int, hi: int) -> bytes:
+        """NDJSON of records ``lo:hi`` of a block chunk whose first record has seq ``first``."""
+        schema = self._schema(sid)
+        seqs, records = _block_arrays(body, n, schema.dtype)
+        return render_block(schema.spec, records[lo:hi], seqs[lo:hi], first + lo)
 
     @_heals
     def next_batch(self, stream: str, max_records: int) -> Batch | None:
@@ -1047,12 +1209,20 @@ class Outbox:
         with self._txn() as conn:
             chunks = self._chunks_in(stream, first, last, with_body=True)
             d_rows = d_records = d_bytes = 0
-            for cid, c_first, c_last, c_n, _tmin, c_bytes, codec, body in chunks:
+            for cid, c_first, c_last, c_n, _tmin, c_bytes, codec, body, sid in chunks:
                 if c_first >= first and c_last <= last:
                     conn.execute("DELETE FROM chunks WHERE id=?", (cid,))
                     d_rows += 1
                     d_records += c_n
                     d_bytes += c_bytes
+                    continue
+                if codec == _CODEC_BLOCK:
+                    kept = self._split_block(
+                        conn, stream, cid, c_first, c_n, _tmin, body, sid, first, last
+                    )
+                    d_rows += 1 - kept[0]
+                    d_records += c_n - kept[1]
+                    d_bytes += c_bytes - kept[2]
                     continue
                 # Partly acked row: keep the records outside the range. Its t_min
                 # stays (a lower bound), so later keys stay deterministic.
@@ -1094,6 +1264,53 @@ class Outbox:
                 "last_success=? WHERE stream=?",
                 (d_rows, d_records, d_bytes, now, stream),
             )
+
+    def _split_block(
+        self,
+        conn: sqlite3.Connection,
+        stream: str,
+        cid: int,
+        c_first: int,
+        c_n: int,
+        t_min: float,
+        body: bytes,
+        sid: int,
+        first: int,
+        last: int,
+    ) -> tuple[int, int, int]:
+        """Partly acked block chunk: keep the records outside ``first..last``.
+
+        Returns ``(rows, records, bytes)`` of what is kept. Its ``t_min`` stays
+        (a lower bound), so later keys stay deterministic.
+        """
+        schema = self._schema(sid)
+        seqs, records = _block_arrays(body, c_n, schema.dtype)
+        conn.execute("DELETE FROM chunks WHERE id=?", (cid,))
+        lo, hi = max(0, first - c_first), max(0, last + 1 - c_first)
+        kept = [0, 0, 0]
+        for a, b in ((0, min(lo, c_n)), (min(hi, c_n), c_n)):
+            if b <= a:
+                continue
+            body2 = _block_body(seqs[a:b], records[a:b], self.compress_level)
+            conn.execute(
+                "INSERT INTO chunks(stream, first_seq, last_seq, n, t_min, bytes, codec, body, "
+                "schema_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    stream,
+                    c_first + a,
+                    c_first + b - 1,
+                    b - a,
+                    t_min,
+                    len(body2),
+                    _CODEC_BLOCK,
+                    body2,
+                    sid,
+                ),
+            )
+            kept[0] += 1
+            kept[1] += b - a
+            kept[2] += len(body2)
+        return kept[0], kept[1], kept[2]
 
     def record_error(self, stream: str | None, message: str) -> None:
         """Remember an upload error for :meth:`stats` (persisted per stream)."""
@@ -1592,8 +1809,10 @@ def _connect(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite3.Conn
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 conn.execute(statement)
+        _migrate(conn)
         conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', ?)",
+            "INSERT INTO meta(key, value) VALUES('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
             (_SCHEMA_VERSION,),
         )
         conn.execute("COMMIT")
@@ -1601,6 +1820,58 @@ def _connect(path: Path, synchronous: str, busy_timeout_ms: int) -> sqlite3.Conn
         conn.close()
         raise
     return conn
+
+
+def _has_schema_id(conn: sqlite3.Connection) -> bool:
+    return any(row[1] == "schema_id" for row in conn.execute("PRAGMA table_info(chunks)"))
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """An outbox of schema 1 (NDJSON rows only) gains ``chunks.schema_id``; its rows stay."""
+    if not _has_schema_id(conn):
+        # Adds a column to the table's definition only: no row is rewritten.
+        conn.execute("ALTER TABLE chunks ADD COLUMN schema_id INTEGER")
+
+
+def stored_ndjson(conn: sqlite3.Connection) -> Iterator[tuple[str, int, bytes | None]]:
+    """Every stored record as NDJSON, read-only: ``(stream, first_seq, lines)`` per chunk.
+
+    In stream then sequence order, the same lines an upload would carry. Works
+    on a read-only connection (``mode=ro``/``immutable``) and on an outbox of
+    either storage form. A chunk that cannot be decoded comes as ``None``
+    (logged), so one bad row never hides the rest.
+    """
+    for stream, first, _last, lines in _stored_chunks(conn):
+        yield stream, first, lines
+
+
+def _stored_chunks(conn: sqlite3.Connection) -> Iterator[tuple[str, int, int, bytes | None]]:
+    """``stored_ndjson`` with each chunk's last sequence number too."""
+    with_sid = _has_schema_id(conn)
+    cols = "stream, first_seq, last_seq, n, codec, body" + (", schema_id" if with_sid else ", NULL")
+    schemas: dict[int, _Schema] = {}
+    for stream, first, last, n, codec, body, sid in conn.execute(
+        f"SELECT {cols} FROM chunks ORDER BY stream, first_seq"
+    ):
+        try:
+            if codec == _CODEC_BLOCK:
+                schema = schemas.get(sid)
+                if schema is None:
+                    row = conn.execute("SELECT spec FROM schemas WHERE id=?", (sid,)).fetchone()
+                    if row is None:
+                        raise ValueError(f"schema {sid} missing")
+                    schema = schemas[sid] = _parse_schema(str(row[0]))
+                seqs, records = _block_arrays(body, int(n), schema.dtype)
+                lines = render_block(schema.spec, records, seqs, int(first))
+            elif codec in (_CODEC_RAW, _CODEC_ZLIB):
+                lines = _decode(int(codec), body)
+            else:
+                raise ValueError(f"unknown codec {codec}")
+        except (ValueError, zlib.error, KeyError, TypeError) as exc:
+            logger.warning("outbox chunk %s/%s unreadable: %s", stream, first, exc)
+            yield str(stream), int(first), int(last), None
+            continue
+        yield str(stream), int(first), int(last), lines
 
 
 def _quick_check(path: Path) -> str | None:
@@ -1743,12 +2014,8 @@ class OutboxReader:
             OutboxReadError: the file is not an outbox, or unreadable as a whole.
         """
         try:
-            cur = self._conn.execute(
-                "SELECT stream, first_seq, last_seq, codec, body FROM chunks "
-                "ORDER BY stream, first_seq"
-            )
-            for stream, first, last, codec, body in cur:
-                yield _read_chunk(str(stream), int(first), int(last), int(codec), body)
+            for stream, first, last, lines in _stored_chunks(self._conn):
+                yield _read_chunk(stream, first, last, lines)
         except sqlite3.DatabaseError as exc:
             text = str(exc)
             if "no such table" in text:
@@ -1768,12 +2035,8 @@ class OutboxReader:
         self.close()
 
 
-def _read_chunk(stream: str, first: int, last: int, codec: int, body: bytes) -> StoredChunk:
-    if codec not in (_CODEC_RAW, _CODEC_ZLIB):
-        return StoredChunk(stream, first, last, (), 1)
-    try:
-        raw = _decode(codec, body)
-    except zlib.error:
+def _read_chunk(stream: str, first: int, last: int, raw: bytes | None) -> StoredChunk:
+    if raw is None:
         return StoredChunk(stream, first, last, (), 1)
     records: list[dict[str, Any]] = []
     bad = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ from edge_actors.records import KIND_INPUT, KIND_NAMES, KIND_OUTPUT, SYSTEM_FIEL
 
 OTHER = "__OTHER__"
 _UTC = dt.timezone.utc
+_EPOCH = dt.datetime(1970, 1, 1)
 
 
 def iso(t_ns: int) -> str:
@@ -175,4 +176,229 @@ def payload_rows(
                 "payload": value,
             }
         )
+    return out
+
+
+# ------------------------------------------------------------ block rendering
+#
+# The uploader stores model and payload records in their ring layout (numpy
+# blocks, see edge_actors.outbox) and the NDJSON is built here only when an
+# object is uploaded, column by column: every column becomes a list of JSON
+# tokens in one orjson call, and the lines are the tokens interleaved with
+# the constant parts of the row. No dict and no per-record Python call; the
+# bytes are those ``ModelRows.rows`` / ``payload_rows`` + orjson give.
+
+
+def _tokens(values: npt.NDArray[Any]) -> list[bytes]:
+    """JSON tokens of a 1-D numeric array (NaN and infinities become ``null``)."""
+    import orjson
+
+    if not len(values):
+        return []
+    raw = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)
+    return raw[1:-1].split(b",")
+
+
+def _json(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)
+
+
+def _iso_tokens(t_ns: npt.NDArray[np.int64]) -> list[bytes]:
+    """``"YYYY-MM-DDTHH:MM:SS.ffffffZ"`` tokens, rounded like :func:`iso`.
+
+    :func:`iso` goes through ``datetime.fromtimestamp(t_ns / 1e9)``, which rounds
+    the float's fraction of a second half-even to microseconds; the same here.
+    The digits are computed as numbers into a byte matrix (numpy's own date
+    formatting costs microseconds per value); the date part once per day.
+    """
+    n = len(t_ns)
+    ts = t_ns / 1e9
+    sec = np.floor(ts)
+    total = sec.astype(np.int64) * 1_000_000 + np.round((ts - sec) * 1e6).astype(np.int64)
+    days, tod = np.divmod(total, 86_400_000_000)
+    out = np.empty((n, 29), np.uint8)
+    uniq, inverse = np.unique(days, return_inverse=True)
+    dates = [(_EPOCH + dt.timedelta(days=int(d))).strftime('"%Y-%m-%dT').encode() for d in uniq]
+    out[:, :12] = np.frombuffer(b"".join(dates), np.uint8).reshape(-1, 12)[inverse.ravel()]
+    out[:, 14] = out[:, 17] = ord(":")
+    out[:, 20] = ord(".")
+    out[:, 27] = ord("Z")
+    out[:, 28] = ord('"')
+    hh, rest = np.divmod(tod, 3_600_000_000)
+    mm, rest = np.divmod(rest, 60_000_000)
+    ss, us = np.divmod(rest, 1_000_000)
+    for value, col, width in ((hh, 12, 2), (mm, 15, 2), (ss, 18, 2), (us, 21, 6)):
+        for k in range(width - 1, -1, -1):
+            value, digit = np.divmod(value, 10)
+            out[:, col + k] = digit + 48
+    tokens: list[bytes] = out.view("S29").ravel().tolist()
+    return tokens
+
+
+def _interleave(columns: Sequence[list[bytes] | bytes], n: int) -> bytes:
+    """Concatenate row ``i`` of every column, for every row: constant bytes or per-row tokens."""
+    k = len(columns)
+    parts: list[bytes] = [b""] * (n * k)
+    for j, col in enumerate(columns):
+        parts[j::k] = [col] * n if isinstance(col, bytes) else col
+    return b"".join(parts)
+
+
+def _masked(tokens: list[bytes], keep: npt.NDArray[np.bool_] | None) -> list[bytes]:
+    if keep is None:
+        return tokens
+    arr = np.array(tokens, dtype=object)
+    arr[~keep] = b""
+    out: list[bytes] = arr.tolist()
+    return out
+
+
+def _const(text: bytes, n: int, keep: npt.NDArray[np.bool_] | None) -> list[bytes] | bytes:
+    if keep is None:
+        return text
+    arr = np.full(n, text, dtype=object)
+    arr[~keep] = b""
+    out: list[bytes] = arr.tolist()
+    return out
+
+
+def block_spec(kind: str, **fields: Any) -> dict[str, Any]:
+    """The render parameters of a block: ring ``kind`` (``lane`` or ``payload``) and names.
+
+    ``lane``: ``device_id``, ``model``, ``lane``, ``inputs``, ``outputs`` (names),
+    ``cats`` (``{index: [category, ...]}``). ``payload``: ``device_id``,
+    ``model``, ``lane``. Stored with the blocks, so a batch rebuilt after a
+    config change renders the same bytes.
+    """
+    if kind not in ("lane", "payload"):
+        raise ValueError(f"block kind: must be 'lane' or 'payload', got {kind!r}")
+    return {"kind": kind, **fields}
+
+
+def render_block(
+    spec: Mapping[str, Any],
+    records: npt.NDArray[Any],
+    ring_seqs: npt.NDArray[np.int64],
+    first_seq: int,
+) -> bytes:
+    """NDJSON of a block: one ``\\n``-terminated line per record, ``seq`` from ``first_seq``."""
+    n = len(records)
+    if n == 0:
+        return b""
+    seqs = _tokens(np.arange(first_seq, first_seq + n, dtype=np.int64))
+    t_ns = records["t_ns"]
+    head: list[list[bytes] | bytes] = [
+        b'{"seq":',
+        seqs,
+        b',"time":',
+        _iso_tokens(t_ns),
+        b',"ts":',
+        _tokens(t_ns / 1e9),
+        b',"device_id":'
+        + _json(spec["device_id"])
+        + b',"model":'
+        + _json(spec["model"])
+        + b',"id":',
+        _tokens(records["id"]),
+        b',"kind":',
+    ]
+    kinds = records["kind"]
+    kind_tok = {k: _json(name) for k, name in KIND_NAMES.items()}
+    if spec["kind"] == "payload":
+        return _interleave(
+            [
+                *head,
+                _kind_tokens(kinds, kind_tok),
+                b',"lane":' + _json(spec["lane"]) + b',"payload":',
+                _payload_tokens(records),
+                b"}\n",
+            ],
+            n,
+        )
+    cols: list[list[bytes] | bytes] = [
+        *head,
+        _kind_tokens(kinds, kind_tok),
+        b',"lane":' + _json(spec["lane"]) + b',"lane_seq":',
+        _tokens(ring_seqs),
+    ]
+    inputs, outputs = list(spec["inputs"]), list(spec["outputs"])
+    cats = {int(i): list(c) for i, c in spec.get("cats", {}).items()}
+    vals = records["v"]
+    has_in = None if not np.any(kinds == KIND_OUTPUT) else kinds != KIND_OUTPUT
+    has_out = None if not np.any(kinds == KIND_INPUT) else kinds != KIND_INPUT
+    for side, names, offset, keep in (
+        ("inputs", inputs, 0, has_in),
+        ("outputs", outputs, len(inputs), has_out),
+    ):
+        if keep is not None and not keep.any():
+            continue
+        if not names:
+            cols.append(_const(b',"' + side.encode() + b'":{}', n, keep))
+            continue
+        for j, name in enumerate(names):
+            lead = b',"' + side.encode() + b'":{' if j == 0 else b","
+            cols.append(_const(lead + _json(name) + b":", n, keep))
+            i = offset + j
+            column = vals[:, i]
+            toks = _cat_tokens(column, cats[i]) if i in cats else _tokens(column)
+            cols.append(_masked(toks, keep))
+        cols.append(_const(b"}", n, keep))
+    cols.append(b"}\n")
+    return _interleave(cols, n)
+
+
+def _kind_tokens(kinds: npt.NDArray[np.int64], names: Mapping[int, bytes]) -> list[bytes]:
+    uniq = np.unique(kinds)
+    if len(uniq) == 1:
+        k = int(uniq[0])
+        return [names.get(k, _json(str(k)))] * len(kinds)
+    table = np.array([names.get(int(k), _json(str(int(k)))) for k in uniq], dtype=object)
+    out: list[bytes] = table[np.searchsorted(uniq, kinds)].tolist()
+    return out
+
+
+def _cat_tokens(column: npt.NDArray[np.float64], cats: list[Any]) -> list[bytes]:
+    """Category index -> JSON of the category (``OTHER`` out of range, ``null`` for NaN)."""
+    table = np.array([_json(c) for c in cats] + [_json(OTHER), b"null"], dtype=object)
+    nan = np.isnan(column)
+    idx = np.where(nan, 0, column).astype(np.int64)
+    idx = np.where((idx < 0) | (idx >= len(cats)), len(cats), idx)
+    idx[nan] = len(cats) + 1
+    out: list[bytes] = table[idx].tolist()
+    return out
+
+
+def _payload_tokens(records: npt.NDArray[Any]) -> list[bytes]:
+    """Each record's JSON as stored by the producer; checked, never re-encoded.
+
+    The producer writes orjson output, which holds no NUL byte, so the
+    record's bytes up to its ``len`` are its bytes up to the first trailing NUL
+    (what an ``S`` view returns). A record that is not valid JSON (or whose
+    ``len`` disagrees) becomes ``{"_undecodable": text}``, as in ``payload_rows``.
+    """
+    import orjson
+
+    data = np.ascontiguousarray(records["data"])
+    width = data.shape[1]
+    view = data.view(f"S{width}").ravel()
+    raws: list[bytes] = view.tolist()
+    ok = len(raws) > 0 and bool(np.all(records["len"] == np.char.str_len(view)))
+    if ok:
+        try:
+            # One parse of all of them: n values back means n whole JSON values.
+            ok = len(orjson.loads(b"[" + b",".join(raws) + b"]")) == len(raws)
+        except orjson.JSONDecodeError:
+            ok = False
+    if ok:
+        return raws
+    out: list[bytes] = []
+    for r in records:
+        n = int(r["len"])
+        raw = r["data"][: max(0, min(n, len(r["data"])))].tobytes()
+        try:
+            out.append(orjson.dumps(orjson.loads(raw)))
+        except orjson.JSONDecodeError:
+            out.append(orjson.dumps({"_undecodable": raw.decode(errors="replace")}))
     return out

@@ -18,7 +18,15 @@ from typing import Any
 import orjson
 import pytest
 
-from edge_actors.outbox import Batch, Cursor, Outbox, OutboxFull, OutboxReader, OutboxReadError
+from edge_actors.outbox import (
+    Batch,
+    Cursor,
+    Outbox,
+    OutboxFull,
+    OutboxReader,
+    OutboxReadError,
+    stored_ndjson,
+)
 from edge_actors.sinks import deliver_batch
 from edge_actors.sinks.local import LocalSink
 
@@ -49,13 +57,10 @@ def _all_records(ob: Outbox, stream: str) -> list[dict[str, Any]]:
     conn = sqlite3.connect(ob.path)
     try:
         out: list[dict[str, Any]] = []
-        for codec, body in conn.execute(
-            "SELECT codec, body FROM chunks WHERE stream=? ORDER BY first_seq", (stream,)
-        ):
-            import zlib
-
-            raw = zlib.decompress(body) if codec == 1 else body
-            out.extend(orjson.loads(line) for line in raw.splitlines())
+        for s, _first, raw in stored_ndjson(conn):
+            assert raw is not None
+            if s == stream:
+                out.extend(orjson.loads(line) for line in raw.splitlines())
         return out
     finally:
         conn.close()
@@ -171,11 +176,15 @@ def test_open_sets_wal_incremental_vacuum_and_synchronous(tmp_path: Path) -> Non
 _CHILD = textwrap.dedent(
     """
     import random, sys
-    from edge_actors.outbox import Cursor, Outbox
+    import numpy as np
+    from edge_actors.outbox import Cursor, Outbox, RecordBlock
+    from edge_actors.records import model_dtype
+    from edge_actors.rows import block_spec
     from edge_actors.sinks import deliver_batch
     from edge_actors.sinks.local import LocalSink
 
-    path, sink_dir, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    path, sink_dir, seed, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    spec = block_spec("lane", device_id="d", model="m", lane="l0", inputs=["v"], outputs=[])
     ob = Outbox.open(path, max_bytes=1 << 30, chunk_records=37)
     cur = ob.cursors().get("ring", Cursor(1, 0)).seq
     sink = LocalSink(sink_dir)
@@ -187,7 +196,14 @@ _CHILD = textwrap.dedent(
         for i in range(cur, cur + k):
             # The "ring": record i is a pure function of i, as a re-read would give.
             batch["model" if i % 3 else "system"].append({"ts": 1.7e9 + i, "i": i, "v": i / 7})
-        ob.append(batch, {"ring": Cursor(1, cur + k)})
+        blocks = {}
+        if mode == "blocks":
+            # The model records as the uploader stores them: numpy, ring layout.
+            ids = np.array([r["i"] for r in batch.pop("model")], np.int64)
+            recs = np.zeros(len(ids), model_dtype(1))
+            recs["t_ns"], recs["id"], recs["v"][:, 0] = (1.7e9 + ids) * 1e9, ids, ids / 7
+            blocks = {"model": [RecordBlock(spec, recs, ids)]}
+        ob.append(batch, {"ring": Cursor(1, cur + k)}, blocks=blocks)
         cur += k
         if rng.random() < 0.3:
             for s in ("system", "model"):
@@ -200,19 +216,30 @@ def _sink_records(sink_dir: Path) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {"system": [], "model": []}
     for f in sink_dir.rglob("*.ndjson.gz"):
         stream = f.relative_to(sink_dir).parts[0]
-        out[stream].extend(orjson.loads(x) for x in gzip.decompress(f.read_bytes()).splitlines())
+        out[stream].extend(
+            _i(orjson.loads(x)) for x in gzip.decompress(f.read_bytes()).splitlines()
+        )
     return out
 
 
+def _i(row: dict[str, Any]) -> dict[str, Any]:
+    """A block's record carries the test's ``i`` as its ``id``."""
+    if "i" not in row:
+        row["i"] = row["id"]
+    return row
+
+
 @pytest.mark.slow
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["rows", "blocks"])
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, mode: str) -> None:
+    """kill -9 at any moment: ring -> outbox -> sink exactly once, dict rows and numpy blocks."""
     path = tmp_path / "o.db"
     sink_dir = tmp_path / "sink"
     rng = random.Random(1234)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for round_ in range(30):
         proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(path), str(sink_dir), str(round_)],
+            [sys.executable, "-c", _CHILD, str(path), str(sink_dir), str(round_), mode],
             stdout=subprocess.PIPE,
             env=env,
         )
@@ -229,7 +256,7 @@ def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -
         delivered = _sink_records(sink_dir)
         seen: list[int] = []
         for stream in ("system", "model"):
-            stored = _all_records(ob, stream)
+            stored = [_i(r) for r in _all_records(ob, stream)]
             stored_i = [r["i"] for r in stored]
             assert len(stored_i) == len(set(stored_i)), "duplicate in the outbox"
             sent_i = [r["i"] for r in delivered[stream]]
@@ -706,3 +733,222 @@ def test_reader_counts_undecodable_records_and_refuses_other_files(tmp_path: Pat
     garbage.write_bytes(b"not sqlite at all" * 100)
     with OutboxReader(garbage) as reader, pytest.raises(OutboxReadError, match="not a database"):
         list(reader.chunks())
+
+
+# ------------------------------------------------------------ numpy blocks
+
+
+def _lane_block(n: int, start: int = 0) -> tuple[Any, Any, Any]:
+    """Lane records of every shape the renderer handles, with their ring seqs and row maker."""
+    import numpy as np
+
+    from edge_actors.config import FieldSpec
+    from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype
+    from edge_actors.rows import ModelRows
+
+    inputs = [FieldSpec("sqft"), FieldSpec("room", kind="categorical", categories=["a", "b"])]
+    rows = ModelRows("pi-7", "house", inputs, [FieldSpec("price")])
+    rng = np.random.default_rng(start)
+    recs = np.zeros(n, model_dtype(3))
+    recs["t_ns"] = 1_795_000_000_123_456_789 + (np.arange(n) + start) * 1_234_567
+    recs["id"] = np.arange(start, start + n) + (1 << 62)
+    recs["kind"] = np.array([KIND_PAIR, KIND_INPUT, KIND_OUTPUT, 7])[np.arange(n) % 4]
+    recs["v"][:, 0] = rng.normal(size=n).round(3)
+    recs["v"][:, 1] = np.array([0.0, 1.0, 5.0, -1.0, np.nan])[np.arange(n) % 5]
+    recs["v"][:, 2] = rng.uniform(1e4, 1e6, n)
+    recs["v"][::7, 0] = np.nan
+    recs["v"][::11, 2] = np.inf
+    seqs = np.arange(start, start + n, dtype=np.int64) * 2
+    return recs, seqs, rows
+
+
+def _lane_spec(rows: Any) -> dict[str, Any]:
+    from edge_actors.rows import block_spec
+
+    return block_spec(
+        "lane",
+        device_id=rows.device_id,
+        model=rows.model,
+        lane="ea_l0",
+        inputs=rows.in_names,
+        outputs=rows.out_names,
+        cats={str(i): c for i, c in rows.cats.items()},
+    )
+
+
+def test_block_objects_carry_the_bytes_the_row_form_gives(tmp_path: Path) -> None:
+    """The uploaded NDJSON of numpy blocks equals the dict rows' (same fields, same values)."""
+    import numpy as np
+
+    from edge_actors.outbox import RecordBlock
+    from edge_actors.records import payload_dtype
+    from edge_actors.rows import block_spec, payload_rows
+
+    recs, seqs, rows = _lane_block(400)
+    pay = np.zeros(6, payload_dtype(96))
+    pay["t_ns"], pay["id"], pay["kind"] = recs["t_ns"][:6], np.arange(6), 1
+    docs = [b'{"input_data":{"a":[1,2.5,null]}}', b'{"x":"\\u00e9,]"}', b"{bad", b"", b"7", b"{}"]
+    for i, raw in enumerate(docs):
+        pay["len"][i] = len(raw)
+        pay["data"][i, : len(raw)] = np.frombuffer(raw, np.uint8)
+    pay["len"][5] = 99  # longer than the slot: the row form reads what is there
+    for form in ("rows", "blocks"):
+        with Outbox.open(tmp_path / f"{form}.db", max_bytes=1 << 26, chunk_records=64) as ob:
+            if form == "rows":
+                ob.append(
+                    {
+                        "model": rows.rows("ea_l0", recs, seqs),
+                        "payload": payload_rows("pi-7", "house", "ea_l0", pay),
+                    }
+                )
+            else:
+                spec = block_spec("payload", device_id="pi-7", model="house", lane="ea_l0")
+                ob.append(
+                    {},
+                    blocks={
+                        "model": [
+                            RecordBlock(_lane_spec(rows), recs[:150], seqs[:150]),
+                            RecordBlock(_lane_spec(rows), recs[150:], seqs[150:]),
+                        ],
+                        "payload": [RecordBlock(spec, pay, np.arange(6))],
+                    },
+                )
+            got = {s: ob.peek(s, 10_000) for s in ("model", "payload")}
+            if form == "rows":
+                want = got
+    for s in ("model", "payload"):
+        assert got[s] is not None and want[s] is not None
+        assert got[s].body == want[s].body, s
+        assert (got[s].first_seq, got[s].last_seq, got[s].t_min) == (
+            want[s].first_seq,
+            want[s].last_seq,
+            want[s].t_min,
+        )
+    first = orjson.loads(got["payload"].body.splitlines()[2])
+    assert first["payload"] == {"_undecodable": "{bad"}
+
+
+def test_block_batches_are_deterministic_and_split_chunks_exactly_once(tmp_path: Path) -> None:
+    """Batches cutting through block chunks: same bytes until acked, every record once."""
+    from edge_actors.outbox import RecordBlock
+
+    recs, seqs, rows = _lane_block(250)
+    path = tmp_path / "o.db"
+    sink = LocalSink(tmp_path / "sink")
+    with Outbox.open(path, max_bytes=1 << 26, chunk_records=100) as ob:
+        ob.append(
+            {},
+            {"ea_l0": Cursor(1, 250)},
+            blocks={"model": [RecordBlock(_lane_spec(rows), recs, seqs)]},
+        )
+        b1 = ob.next_batch("model", 60)
+        assert b1 is not None and (b1.first_seq, b1.last_seq, b1.n) == (0, 59, 60)
+        assert ob.next_batch("model", 60) == b1
+    with Outbox.open(path, max_bytes=1 << 26, chunk_records=100) as ob:
+        assert ob.next_batch("model", 999) == b1  # in flight across a reopen
+        ob.ack(b1)
+        assert ob.stats()["streams"]["model"]["records"] == 190
+        while deliver_batch(ob, sink, "model", device_id="pi-7", max_records=70):
+            pass
+        assert ob.stats()["backlog_records"] == 0
+    lines = [orjson.loads(x) for x in b1.body.splitlines()]
+    for f in sorted((tmp_path / "sink").rglob("*.ndjson.gz")):
+        lines.extend(orjson.loads(x) for x in gzip.decompress(f.read_bytes()).splitlines())
+    assert [r["seq"] for r in lines] == list(range(250))
+    assert [r["lane_seq"] for r in lines] == [int(s) for s in seqs]
+    assert lines == [orjson.loads(x) for x in _rows_ndjson(rows, recs, seqs)]
+
+
+def _rows_ndjson(rows: Any, recs: Any, seqs: Any) -> list[bytes]:
+    import numpy as np
+
+    out = []
+    for i, row in enumerate(rows.rows("ea_l0", recs, seqs)):
+        out.append(orjson.dumps({"seq": i, **row}, option=orjson.OPT_SERIALIZE_NUMPY))
+    assert len(out) == len(np.asarray(seqs))
+    return out
+
+
+V1_OUTBOX = REPO / "tests" / "data" / "outbox_v1.db"
+
+
+def test_outbox_of_the_previous_format_still_ships(tmp_path: Path) -> None:
+    """A device upgraded with records (and an in-flight batch) in the old NDJSON form.
+
+    ``tests/data/outbox_v1.db`` was written by the code before numpy blocks
+    (commit fe134a4, ``tests/data/make_outbox_v1.py``): 300 model and
+    40 payload records as NDJSON rows, records 1000..1099 of ``model`` handed
+    out and never acked. After the upgrade the in-flight range goes first,
+    under the key it had, then the rest, then new block records: each once.
+    """
+    import shutil
+
+    import numpy as np
+
+    from edge_actors.outbox import RecordBlock
+
+    path = tmp_path / "outbox.db"
+    shutil.copyfile(V1_OUTBOX, path)
+    sink = LocalSink(tmp_path / "sink")
+    with Outbox.open(path, max_bytes=1 << 26, chunk_records=50) as ob:
+        assert ob.inflight() == {"model": (1000, 1099)}
+        assert ob.cursors() == {"ea_l0": Cursor(5, 300), "ea_p0": Cursor(6, 40)}
+        assert ob.drops() == {("model", "ring_overrun"): 3}
+        first = deliver_batch(ob, sink, "model", device_id="pi-old", max_records=5000)
+        assert first is not None and (first.first_seq, first.last_seq) == (1000, 1099)
+        recs, seqs, rows = _lane_block(30, start=300)
+        ob.append(
+            {},
+            {"ea_l0": Cursor(5, 330)},
+            blocks={"model": [RecordBlock(_lane_spec(rows), recs, seqs)]},
+        )
+        for stream in ("model", "payload"):
+            while deliver_batch(ob, sink, stream, device_id="pi-old", max_records=5000):
+                pass
+        assert ob.stats()["backlog_records"] == 0
+    got: dict[str, list[dict[str, Any]]] = {"model": [], "payload": []}
+    keys = sorted(p.name for p in (tmp_path / "sink").rglob("*.ndjson.gz"))
+    assert "00000000000000001000-00000000000000001099.ndjson.gz" in keys
+    for f in (tmp_path / "sink").rglob("*.ndjson.gz"):
+        stream = f.relative_to(tmp_path / "sink").parts[0]
+        got[stream].extend(orjson.loads(x) for x in gzip.decompress(f.read_bytes()).splitlines())
+    model = sorted(got["model"], key=lambda r: r["seq"])
+    assert [r["seq"] for r in model] == list(range(1000, 1330))
+    assert [r["id"] for r in model[:300]] == list(range(300))
+    assert model[299]["inputs"] == {"sqft": 299.0, "age": 7.0}
+    assert [r["id"] - (1 << 62) for r in model[300:]] == list(range(300, 330))
+    assert sorted(r["payload"]["input_data"]["note"] for r in got["payload"]) == sorted(
+        f"n{i}" for i in range(40)
+    )
+    assert np.all(np.diff([r["seq"] for r in sorted(got["payload"], key=lambda r: r["seq"])]) == 1)
+
+
+def test_stored_ndjson_reads_both_forms_read_only(tmp_path: Path) -> None:
+    """The read-only view report.py uses: old rows and blocks, on a read-only connection."""
+    import shutil
+    import urllib.parse
+
+    from edge_actors.outbox import RecordBlock
+
+    path = tmp_path / "outbox.db"
+    shutil.copyfile(V1_OUTBOX, path)
+    uri = "file:" + urllib.parse.quote(str(path)) + "?mode=ro&immutable=1"
+    conn = sqlite3.connect(uri, uri=True)
+    old = [(s, f, raw) for s, f, raw in stored_ndjson(conn)]  # schema 1: no schema_id column
+    conn.close()
+    assert sum(len(raw.splitlines()) for _s, _f, raw in old if raw) == 340
+    recs, seqs, rows = _lane_block(20)
+    with Outbox.open(path, max_bytes=1 << 26, chunk_records=50) as ob:
+        ob.append({}, blocks={"model": [RecordBlock(_lane_spec(rows), recs, seqs)]})
+    conn = sqlite3.connect("file:" + urllib.parse.quote(str(path)) + "?mode=ro", uri=True)
+    try:
+        lines = [
+            x
+            for s, _f, raw in stored_ndjson(conn)
+            if s == "model" and raw
+            for x in raw.splitlines()
+        ]
+    finally:
+        conn.close()
+    assert len(lines) == 320
+    assert orjson.loads(lines[-1])["lane_seq"] == int(seqs[-1])

@@ -402,3 +402,54 @@ def test_records_left_in_a_ring_at_stop_are_counted(make_config, agent) -> None:
         assert drops.get(("model", "unflushed_at_stop"), 0) > 0
         report = ob.peek("drops", 100)
     assert report is not None and b"unflushed_at_stop" in report.body
+
+
+def test_uploader_commits_by_time_and_size_not_per_poll(make_config) -> None:
+    """A trickle waits in the ring up to COMMIT_SECONDS; a half-full ring or a flush: at once."""
+    import socket
+
+    from edge_actors import shm
+    from edge_actors.config import load_config
+    from edge_actors.records import KIND_PAIR
+    from edge_actors.ring import Ring
+    from edge_actors.topology import RingSpec, dtype_for
+    from edge_actors.workers import uploader as up
+
+    cfg = load_config(make_config({"storage": {"type": "sqlite"}}))
+    name = f"{cfg.instance}_l0"
+    ring = Ring.create(name, dtype_for("lane", cfg), 1024, n_consumers=2)
+    ours, theirs = socket.socketpair()
+    worker = up.UploaderWorker(cfg, ours)
+    try:
+        worker.setup()
+        assert worker.outbox is not None
+        worker.set_rings([RingSpec(name, "lane", 0)])
+        writer = ring.writer()
+
+        def write(n: int) -> None:
+            recs = np.zeros(n, ring.slots["rec"].dtype)
+            recs["t_ns"], recs["kind"] = time.time_ns(), KIND_PAIR
+            writer.write_batch(recs)
+
+        def stored() -> int:
+            assert worker.outbox is not None
+            return int(worker.outbox.stats()["backlog_records"])
+
+        write(10)
+        assert worker.step() == 0  # seen now; the transaction waits for more or for time
+        assert stored() == 0 and ring.consumer_line(up.UPLOADER)["read_seq"] == 0
+        assert 0 < worker.idle_wait <= up.COMMIT_SECONDS + 1e-6
+        time.sleep(up.COMMIT_SECONDS * 1.5)
+        assert worker.step() == 10 and stored() == 10
+        write(512)  # half the ring: no waiting, a burst must not overrun it
+        assert worker.step() == 512 and stored() == 522
+        write(3)
+        worker.handle({"cmd": "flush"})  # a flush stores what the rings hold now
+        assert stored() == 525
+        assert ring.consumer_line(up.UPLOADER)["read_seq"] == 525
+    finally:
+        worker.close()
+        ring.close()
+        shm.unlink(name)
+        ours.close()
+        theirs.close()

@@ -363,3 +363,90 @@ def test_s3_bad_credentials_are_permanent_with_hint(
         sink.put("k", b"x", md5_b64(b"x"))
     assert "SignatureDoesNotMatch" in str(info.value)
     assert "secret key" in info.value.hint
+
+
+# --------------------------------------------- fleet queries on numpy blocks
+
+
+@pytest.fixture(scope="module")
+def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """docs/fleet.md's two devices, model records stored as the uploader stores them now."""
+    import numpy as np
+
+    from edge_actors.outbox import RecordBlock
+    from edge_actors.records import KIND_PAIR, model_dtype
+    from edge_actors.rows import block_spec, iso
+    from tests import test_docs as td
+
+    def model(device: str, day: int, hour: int, n: int, sqft: float) -> RecordBlock:
+        recs = np.zeros(n, dtype=model_dtype(6))
+        recs["t_ns"] = [td._ns(day, hour, i) for i in range(n)]
+        recs["id"] = np.arange(n)
+        recs["kind"] = KIND_PAIR
+        recs["v"] = [3.0, 2.0, sqft, 10.0, sqft * 250.0, 0.9]
+        spec = block_spec(
+            "lane",
+            device_id=device,
+            model="house",
+            lane="ea_default_l0",
+            inputs=[f.name for f in td.INPUTS],
+            outputs=[f.name for f in td.OUTPUTS],
+            cats={},
+        )
+        return RecordBlock(spec, recs, np.arange(n, dtype=np.int64))
+
+    base = tmp_path_factory.mktemp("blockfleet")
+    root = base / "sink"
+    devices = {
+        "pi-01": (
+            [model("pi-01", 27, 10, 300, 1500.0), model("pi-01", 28, 9, 200, 1800.0)],
+            {
+                "events": td._events(
+                    "pi-01",
+                    [
+                        (td._ns(28, 9, 50), "sqft", "drift_started"),
+                        (td._ns(28, 9, 50), "price", "drift_started"),
+                        (td._ns(28, 9, 150), "price", "drift_resolved"),
+                        (td._ns(28, 9, 160), "age", "check"),
+                    ],
+                ),
+                "system": td._system("pi-01", 28, [51.0, 53.5]),
+            },
+            {("model", "ring_overrun"): 7},
+        ),
+        "pi-02": (
+            [model("pi-02", 28, 11, 150, 1200.0)],
+            {
+                "events": td._events("pi-02", [(td._ns(28, 11, 100), "sqft", "check")]),
+                "system": td._system("pi-02", 28, [60.0, 61.0, 62.5]),
+            },
+            {("model", "sampled"): 5},
+        ),
+    }
+    for device, (blocks, streams, drops) in devices.items():
+        with Outbox.open(base / f"{device}.db", max_bytes=16 << 20, chunk_records=50) as ob:
+            ob.append(streams, drops=drops, blocks={"model": blocks})
+            ob.append_drop_report({"device_id": device, "time": iso(td._ns(28, 12))})
+            sink = LocalSink(root)
+            for stream in ("model", "events", "system", "drops"):
+                while deliver_batch(ob, sink, stream, device_id=device, max_records=100):
+                    pass
+    return root
+
+
+@pytest.mark.parametrize("name", ["per-device", "open-drift", "hourly", "drops", "last-system"])
+def test_fleet_md_queries_on_objects_built_from_numpy_blocks(
+    name: str, block_fleet_tree: Path
+) -> None:
+    """The queries users run over the bucket give the same answers with the block storage."""
+    duckdb = pytest.importorskip("duckdb")
+    from tests import test_docs as td
+
+    sql = td._duckdb_blocks()[name].replace("'sink/", f"'{block_fleet_tree.as_posix()}/")
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        rows = con.execute(sql).fetchall()
+    finally:
+        con.close()
+    assert [td._simplify(name, r) for r in rows] == td.EXPECTED[name]

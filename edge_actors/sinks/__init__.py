@@ -15,6 +15,7 @@ import os
 from edge_actors.keys import object_key
 from edge_actors.outbox import Batch, Outbox
 from edge_actors.sinks.base import (
+    DEFAULT_GZIP_LEVEL,
     PermanentSinkError,
     Sink,
     SinkError,
@@ -85,7 +86,13 @@ def batch_key(sink: Sink, device_id: str, batch: Batch) -> str:
 
 
 def deliver_batch(
-    outbox: Outbox, sink: Sink, stream: str, *, device_id: str, max_records: int
+    outbox: Outbox,
+    sink: Sink,
+    stream: str,
+    *,
+    device_id: str,
+    max_records: int,
+    gzip_level: int = DEFAULT_GZIP_LEVEL,
 ) -> Batch | None:
     """Upload the next batch of ``stream`` and ack it; ``None`` if nothing is pending.
 
@@ -103,7 +110,7 @@ def deliver_batch(
     if batch is None:
         return None
     key = batch_key(sink, device_id, batch)
-    body = encode_body(batch.body)
+    body = encode_body(batch.body, gzip_level)
     sink.put(key, body, md5_b64(body))
     outbox.ack(batch)
     logger.debug("delivered %s (%d records, %d bytes)", key, batch.n, len(body))

@@ -23,6 +23,7 @@ from typing import Protocol, runtime_checkable
 from edge_actors.redact import redact_urls
 
 __all__ = [
+    "DEFAULT_GZIP_LEVEL",
     "PermanentSinkError",
     "Sink",
     "SinkError",
@@ -82,13 +83,19 @@ class Sink(Protocol):
         ...
 
 
-def encode_body(ndjson: bytes) -> bytes:
-    """Gzip ``ndjson`` deterministically: same batch, same bytes, same ETag.
+#: gzip level of uploaded objects unless configured (``storage.gzip_level``):
+#: compressing is most of the cost of shipping a record, and level 1 costs a
+#: quarter of level 6 for objects ~20 % larger.
+DEFAULT_GZIP_LEVEL = 1
+
+
+def encode_body(ndjson: bytes, level: int = DEFAULT_GZIP_LEVEL) -> bytes:
+    """Gzip ``ndjson`` deterministically: same batch and level, same bytes, same ETag.
 
     ``mtime=0`` removes the only varying header field, so a retried upload
     produces an identical object.
     """
-    return gzip.compress(ndjson, compresslevel=6, mtime=0)
+    return gzip.compress(ndjson, compresslevel=level, mtime=0)
 
 
 def md5_b64(body: bytes) -> str:

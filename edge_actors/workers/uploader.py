@@ -2,10 +2,16 @@
 
 Two loops, two SQLite connections on one WAL database:
 
-- The worker's own loop *ingests*: it reads each ring with ``commit=False``,
-  turns records into rows and stores them together with every ring's cursor
-  in one outbox transaction; only then does it publish the cursors to the
-  ring headers. After a kill at any instant the next incarnation resumes at
+- The worker's own loop *ingests*: it reads each ring with ``commit=False``
+  and stores the records together with every ring's cursor in one outbox
+  transaction; only then does it publish the cursors to the ring headers.
+  Model and payload records stay in their ring layout (numpy blocks: no
+  per-record Python object; the NDJSON is built when a batch is uploaded);
+  the low-rate streams (system, processes, events) become rows here. A
+  transaction is written every ``COMMIT_SECONDS`` or ``COMMIT_RECORDS``
+  records, whichever comes first, or at once when a ring is half full (the
+  records wait in the rings meanwhile: a commit per poll cost an fsync per
+  few hundred records). After a kill at any instant the next incarnation resumes at
   the outbox's cursors: nothing lost or stored twice between ring and outbox.
 - A *shipper* thread uploads: batches of at most ``telemetry.max_batch_size``
   records per stream, deterministic keys, acked only after the sink confirmed.
@@ -19,7 +25,6 @@ seed's local-only mode.
 from __future__ import annotations
 
 import logging
-import random
 import sqlite3
 import threading
 import time
@@ -27,16 +32,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_actors import spill
-from edge_actors.outbox import Cursor, Outbox, OutboxFull
+from edge_actors.outbox import Cursor, Outbox, OutboxFull, RecordBlock
 from edge_actors.redact import redact_urls
 from edge_actors.retry import RetryPolicy, RetrySchedule
 from edge_actors.ring import Ring, RingConsumer, RingError
 from edge_actors.rows import (
     ModelRows,
+    block_spec,
     event_rows,
     iso,
-    payload_rows,
     process_rows,
     system_rows,
 )
@@ -49,6 +56,12 @@ log = logging.getLogger(__name__)
 #: worker's memory (each record becomes a dict before it is encoded; 20,000 per
 #: lane pushed the uploader past its 80 MB budget at 100k records/s).
 INGEST_BATCH = 5000
+#: Write an outbox transaction once this many records wait in the rings ...
+COMMIT_RECORDS = 5000
+#: ... or once the oldest of them waited this long (seconds) ...
+COMMIT_SECONDS = 0.1
+#: ... or at once when a ring is this full (fraction of its capacity).
+COMMIT_FILL = 0.5
 #: Upload order: what matters most leaves first on a thin link.
 UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
 
@@ -167,7 +180,12 @@ class Shipper(threading.Thread):
                     while not self.stop_event.is_set():
                         try:
                             batch = deliver_batch(
-                                outbox, sink, stream, device_id=device, max_records=max_records
+                                outbox,
+                                sink,
+                                stream,
+                                device_id=device,
+                                max_records=max_records,
+                                gzip_level=st.gzip_level,
                             )
                         except PermanentSinkError as exc:
                             self._failed(outbox, stream, exc, permanent=True)
@@ -237,7 +255,11 @@ class UploaderWorker(Worker):
         m = self.cfg.model
         self.model_rows = ModelRows(self.cfg.device_id, m.name, m.inputs, m.outputs)
         self.sample_rate = self.cfg.telemetry.model_sample_rate
-        self.rng = random.Random()
+        self.rng = np.random.default_rng()
+        # When records were first seen waiting in the rings (None: none waiting).
+        self._waiting_since: float | None = None
+        #: Read and store whatever the rings hold now (flush): no commit cadence.
+        self.eager = False
         self.ingested = 0
         self.full_events = 0
         self._refusing = False  # the last append was refused (disk full)
@@ -285,9 +307,7 @@ class UploaderWorker(Worker):
         if cmd == "flush":
             self.flush_requests += 1
             self.last_flush_id = str(msg.get("batch_id") or "")
-            for _ in range(1000):
-                if self.step() == 0:
-                    break
+            self._drain(None)
             if self.shipper is not None:
                 self.shipper.asap = True
                 self.shipper.wake.set()
@@ -351,27 +371,66 @@ class UploaderWorker(Worker):
                 saved.seq,
             )
 
+    def _block(self, src: _Source, records: Any, seqs: Any) -> RecordBlock | None:
+        """Model and payload records as a numpy block (see the module doc); else None."""
+        kind = src.spec.kind
+        mr = self.model_rows
+        if kind == "lane":
+            if self.sample_rate < 1.0:
+                keep = self.rng.random(len(records)) < self.sample_rate
+                key = ("model", "sampled")
+                self._drops[key] = self._drops.get(key, 0) + len(records) - int(keep.sum())
+                records, seqs = records[keep], seqs[keep]
+            spec = block_spec(
+                "lane",
+                device_id=mr.device_id,
+                model=mr.model,
+                lane=src.ring.name,
+                inputs=mr.in_names,
+                outputs=mr.out_names,
+                cats={str(i): c for i, c in mr.cats.items()},
+            )
+            return RecordBlock(spec, records, seqs)
+        if kind == "payload":
+            lane = ring_name(self.cfg.instance, "lane", src.spec.index)
+            spec = block_spec("payload", device_id=mr.device_id, model=mr.model, lane=lane)
+            return RecordBlock(spec, records, seqs)
+        return None
+
     def _rows(self, src: _Source, records: Any, seqs: Any) -> list[dict[str, Any]]:
         kind = src.spec.kind
         dev = self.cfg.device_id
-        if kind == "lane":
-            rows = self.model_rows.rows(src.ring.name, records, seqs)
-            if self.sample_rate < 1.0:
-                kept = [r for r in rows if self.rng.random() < self.sample_rate]
-                key = ("model", "sampled")
-                self._drops[key] = self._drops.get(key, 0) + len(rows) - len(kept)
-                rows = kept
-            return rows
         if kind == "system":
             return system_rows(dev, records)
         if kind == "procs":
             return process_rows(dev, records)
         if kind == "events":
             return event_rows(dev, self.cfg.model.name, records)
-        if kind == "payload":
-            lane = ring_name(self.cfg.instance, "lane", src.spec.index)
-            return payload_rows(dev, self.cfg.model.name, lane, records)
         return []
+
+    def _due(self) -> bool:
+        """Whether to write a transaction now (see the module doc), else when to look again."""
+        if self.eager:
+            return True
+        waiting = 0
+        for src in self.sources.values():
+            pending = src.cons.pending
+            if pending >= COMMIT_FILL * src.ring.capacity:
+                return True
+            waiting += pending
+        now = time.monotonic()
+        if waiting == 0:
+            self._waiting_since = None
+            return False
+        if waiting >= COMMIT_RECORDS:
+            return True
+        if self._waiting_since is None:
+            self._waiting_since = now
+        left = self._waiting_since + COMMIT_SECONDS - now
+        if left <= 0:
+            return True
+        self.idle_wait = max(0.005, left)
+        return False
 
     # ------------------------------------------------------------------ work
     def step(self) -> int:
@@ -383,7 +442,14 @@ class UploaderWorker(Worker):
                 self._count_overwritten("outbox_unavailable")
                 self.idle_wait = 1.0
                 return 0
+        if not self._due():
+            if self._waiting_since is None:
+                self.idle_wait = 0.2
+                self._report_drops()
+            return 0
+        self._waiting_since = None
         batches: dict[str, list[dict[str, Any]]] = {}
+        blocks: dict[str, list[RecordBlock]] = {}
         cursors: dict[str, Cursor] = {}
         self._drops = {}
         rollback: list[tuple[_Source, int, int]] = []
@@ -400,7 +466,13 @@ class UploaderWorker(Worker):
                 key = (src.spec.stream, "ring_overrun")
                 self._drops[key] = self._drops.get(key, 0) + b.lost
             if len(b):
-                batches.setdefault(src.spec.stream, []).extend(self._rows(src, b.records, b.seqs))
+                block = self._block(src, b.records, b.seqs)
+                if block is not None:
+                    blocks.setdefault(src.spec.stream, []).append(block)
+                else:
+                    batches.setdefault(src.spec.stream, []).extend(
+                        self._rows(src, b.records, b.seqs)
+                    )
             cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
             n += len(b)
         if not cursors:
@@ -409,7 +481,7 @@ class UploaderWorker(Worker):
             self._report_drops()
             return 0
         try:
-            self.outbox.append(batches, cursors, self._drops)
+            self.outbox.append(batches, cursors, self._drops, blocks)
         except OutboxFull as exc:
             # Keep the records in the rings; try again next step.
             self.full_events += 1
@@ -528,13 +600,21 @@ class UploaderWorker(Worker):
         # here, with the outbox's cursors, and the shipper still stops cleanly.
         deadline = time.monotonic() + 0.4 * self.cfg.supervisor.shutdown_timeout_seconds
         if self.outbox is not None:
-            for _ in range(1000):
-                if self.step() == 0 or time.monotonic() > deadline:
-                    break
+            self._drain(deadline)
         self._give_up_pending()
         if self.outbox is not None:
             self._next_drop_report = 0.0
             self._report_drops()
+
+    def _drain(self, deadline: float | None) -> None:
+        """Store what the rings hold now, without waiting for the commit cadence."""
+        self.eager = True
+        try:
+            for _ in range(1000):
+                if self.step() == 0 or (deadline is not None and time.monotonic() > deadline):
+                    break
+        finally:
+            self.eager = False
 
     def stats(self) -> dict[str, Any]:
         """Outbox backlog and drops, uploads, last error."""

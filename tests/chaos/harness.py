@@ -36,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -357,16 +356,23 @@ def outbox_seqs(db: Path, stream: str) -> set[int]:
     """Outbox sequence numbers of the records of ``stream`` still in an outbox file."""
     if not db.exists():
         return set()
-    conn = _outbox_conn(db)
-    try:
-        rows = conn.execute("SELECT codec, body FROM chunks WHERE stream=?", (stream,)).fetchall()
-    finally:
-        conn.close()
     out: set[int] = set()
-    for codec, body in rows:
-        raw = zlib.decompress(body) if codec == 1 else bytes(body)
+    for raw in _outbox_ndjson(db, stream):
         out.update(int(orjson.loads(line)["seq"]) for line in raw.splitlines() if line.strip())
     return out
+
+
+def _outbox_ndjson(db: Path, stream: str) -> list[bytes]:
+    """The NDJSON of every chunk of ``stream`` in an outbox file, as an upload would carry it."""
+    from edge_actors.outbox import stored_ndjson
+
+    conn = _outbox_conn(db)
+    try:
+        chunks = [raw for s, _first, raw in stored_ndjson(conn) if s == stream]
+    finally:
+        conn.close()
+    assert all(raw is not None for raw in chunks), f"unreadable chunk of {stream} in {db}"
+    return [raw for raw in chunks if raw is not None]
 
 
 def side_file(db: Path) -> dict[str, Any]:
@@ -400,16 +406,8 @@ def outbox_keys(db: Path, stream: str = "model") -> list[Key]:
     """``(producer id, seq)`` of the records still in an outbox file (agent stopped)."""
     if not db.exists():
         return []
-    conn = _outbox_conn(db)
-    try:
-        rows = conn.execute(
-            "SELECT codec, body FROM chunks WHERE stream=? ORDER BY first_seq", (stream,)
-        ).fetchall()
-    finally:
-        conn.close()
     out: list[Key] = []
-    for codec, body in rows:
-        raw = zlib.decompress(body) if codec == 1 else bytes(body)
+    for raw in _outbox_ndjson(db, stream):
         out += _keys(raw.splitlines())
     return out
 
