@@ -43,7 +43,12 @@ DOCS = REPO / "docs"
 #: Not benchmarks: shared code and this runner.
 HELPERS = {"agentlib", "run_all"}
 #: Run (and embedded) by another benchmark: not run twice.
-EMBEDDED = {"drift_stats": "drift", "drift_cases": "drift", "uploader_core": "uploader"}
+EMBEDDED = {
+    "drift_stats": "drift",
+    "drift_cases": "drift",
+    "uploader_core": "uploader",
+    "uploader_cpu": "uploader",
+}
 #: Run order (the rest follow alphabetically).
 ORDER = ["producer", "restart", "footprint", "drift", "uploader", "burst"]
 QUICK_ARGS = {"footprint": ["--settle", "10", "--window", "10"]}
