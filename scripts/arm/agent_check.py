@@ -51,9 +51,18 @@ p.close()
 """
 
 
+#: The oldest heartbeat seen per worker while polling status: how close a slow board
+#: comes to ``supervisor.heartbeat_timeout_seconds``.
+MAX_HB_AGE: dict[str, float] = {}
+
+
 def status(agent: Agent) -> dict[str, Any]:
     reply = control.request(agent.cfg["run_dir"], agent.cfg["instance"], {"op": "status"})
-    return dict(reply["status"])
+    st = dict(reply["status"])
+    for name, w in st["workers"].items():
+        if w.get("heartbeat_age_s") is not None and w.get("state") == "running":
+            MAX_HB_AGE[name] = max(MAX_HB_AGE.get(name, 0.0), float(w["heartbeat_age_s"]))
+    return st
 
 
 def wait(agent: Agent, pred: Any, timeout: float) -> dict[str, Any]:
@@ -84,10 +93,10 @@ def main() -> int:
     ap.add_argument(
         "--heartbeat-timeout",
         type=float,
-        default=300.0,
-        help="supervisor.heartbeat_timeout_seconds (0: the config's). The drift worker's "
-        "steps are not time-bounded yet: a check costs ~50 ms of CPU natively and seconds "
-        "emulated, so the default 10 s restarts it over and over on a slow board",
+        default=0.0,
+        help="supervisor.heartbeat_timeout_seconds (0: the config's default, 10 s). Drift "
+        "steps are bounded by time and heartbeat between slices, so a slow board must "
+        "survive the default",
     )
     args = ap.parse_args()
     sup: dict[str, Any] = {"max_restarts": 100}
@@ -156,6 +165,22 @@ def main() -> int:
         st = status(agent)
         out["restarts"] = {w: st["workers"][w]["restarts"] for w in WORKERS}
         out["restart_reasons"] = {w: st["workers"][w]["restart_reasons"] for w in WORKERS}
+        drift = st["workers"]["drift"].get("stats") or {}
+        # The drift worker's own figures: its longest step (bounded by time), how
+        # far it got, and the check cadence it stretched to when behind.
+        out["drift"] = {
+            k: drift.get(k)
+            for k in (
+                "max_step_seconds",
+                "records",
+                "configured_check_frequency",
+                "effective_check_frequency",
+            )
+        }
+        out["sampler_unavailable"] = sorted(
+            (st["workers"]["sampler"].get("stats") or {}).get("unavailable") or {}
+        )
+        out["max_heartbeat_age_s"] = {k: round(v, 2) for k, v in MAX_HB_AGE.items()}
         t3 = time.perf_counter()
         agent.proc.send_signal(signal.SIGTERM)
         out["stop_rc"] = agent.proc.wait(args.timeout)

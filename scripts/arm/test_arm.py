@@ -55,7 +55,7 @@ class Run:
 RUNS = [
     Run("aarch64", "aarch64", "cortex-a72", "Pi 4 / Jetson, 64-bit OS", "aarch64"),
     Run("armv7-on-v8", "armv7", "max", "32-bit OS on an ARMv8 CPU (Pi 3/4/5)", "armv7"),
-    Run("armv7", "armv7", "cortex-a7", "ARMv7 (Pi 2)", "armv7", agent=False),
+    Run("armv7", "armv7", "cortex-a7", "ARMv7 (Pi 2)", "armv7"),
     # Debian armhf is ARMv7/Thumb-2 code: an ARM1176 cannot run it (a Pi Zero runs
     # Raspberry Pi OS, built for ARMv6). Kept to show it, the armv6 root is the real run.
     Run("armv7-on-arm1176", "armv7", "arm1176", "armhf userland on ARMv6", "", agent=False),
@@ -235,7 +235,9 @@ def main() -> int:
     ap.add_argument("--only", nargs="*", help="run names (default: all)")
     ap.add_argument("--no-agent", action="store_true", help="skip the agent runs")
     ap.add_argument("--full", action="store_true", help="also the long ring stress tests")
-    ap.add_argument("--jobs", type=int, default=3, help="runs at once")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="runs at once (each emulated run wants a core)"
+    )
     ap.add_argument("--table", action="store_true", help="print the last results of every run")
     args = ap.parse_args()
     if args.table:
