@@ -64,9 +64,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
-import orjson
-
 from edge_actors import spill as _spill
+from edge_actors.jsoncompat import orjson
 
 __all__ = [
     "DEFAULT_PRIORITIES",

@@ -178,7 +178,17 @@ def run_one(run: Run, logs: Path, agent: bool, full: bool) -> dict[str, Any]:
     return row
 
 
-def table(rows: list[dict[str, Any]]) -> str:
+def _x(value: Any, base: Any) -> str:
+    """``value`` and, when the native figure is known, its ratio to it."""
+    if not isinstance(value, (int, float)):
+        return "" if value is None else str(value)
+    if isinstance(base, (int, float)) and base > 0:
+        return f"{value:g} ({value / base:.0f}x)"
+    return f"{value:g}"
+
+
+def table(rows: list[dict[str, Any]], native: dict[str, Any] | None = None) -> str:
+    """The runs as a text table; timings with their ratio to the native run (``native``)."""
     head = [
         "run",
         "QEMU_CPU",
@@ -187,14 +197,18 @@ def table(rows: list[dict[str, Any]]) -> str:
         "core tests",
         "agent: delivered",
         "READY s",
-        "restart s",
+        "restart s (kill -9 to running)",
         "stop s",
         "other restarts",
-        "drift step",
+        "drift check ms CPU",
+        "drift max step s",
+        "oldest hb s",
         "ok",
     ]
+    nat = native or {}
+    na = nat.get("agent") or {}
     lines = []
-    for r in rows:
+    for r in ([nat] if native else []) + rows:
         a = r.get("agent") or {}
         if "fence_isa" not in r:
             blank = [""] * (len(head) - 4)
@@ -202,24 +216,29 @@ def table(rows: list[dict[str, Any]]) -> str:
                 [r["run"], r["cpu"], r.get("python", "?"), *blank, "yes" if r["ok"] else "NO"]
             )
             continue
+        base = r is not nat
         restart = a.get("restart_s") or {}
+        nr = na.get("restart_s") or {}
+        hb = a.get("max_heartbeat_age_s") or {}
         lines.append(
             [
                 r["run"],
                 r["cpu"],
                 f"{r.get('python', '?')}/{r.get('numpy', '?')}",
                 f"{r['fence_isa']} {r['fence_kind']}",
-                f"{r.get('tests', '?')} ({r.get('tests_s', 0):.0f}s)",
+                f"{r.get('tests', '?')} ({r.get('tests_s', 0):.0f}s)" if "tests" in r else "-",
                 f"{a['delivered']}/{a['records']} dup {a['duplicates']}"
                 if "delivered" in a
                 else ("n/a (no orjson)" if not a else "FAILED " + str(a.get("error", ""))[:40]),
-                str(a.get("ready_s", "")),
-                " ".join(f"{w[0]}:{restart[w]}" for w in sorted(restart)) if restart else "",
-                str(a.get("stop_s", "")),
+                _x(a.get("ready_s"), na.get("ready_s") if base else None),
+                " ".join(
+                    f"{w[0]}:{_x(restart[w], nr.get(w) if base else None)}" for w in sorted(restart)
+                ),
+                _x(a.get("stop_s"), na.get("stop_s") if base else None),
                 ", ".join(f"{w} {r}" for w, r in (a.get("extra_restarts") or {}).items()) or "-",
-                f"{r.get('drift_check_ms', '?')} ms/check, {r.get('drift_full_step_s', '?')} s/step"
-                if "drift_step_s" in r
-                else "",
+                _x(r.get("drift_check_cpu_ms"), nat.get("drift_check_cpu_ms") if base else None),
+                str((a.get("drift") or {}).get("max_step_seconds", "")),
+                str(max(hb.values())) if hb else "",
                 "yes" if r["ok"] else "NO",
             ]
         )
@@ -230,20 +249,42 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def run_native(logs: Path, agent: bool) -> dict[str, Any]:
+    """The same board_info and agent_check on this machine: the base of the ratios."""
+    log = logs / "native.log"
+    py = sys.executable
+    row: dict[str, Any] = {"run": "native", "cpu": "host", "board": "this machine"}
+    rc, text = sh([py, str(HERE / "board_info.py")], log, 600)
+    row.update(last_json(text) or {})
+    row["fence_kind"] = row.get("fence_kind", "?")
+    row["fence_isa"] = row.get("fence_isa", "?")
+    row["ok"] = rc == 0
+    if agent:
+        rc, text = sh([py, str(HERE / "agent_check.py")], log, 900)
+        row["agent"] = last_json(text) or {"ok": False}
+        row["ok"] = row["ok"] and rc == 0
+    return row
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only", nargs="*", help="run names (default: all)")
     ap.add_argument("--no-agent", action="store_true", help="skip the agent runs")
     ap.add_argument("--full", action="store_true", help="also the long ring stress tests")
     ap.add_argument(
+        "--no-native", action="store_true", help="skip the native run (the base of the ratios)"
+    )
+    ap.add_argument(
         "--jobs", type=int, default=1, help="runs at once (each emulated run wants a core)"
     )
     ap.add_argument("--table", action="store_true", help="print the last results of every run")
     args = ap.parse_args()
+    native_file = CACHE / "results" / "native.json"
     if args.table:
         found = [CACHE / "results" / f"{r.name}.json" for r in RUNS]
         rows = [json.loads(f.read_text()) for f in found if f.exists()]
-        print(table(rows))
+        native = json.loads(native_file.read_text()) if native_file.exists() else None
+        print(table(rows, native))
         return 0 if rows and all(r["ok"] for r in rows) else 1
     if os.geteuid() != 0:
         print("make test-arm needs root (debootstrap, chroot, binfmt_misc)", file=sys.stderr)
@@ -277,11 +318,17 @@ def main() -> int:
         print(f"{run.name}: {ok} ({time.monotonic() - t0:.0f}s)", flush=True)
         return row
 
+    native = None
+    if not args.no_native:
+        native = run_native(logs, not args.no_agent)
+        (CACHE / "results").mkdir(exist_ok=True)
+        native_file.write_text(json.dumps(native, indent=1))
+        print(f"native: {'ok' if native['ok'] else 'FAILED'}", flush=True)
     # Each run has its own /tmp, /dev/shm and PID namespace: they can overlap.
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         rows = list(pool.map(one, runs))
     print()
-    print(table(rows))
+    print(table(rows, native))
     return 0 if all(r["ok"] for r in rows) else 1
 
 
