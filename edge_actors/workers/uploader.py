@@ -49,6 +49,16 @@ log = logging.getLogger(__name__)
 #: worker's memory (each record becomes a dict before it is encoded; 20,000 per
 #: lane pushed the uploader past its 80 MB budget at 100k records/s).
 INGEST_BATCH = 5000
+#: A step (read, encode, one outbox transaction) aims at this share of the
+#: heartbeat timeout, at most MAX_STEP_SECONDS: read sizes follow the measured
+#: cost per record. On emulated ARM (~25x slower) a full INGEST_BATCH from each
+#: of two lanes took the uploader past the 10 s heartbeat timeout.
+STEP_SHARE_OF_HEARTBEAT_TIMEOUT = 0.1
+MAX_STEP_SECONDS = 1.0
+#: Cost per record assumed until measured (a few times this machine's).
+PRIOR_SECONDS_PER_RECORD = 20e-6
+#: Fewest records read from one ring per step, whatever the measured cost.
+MIN_READ = 64
 #: Upload order: what matters most leaves first on a thin link.
 UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
 
@@ -249,7 +259,26 @@ class UploaderWorker(Worker):
         self.hold = False
         self.flush_requests = 0
         self.last_flush_id = ""
+        self.step_budget = min(
+            MAX_STEP_SECONDS,
+            STEP_SHARE_OF_HEARTBEAT_TIMEOUT * self.cfg.supervisor.heartbeat_timeout_seconds,
+        )
+        self._sec_per_record = PRIOR_SECONDS_PER_RECORD
+        self.max_step_seconds = 0.0
         self._try_open()
+
+    def _read_limit(self) -> int:
+        """Records to read from each ring this step: the step budget at the measured cost."""
+        total = self.step_budget / self._sec_per_record
+        per_ring = int(total / max(1, len(self.sources)))
+        return max(MIN_READ, min(INGEST_BATCH, per_ring))
+
+    def _measured(self, n: int, seconds: float) -> None:
+        """Update the cost per record: up at once (a slowdown), down slowly."""
+        self.max_step_seconds = max(self.max_step_seconds, seconds)
+        if n >= MIN_READ:
+            sample = seconds / n
+            self._sec_per_record = max(sample, 0.7 * self._sec_per_record + 0.3 * sample)
 
     def _try_open(self) -> None:
         """Open the outbox; on failure stay up and retry (a crash loop would stop the agent).
@@ -389,9 +418,11 @@ class UploaderWorker(Worker):
         rollback: list[tuple[_Source, int, int]] = []
         reads: list[int] = []
         n = 0
+        t_start = time.monotonic()
+        limit = self._read_limit()
         for src in self.sources.values():
             before = (src.cons.pos, src.cons.lost)
-            b = src.cons.read(INGEST_BATCH, commit=False)
+            b = src.cons.read(limit, commit=False)
             if not len(b) and not b.lost:
                 continue
             rollback.append((src, *before))
@@ -426,6 +457,7 @@ class UploaderWorker(Worker):
             if k and reason == "ring_overrun":
                 log.warning("%d %s records were overwritten in their ring before upload", k, stream)
         self.ingested += n
+        self._measured(n, time.monotonic() - t_start)
         self._report_drops()
         self.idle_wait = 0.05
         if self.shipper is not None and n >= self.cfg.telemetry.max_batch_size:
@@ -563,6 +595,8 @@ class UploaderWorker(Worker):
             "uploads_paused": self.hold,
             "flush_requests": self.flush_requests,
             "last_flush_id": self.last_flush_id,
+            "max_step_seconds": round(self.max_step_seconds, 4),
+            "read_limit": self._read_limit(),
             "summary_lines": _summary_lines(ob, sh, backlog),
         }
 
