@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -78,6 +79,15 @@ def wait(agent: Agent, pred: Any, timeout: float) -> dict[str, Any]:
     raise TimeoutError((agent.dir / "agent.log").read_text()[-3000:])
 
 
+def _drain(sock: socket.socket) -> None:
+    sock.settimeout(None)
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
+
+
 def sink_records(sink: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for path in sorted((sink / "model").rglob("*.ndjson.gz")) if (sink / "model").exists() else []:
@@ -123,6 +133,9 @@ def main() -> int:
         while "READY=1" not in notify.recv(4096).decode().split("\n"):
             pass
         out["ready_s"] = round(time.perf_counter() - t0, 2)
+        # Keep reading like systemd does: a queue left full (10 datagrams, STATUS
+        # every 10 s) is what hung the supervisor before sd_notify stopped blocking.
+        threading.Thread(target=_drain, args=(notify,), daemon=True).start()
         st = wait(agent, lambda s: all(s["workers"][w]["state"] == "running" for w in WORKERS), 60)
         out["all_running_s"] = round(time.perf_counter() - t0, 2)
         per = args.records // 2
