@@ -59,8 +59,9 @@ RUNS = [
     # Debian armhf is ARMv7/Thumb-2 code: an ARM1176 cannot run it (a Pi Zero runs
     # Raspberry Pi OS, built for ARMv6). Kept to show it, the armv6 root is the real run.
     Run("armv7-on-arm1176", "armv7", "arm1176", "armhf userland on ARMv6", "", agent=False),
-    # Debian armel runs on an ARM1176; it has no orjson (no wheel, no package): no agent.
-    Run("armv6", "armv6", "arm1176", "ARMv6 (Pi Zero / Pi 1)", "armv6", agent=False),
+    # Debian armel runs on an ARM1176. It has no orjson (no wheel, no package): the
+    # agent runs on the standard library's json there (edge_actors.jsoncompat).
+    Run("armv6", "armv6", "arm1176", "ARMv6 (Pi Zero / Pi 1)", "armv6"),
 ]
 
 
@@ -229,7 +230,7 @@ def table(rows: list[dict[str, Any]], native: dict[str, Any] | None = None) -> s
                 f"{r.get('tests', '?')} ({r.get('tests_s', 0):.0f}s)" if "tests" in r else "-",
                 f"{a['delivered']}/{a['records']} dup {a['duplicates']}"
                 if "delivered" in a
-                else ("n/a (no orjson)" if not a else "FAILED " + str(a.get("error", ""))[:40]),
+                else ("n/a" if not a else "FAILED " + str(a.get("error", ""))[:40]),
                 _x(a.get("ready_s"), na.get("ready_s") if base else None),
                 " ".join(
                     f"{w[0]}:{_x(restart[w], nr.get(w) if base else None)}" for w in sorted(restart)
