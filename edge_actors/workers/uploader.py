@@ -55,8 +55,10 @@ INGEST_BATCH = 5000
 #: of two lanes took the uploader past the 10 s heartbeat timeout.
 STEP_SHARE_OF_HEARTBEAT_TIMEOUT = 0.1
 MAX_STEP_SECONDS = 1.0
-#: Cost per record assumed until measured (a few times this machine's).
-PRIOR_SECONDS_PER_RECORD = 20e-6
+#: Cost per record assumed until measured: a slow board's (emulated ARM: about
+#: 1 ms), since every restart starts from it with a backlog waiting; a fast
+#: machine learns its own (~20 us) within a dozen steps.
+PRIOR_SECONDS_PER_RECORD = 1e-3
 #: Fewest records read from one ring per step, whatever the measured cost.
 MIN_READ = 64
 #: Upload order: what matters most leaves first on a thin link.

@@ -190,6 +190,8 @@ def main() -> int:
                 "effective_check_frequency",
             )
         }
+        upl = st["workers"]["uploader"].get("stats") or {}
+        out["uploader"] = {k: upl.get(k) for k in ("max_step_seconds", "read_limit")}
         out["sampler_unavailable"] = sorted(
             (st["workers"]["sampler"].get("stats") or {}).get("unavailable") or {}
         )
