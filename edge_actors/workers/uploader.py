@@ -49,16 +49,15 @@ log = logging.getLogger(__name__)
 #: worker's memory (each record becomes a dict before it is encoded; 20,000 per
 #: lane pushed the uploader past its 80 MB budget at 100k records/s).
 INGEST_BATCH = 5000
-#: A step (read, encode, one outbox transaction) aims at this share of the
-#: heartbeat timeout, at most MAX_STEP_SECONDS: read sizes follow the measured
-#: cost per record. On emulated ARM (~25x slower) a full INGEST_BATCH from each
-#: of two lanes took the uploader past the 10 s heartbeat timeout.
+#: A step (read, encode, one outbox transaction) stays under this share of the
+#: heartbeat timeout, at most MAX_STEP_SECONDS: the records read per ring adapt
+#: to what a step costs here. On emulated ARM (~25x slower) a full INGEST_BATCH
+#: from each of two lanes took the uploader past the 10 s heartbeat timeout.
 STEP_SHARE_OF_HEARTBEAT_TIMEOUT = 0.1
 MAX_STEP_SECONDS = 1.0
-#: Cost per record assumed until measured: a slow board's (emulated ARM: about
-#: 1 ms), since every restart starts from it with a backlog waiting; a fast
-#: machine learns its own (~20 us) within a dozen steps.
-PRIOR_SECONDS_PER_RECORD = 1e-3
+#: Records per ring of the first step after a (re)start: what fits a slow
+#: board's budget; a fast machine grows to INGEST_BATCH within a few steps.
+FIRST_READ = 200
 #: Fewest records read from one ring per step, whatever the measured cost.
 MIN_READ = 64
 #: Upload order: what matters most leaves first on a thin link.
@@ -265,22 +264,23 @@ class UploaderWorker(Worker):
             MAX_STEP_SECONDS,
             STEP_SHARE_OF_HEARTBEAT_TIMEOUT * self.cfg.supervisor.heartbeat_timeout_seconds,
         )
-        self._sec_per_record = PRIOR_SECONDS_PER_RECORD
+        self.read_limit = FIRST_READ
         self.max_step_seconds = 0.0
         self._try_open()
 
-    def _read_limit(self) -> int:
-        """Records to read from each ring this step: the step budget at the measured cost."""
-        total = self.step_budget / self._sec_per_record
-        per_ring = int(total / max(1, len(self.sources)))
-        return max(MIN_READ, min(INGEST_BATCH, per_ring))
+    def _measured(self, limit: int, full: bool, seconds: float) -> None:
+        """Adapt the read size: shrink at once past the budget, grow while well under it.
 
-    def _measured(self, n: int, seconds: float) -> None:
-        """Update the cost per record: up at once (a slowdown), down slowly."""
+        Adapts the size itself, not a cost per record: a step has a fixed part
+        (the outbox transaction) that a per-record estimate from small reads
+        would inflate, shrinking the reads further (they fell to the minimum on
+        emulated ARM).
+        """
         self.max_step_seconds = max(self.max_step_seconds, seconds)
-        if n >= MIN_READ:
-            sample = seconds / n
-            self._sec_per_record = max(sample, 0.7 * self._sec_per_record + 0.3 * sample)
+        if seconds > self.step_budget:
+            self.read_limit = max(MIN_READ, int(limit * self.step_budget / seconds))
+        elif full and seconds < self.step_budget / 2:
+            self.read_limit = min(INGEST_BATCH, int(limit * 1.5) + 1)
 
     def _try_open(self) -> None:
         """Open the outbox; on failure stay up and retry (a crash loop would stop the agent).
@@ -421,10 +421,12 @@ class UploaderWorker(Worker):
         reads: list[int] = []
         n = 0
         t_start = time.monotonic()
-        limit = self._read_limit()
+        limit = self.read_limit
+        full = False
         for src in self.sources.values():
             before = (src.cons.pos, src.cons.lost)
             b = src.cons.read(limit, commit=False)
+            full = full or len(b) == limit
             if not len(b) and not b.lost:
                 continue
             rollback.append((src, *before))
@@ -459,7 +461,7 @@ class UploaderWorker(Worker):
             if k and reason == "ring_overrun":
                 log.warning("%d %s records were overwritten in their ring before upload", k, stream)
         self.ingested += n
-        self._measured(n, time.monotonic() - t_start)
+        self._measured(limit, full, time.monotonic() - t_start)
         self._report_drops()
         self.idle_wait = 0.05
         if self.shipper is not None and n >= self.cfg.telemetry.max_batch_size:
@@ -598,7 +600,7 @@ class UploaderWorker(Worker):
             "flush_requests": self.flush_requests,
             "last_flush_id": self.last_flush_id,
             "max_step_seconds": round(self.max_step_seconds, 4),
-            "read_limit": self._read_limit(),
+            "read_limit": self.read_limit,
             "summary_lines": _summary_lines(ob, sh, backlog),
         }
 
