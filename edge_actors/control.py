@@ -31,7 +31,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import orjson
+from edge_actors.jsoncompat import orjson
 
 #: Longest accepted line; a peer sending more is cut off.
 MAX_MESSAGE = 1 << 20

@@ -65,10 +65,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import orjson
-
 from edge_actors import control, topology
 from edge_actors.config import Config, load_config, parse_config
+from edge_actors.jsoncompat import orjson
 from edge_actors.producer import Producer, ProducerClosedError
 from edge_actors.records import KIND_INPUT, KIND_OUTPUT
 from edge_actors.schema import with_reference_fields

@@ -79,9 +79,9 @@ from typing import Any, Concatenate, NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 
 from edge_actors import spill as _spill
+from edge_actors.jsoncompat import orjson
 from edge_actors.rows import render_block
 
 __all__ = [

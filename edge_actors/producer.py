@@ -703,13 +703,20 @@ class Producer:
         return self._writer is not None
 
     def wait_attached(self, timeout: float = 5.0) -> bool:
-        """Block until attached (start-up code and tests; never on the inference path)."""
+        """Block until attached (start-up code and tests; never on the inference path).
+
+        Checked under the lock: the attach sets the writer, then writes the held
+        records, all while holding it; True means those are in the lane too
+        (on a slow board the gap was long enough to see).
+        """
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._writer is not None:
-                return True
+        while True:
+            with self._lock:
+                if self._writer is not None:
+                    return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
-        return self._writer is not None
 
     def _overrun(self) -> int:
         """Uploader losses on the current lane so far (lock held)."""

@@ -153,7 +153,7 @@ def payload_rows(
     device_id: str, model: str, lane: str, records: npt.NDArray[Any]
 ) -> list[dict[str, Any]]:
     """One row per payload record: the non-numeric values logged with a model record."""
-    import orjson
+    from edge_actors.jsoncompat import orjson
 
     out = []
     for r in records:

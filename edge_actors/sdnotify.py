@@ -27,6 +27,7 @@ class Notifier:
         usec = os.environ.get("WATCHDOG_USEC", "")
         pid = os.environ.get("WATCHDOG_PID", "")
         self.watchdog_interval: float | None = None
+        self._full_warned = False
         if usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid())):
             # Half the timeout, as sd_watchdog_enabled(3) recommends.
             self.watchdog_interval = int(usec) / 2e6
@@ -43,6 +44,13 @@ class Notifier:
         msg = "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                # Never wait: a notify reader that stopped reading (its queue holds
+                # net.unix.max_dgram_qlen = 10 datagrams) hung the whole supervisor.
+                s.setblocking(False)
                 s.sendto(msg, self.address)
+        except BlockingIOError:
+            if not self._full_warned:
+                self._full_warned = True
+                log.warning("sd_notify to %r: the receiver's queue is full, dropped", self.address)
         except OSError as exc:
             log.warning("sd_notify to %r failed: %s", self.address, exc)

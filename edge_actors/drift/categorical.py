@@ -72,7 +72,7 @@ def merge_buckets(expected: FloatArray, min_expected_count: float) -> IntArray:
             break
         pooled[idx] = True
         acc += float(expected[idx])
-    groups = np.empty(k, dtype=np.int64)
+    groups = np.empty(k, dtype=np.intp)  # bincount wants intp: int32 on 32-bit ARM
     keep = np.flatnonzero(~pooled)
     groups[keep] = np.arange(keep.shape[0])
     groups[pooled] = keep.shape[0]
@@ -221,7 +221,7 @@ class CategoricalReference:
             known = self.codes[pos_c] == codes
             idx = np.where(known, pos_c, k)
         else:
-            idx = np.full(codes.shape[0], k, dtype=np.int64)
+            idx = np.full(codes.shape[0], k, dtype=np.intp)
         return np.bincount(idx, minlength=k + 1).astype(np.float64)
 
     def chi2(self, window: npt.ArrayLike, min_expected_count: float = 5.0) -> Chi2Result:

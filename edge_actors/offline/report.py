@@ -43,8 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from edge_actors.jsoncompat import orjson
 from edge_actors.keys import parse_key
 
 if TYPE_CHECKING:

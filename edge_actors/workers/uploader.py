@@ -62,6 +62,17 @@ COMMIT_RECORDS = 5000
 COMMIT_SECONDS = 0.1
 #: ... or at once when a ring is this full (fraction of its capacity).
 COMMIT_FILL = 0.5
+#: A step (read, encode, one outbox transaction) stays under this share of the
+#: heartbeat timeout, at most MAX_STEP_SECONDS: the records read per ring adapt
+#: to what a step costs here. On emulated ARM (~25x slower) a full INGEST_BATCH
+#: from each of two lanes took the uploader past the 10 s heartbeat timeout.
+STEP_SHARE_OF_HEARTBEAT_TIMEOUT = 0.1
+MAX_STEP_SECONDS = 1.0
+#: Records per ring of the first step after a (re)start: what fits a slow
+#: board's budget; a fast machine grows to INGEST_BATCH within a few steps.
+FIRST_READ = 200
+#: Fewest records read from one ring per step, whatever the measured cost.
+MIN_READ = 64
 #: Upload order: what matters most leaves first on a thin link.
 UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
 
@@ -271,7 +282,27 @@ class UploaderWorker(Worker):
         self.hold = False
         self.flush_requests = 0
         self.last_flush_id = ""
+        self.step_budget = min(
+            MAX_STEP_SECONDS,
+            STEP_SHARE_OF_HEARTBEAT_TIMEOUT * self.cfg.supervisor.heartbeat_timeout_seconds,
+        )
+        self.read_limit = FIRST_READ
+        self.max_step_seconds = 0.0
         self._try_open()
+
+    def _measured(self, limit: int, full: bool, seconds: float) -> None:
+        """Adapt the read size: shrink at once past the budget, grow while well under it.
+
+        Adapts the size itself, not a cost per record: a step has a fixed part
+        (the outbox transaction) that a per-record estimate from small reads
+        would inflate, shrinking the reads further (they fell to the minimum on
+        emulated ARM).
+        """
+        self.max_step_seconds = max(self.max_step_seconds, seconds)
+        if seconds > self.step_budget:
+            self.read_limit = max(MIN_READ, int(limit * self.step_budget / seconds))
+        elif full and seconds < self.step_budget / 2:
+            self.read_limit = min(INGEST_BATCH, int(limit * 1.5) + 1)
 
     def _try_open(self) -> None:
         """Open the outbox; on failure stay up and retry (a crash loop would stop the agent).
@@ -455,9 +486,13 @@ class UploaderWorker(Worker):
         rollback: list[tuple[_Source, int, int]] = []
         reads: list[int] = []
         n = 0
+        t_start = time.monotonic()
+        limit = self.read_limit
+        full = False
         for src in self.sources.values():
             before = (src.cons.pos, src.cons.lost)
-            b = src.cons.read(INGEST_BATCH, commit=False)
+            b = src.cons.read(limit, commit=False)
+            full = full or len(b) == limit
             if not len(b) and not b.lost:
                 continue
             rollback.append((src, *before))
@@ -498,6 +533,7 @@ class UploaderWorker(Worker):
             if k and reason == "ring_overrun":
                 log.warning("%d %s records were overwritten in their ring before upload", k, stream)
         self.ingested += n
+        self._measured(limit, full, time.monotonic() - t_start)
         self._report_drops()
         self.idle_wait = 0.05
         if self.shipper is not None and n >= self.cfg.telemetry.max_batch_size:
@@ -643,6 +679,8 @@ class UploaderWorker(Worker):
             "uploads_paused": self.hold,
             "flush_requests": self.flush_requests,
             "last_flush_id": self.last_flush_id,
+            "max_step_seconds": round(self.max_step_seconds, 4),
+            "read_limit": self.read_limit,
             "summary_lines": _summary_lines(ob, sh, backlog),
         }
 

@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -51,9 +52,18 @@ p.close()
 """
 
 
+#: The oldest heartbeat seen per worker while polling status: how close a slow board
+#: comes to ``supervisor.heartbeat_timeout_seconds``.
+MAX_HB_AGE: dict[str, float] = {}
+
+
 def status(agent: Agent) -> dict[str, Any]:
     reply = control.request(agent.cfg["run_dir"], agent.cfg["instance"], {"op": "status"})
-    return dict(reply["status"])
+    st = dict(reply["status"])
+    for name, w in st["workers"].items():
+        if w.get("heartbeat_age_s") is not None and w.get("state") == "running":
+            MAX_HB_AGE[name] = max(MAX_HB_AGE.get(name, 0.0), float(w["heartbeat_age_s"]))
+    return st
 
 
 def wait(agent: Agent, pred: Any, timeout: float) -> dict[str, Any]:
@@ -67,6 +77,15 @@ def wait(agent: Agent, pred: Any, timeout: float) -> dict[str, Any]:
             pass
         time.sleep(0.05)
     raise TimeoutError((agent.dir / "agent.log").read_text()[-3000:])
+
+
+def _drain(sock: socket.socket) -> None:
+    sock.settimeout(None)
+    try:
+        while sock.recv(4096):
+            pass
+    except OSError:
+        pass
 
 
 def sink_records(sink: Path) -> list[dict[str, Any]]:
@@ -84,10 +103,10 @@ def main() -> int:
     ap.add_argument(
         "--heartbeat-timeout",
         type=float,
-        default=300.0,
-        help="supervisor.heartbeat_timeout_seconds (0: the config's). The drift worker's "
-        "steps are not time-bounded yet: a check costs ~50 ms of CPU natively and seconds "
-        "emulated, so the default 10 s restarts it over and over on a slow board",
+        default=0.0,
+        help="supervisor.heartbeat_timeout_seconds (0: the config's default, 10 s). Drift "
+        "steps are bounded by time and heartbeat between slices, so a slow board must "
+        "survive the default",
     )
     args = ap.parse_args()
     sup: dict[str, Any] = {"max_restarts": 100}
@@ -114,6 +133,9 @@ def main() -> int:
         while "READY=1" not in notify.recv(4096).decode().split("\n"):
             pass
         out["ready_s"] = round(time.perf_counter() - t0, 2)
+        # Keep reading like systemd does: a queue left full (10 datagrams, STATUS
+        # every 10 s) is what hung the supervisor before sd_notify stopped blocking.
+        threading.Thread(target=_drain, args=(notify,), daemon=True).start()
         st = wait(agent, lambda s: all(s["workers"][w]["state"] == "running" for w in WORKERS), 60)
         out["all_running_s"] = round(time.perf_counter() - t0, 2)
         per = args.records // 2
@@ -156,6 +178,24 @@ def main() -> int:
         st = status(agent)
         out["restarts"] = {w: st["workers"][w]["restarts"] for w in WORKERS}
         out["restart_reasons"] = {w: st["workers"][w]["restart_reasons"] for w in WORKERS}
+        drift = st["workers"]["drift"].get("stats") or {}
+        # The drift worker's own figures: its longest step (bounded by time), how
+        # far it got, and the check cadence it stretched to when behind.
+        out["drift"] = {
+            k: drift.get(k)
+            for k in (
+                "max_step_seconds",
+                "records",
+                "configured_check_frequency",
+                "effective_check_frequency",
+            )
+        }
+        upl = st["workers"]["uploader"].get("stats") or {}
+        out["uploader"] = {k: upl.get(k) for k in ("max_step_seconds", "read_limit")}
+        out["sampler_unavailable"] = sorted(
+            (st["workers"]["sampler"].get("stats") or {}).get("unavailable") or {}
+        )
+        out["max_heartbeat_age_s"] = {k: round(v, 2) for k, v in MAX_HB_AGE.items()}
         t3 = time.perf_counter()
         agent.proc.send_signal(signal.SIGTERM)
         out["stop_rc"] = agent.proc.wait(args.timeout)

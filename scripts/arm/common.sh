@@ -10,8 +10,8 @@ ARM_MIRROR=${EDGE_ACTORS_ARM_MIRROR:-http://deb.debian.org/debian}
 #   armv6:   Debian armel (ARMv5TE baseline: the only Debian userland an ARM1176 can
 #            run; Debian armhf is ARMv7/Thumb-2 code), run with QEMU_CPU=arm1176 like a
 #            Pi Zero / Pi 1. Same packages as armv7; orjson has no armel wheel or
-#            Debian package, so this root runs the fence, ring, producer and shm tests
-#            but not the agent (Raspberry Pi OS gets orjson from piwheels).
+#            Debian package, so the agent runs on the standard library's json here
+#            (edge_actors.jsoncompat, one WARNING at start).
 root_params() {
 	case "$1" in
 	aarch64) DEB_ARCH=arm64 SUITE=bookworm QEMU=qemu-aarch64 ;;
