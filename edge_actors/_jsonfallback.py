@@ -25,6 +25,8 @@ import numpy as np
 #: Accepted for compatibility: this module always does what these options ask.
 OPT_NON_STR_KEYS = 1 << 2
 OPT_SERIALIZE_NUMPY = 1 << 4
+#: Honoured: keys in sorted order (the outbox hashes record schemas by their text).
+OPT_SORT_KEYS = 1 << 5
 #: orjson's limit: deeper documents are refused, not recursed into.
 MAX_DEPTH = 1024
 
@@ -110,13 +112,15 @@ def _plain(obj: Any, default: Callable[[Any], Any] | None, depth: int) -> Any:
 def dumps(
     obj: Any, default: Callable[[Any], Any] | None = None, option: int | None = None
 ) -> bytes:
-    """Compact UTF-8 JSON of ``obj`` (``option`` is accepted and implied)."""
-    del option
+    """Compact UTF-8 JSON of ``obj`` (options implied, except ``OPT_SORT_KEYS``)."""
+    sort_keys = bool(option and option & OPT_SORT_KEYS)
     try:
         plain = _plain(obj, default, 0)
     except RecursionError:
         raise JSONEncodeError("recursion limit reached") from None
-    text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    text = json.dumps(
+        plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False, sort_keys=sort_keys
+    )
     try:
         return text.encode()
     except UnicodeEncodeError as exc:  # a lone surrogate: orjson refuses it too

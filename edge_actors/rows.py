@@ -191,7 +191,7 @@ def payload_rows(
 
 def _tokens(values: npt.NDArray[Any]) -> list[bytes]:
     """JSON tokens of a 1-D numeric array (NaN and infinities become ``null``)."""
-    import orjson
+    from edge_actors.jsoncompat import orjson
 
     if not len(values):
         return []
@@ -200,7 +200,7 @@ def _tokens(values: npt.NDArray[Any]) -> list[bytes]:
 
 
 def _json(value: Any) -> bytes:
-    import orjson
+    from edge_actors.jsoncompat import orjson
 
     return orjson.dumps(value)
 
@@ -378,7 +378,7 @@ def _payload_tokens(records: npt.NDArray[Any]) -> list[bytes]:
     (what an ``S`` view returns). A record that is not valid JSON (or whose
     ``len`` disagrees) becomes ``{"_undecodable": text}``, as in ``payload_rows``.
     """
-    import orjson
+    from edge_actors.jsoncompat import orjson
 
     data = np.ascontiguousarray(records["data"])
     width = data.shape[1]

@@ -72,6 +72,16 @@ def test_fallback_encodes_like_orjson(doc: Any) -> None:
     assert b"NaN" not in got and b"Infinity" not in got and b": " not in got
 
 
+def test_fallback_options_are_orjsons_and_sort_keys_is_honoured() -> None:
+    # The outbox hashes a block schema by its sorted-key text: a fallback that
+    # ignored OPT_SORT_KEYS (or lacked the name) crashed the uploader on every step.
+    for name in ("OPT_NON_STR_KEYS", "OPT_SERIALIZE_NUMPY", "OPT_SORT_KEYS"):
+        assert getattr(_jsonfallback, name) == getattr(orjson, name)
+    doc = {"b": 1, "a": [1.5, None], "c": {"z": 1, "y": 2}, 3: "x"}
+    opt = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    assert _jsonfallback.dumps(doc, option=opt) == orjson.dumps(doc, option=opt)
+
+
 def test_fallback_decodes_and_refuses_like_orjson() -> None:
     for text in (b'{"a": [1, 2.5, null, "\\u00e9"]}', b"[]", '{"x": 1}'):
         assert _jsonfallback.loads(text) == orjson.loads(text)
@@ -138,7 +148,7 @@ def test_agent_and_producer_without_orjson_deliver_everything(make_config, agent
     while time.monotonic() < deadline and len(sink_records(sink, "model")) < n:
         time.sleep(0.2)
     recs = sink_records(sink, "model")
-    assert sorted(int(r["inputs"]["age"]) for r in recs) == list(range(n))
+    assert sorted(int(r["inputs"]["age"]) for r in recs) == list(range(n)), a.log()
     nan_rows = [r for r in recs if int(r["inputs"]["age"]) % 7 == 0]
     assert nan_rows and all(r["inputs"]["sqft"] is None for r in nan_rows)  # NaN -> null
     assert sink_records(sink, "system"), "system stream shipped too"

@@ -277,8 +277,15 @@ def test_ring_overrun_is_counted_as_dropped_and_counts_add_up(make_config, agent
     sink = Path(a.cfg["data_dir"]) / "sink"
     p = _producer(a)
     n = 200_000  # a burst far larger than the 16384-slot lane: most are overwritten
-    for i in range(n):
-        p.log([3, 2, 1500.0, float(i)], [300000.0, 0.9])
+    # The uploader keeps up with one producer's full speed now: freeze it (a real
+    # SIGSTOP, like a stalled process) so the burst really overruns the lane.
+    uploader = a.worker_pid("uploader")
+    os.kill(uploader, signal.SIGSTOP)
+    try:
+        for i in range(n):
+            p.log([3, 2, 1500.0, float(i)], [300000.0, 0.9])
+    finally:
+        os.kill(uploader, signal.SIGCONT)
 
     def drained(s: dict[str, Any]) -> bool:
         # Worker stats ride heartbeats (up to 2 s old): wait until they agree with
@@ -442,7 +449,12 @@ def test_uploader_commits_by_time_and_size_not_per_poll(make_config) -> None:
         time.sleep(up.COMMIT_SECONDS * 1.5)
         assert worker.step() == 10 and stored() == 10
         write(512)  # half the ring: no waiting, a burst must not overrun it
-        assert worker.step() == 512 and stored() == 522
+        got = 0
+        while got < 512:  # in steps of the adaptive read size (FIRST_READ after a start)
+            k = worker.step()
+            assert k > 0, "a half-full ring waited"
+            got += k
+        assert got == 512 and stored() == 522
         write(3)
         worker.handle({"cmd": "flush"})  # a flush stores what the rings hold now
         assert stored() == 525

@@ -287,6 +287,7 @@ class UploaderWorker(Worker):
             STEP_SHARE_OF_HEARTBEAT_TIMEOUT * self.cfg.supervisor.heartbeat_timeout_seconds,
         )
         self.read_limit = FIRST_READ
+        self._draining = False
         self.max_step_seconds = 0.0
         self._try_open()
 
@@ -441,7 +442,9 @@ class UploaderWorker(Worker):
 
     def _due(self) -> bool:
         """Whether to write a transaction now (see the module doc), else when to look again."""
-        if self.eager:
+        if self.eager or self._draining:
+            # The last step stopped at its read size with more behind: no waiting
+            # for a trickle's COMMIT_SECONDS in the middle of a burst.
             return True
         waiting = 0
         for src in self.sources.values():
@@ -512,6 +515,7 @@ class UploaderWorker(Worker):
             n += len(b)
         if not cursors:
             # Idle: poll the rings less often (records wait in the ring, not lost).
+            self._draining = False
             self.idle_wait = 0.2
             self._report_drops()
             return 0
@@ -523,6 +527,7 @@ class UploaderWorker(Worker):
             if self.full_events == 1 or self.full_events % 100 == 0:
                 log.error("outbox full, records stay in the rings: %s", exc)
             self._refusing = True
+            self._draining = False
             self._refused(rollback, reads)
             self.idle_wait = 1.0
             return 0
@@ -533,6 +538,7 @@ class UploaderWorker(Worker):
             if k and reason == "ring_overrun":
                 log.warning("%d %s records were overwritten in their ring before upload", k, stream)
         self.ingested += n
+        self._draining = full
         self._measured(limit, full, time.monotonic() - t_start)
         self._report_drops()
         self.idle_wait = 0.05
