@@ -3,7 +3,7 @@
     python benchmarks/drift_cases.py [--quick] [--records N] [--seeds S] [--no-peers]
 
 Every detector is built from ``configs/default.yaml``'s ``drift_detection``
-section (:func:`edge_actors.workers.drift.detector_kwargs`), one feature per
+section (:meth:`edge_actors.drift.settings.DriftSettings.from_config`), one feature per
 stream, a reference of 10,000 independent rows unless said otherwise.
 
 False ``drift_started`` per million records on stationary streams (and the
@@ -50,11 +50,11 @@ import numpy as np
 from agentlib import REPO, machine
 
 from edge_actors.config import load_config
-from edge_actors.drift.detector import DriftDetector, DriftEvent
-from edge_actors.workers.drift import detector_kwargs
+from edge_actors.drift.detector import DriftDetector, DriftEvent, FeatureKind
+from edge_actors.drift.settings import DriftSettings
 
 CFG = load_config(REPO / "configs" / "default.yaml")
-SHIPPED = detector_kwargs(CFG.drift_detection)
+SHIPPED = DriftSettings.from_config(CFG.drift_detection)
 N_REF = 10_000
 LIMIT = 30_000
 #: Records KSWIN sees per stationary stream (it costs ~1 ms per record).
@@ -64,9 +64,9 @@ TIES_P = [0.4, 0.3, 0.2, 0.1]
 TIES_SHIFTED = [0.3, 0.3, 0.25, 0.15]
 
 
-def detector(kind: str, ref: Any, **over: Any) -> DriftDetector:
+def detector(kind: FeatureKind, ref: Any, **over: Any) -> DriftDetector:
     """The shipped configuration's detector over one feature."""
-    return DriftDetector([("x", kind, ref)], **{**SHIPPED, **over})  # type: ignore[arg-type]
+    return DriftDetector([("x", kind, ref)], SHIPPED.replace(**over))
 
 
 def ar1(rng: np.random.Generator, phi: float, n: int, x0: float | None = None) -> np.ndarray:
@@ -88,7 +88,7 @@ def stationary(
     for s in range(0, data.shape[0], step):
         ev = det.update(data[s : s + step].reshape(-1, 1), s)
         started += sum(e.state == "drift_started" and e.test in tests for e in ev)
-        if det.records_seen >= det.window_size:
+        if det.records_seen >= det.settings.window_size:
             checks += 1
             drifting += det.summary(exact=False)[0]["state"] == "drifting"
     return started, checks, drifting

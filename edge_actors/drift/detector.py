@@ -95,7 +95,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge_actors.drift import defaults as D
 from edge_actors.drift.calibration import ks_threshold, per_check_alpha
 from edge_actors.drift.categorical import (
     CategoricalReference,
@@ -105,16 +104,17 @@ from edge_actors.drift.categorical import (
 from edge_actors.drift.corrections import Correction, adjust_pvalues
 from edge_actors.drift.distances import NumericPSI, WassersteinReference, wasserstein_1
 from edge_actors.drift.ks import KSChecker, KSReference, ks_pvalue_bounded
+from edge_actors.drift.settings import DriftSettings, Mode
 
-__all__ = ["DriftDetector", "DriftEvent", "FeatureKind", "Mode"]
+__all__ = ["DriftDetector", "DriftEvent", "DriftSettings", "FeatureKind", "Mode"]
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 FeatureKind = Literal["numeric", "categorical"]
-Mode = Literal["calibrated", "per_check"]
 _STATE_VERSION = 2
 _MAX_STRETCH = 64
+_SHIPPED = DriftSettings()
 #: Tests whose events are data-quality alarms (a rate against a threshold).
 QUALITY_TESTS = ("nan_rate", "out_of_range", "unknown_category")
 
@@ -293,37 +293,16 @@ class _Feature:
 class DriftDetector:
     """Streaming drift detector over several features; see the module docstring.
 
-    Defaults are the shipped configuration's (:mod:`edge_actors.drift.defaults`).
-
     Args:
         features: ``(name, kind, reference)`` per column; ``kind`` is
             ``'numeric'`` (reference: values or a :class:`KSReference`) or
             ``'categorical'`` (reference: codes, a count mapping or a
             :class:`CategoricalReference`).
-        window_size: short window, records.
-        long_window_size: long window, records (0 disables it).
-        check_frequency: records between checks of the short window.
-        mode: ``'calibrated'`` or ``'per_check'``.
-        threshold: p-value threshold of per_check mode (before correction).
-        erfa: expected records to a false alarm over all features (calibrated mode).
-        min_statistic: effect-size floor on KS D (calibrated mode).
-        confirm_m: exceedances needed among the last ``confirm_n`` checks.
-        confirm_n: window of the confirmation, and clean checks needed to resolve.
-        correction: ``'bonferroni'``, ``'bh'`` or ``'none'`` (see the module docstring).
-        nan_rate_threshold: alarm when the NaN rate exceeds the reference's by this.
-        out_of_range_threshold: alarm when this share of values is outside the reference range.
-        min_expected_count: chi-squared buckets below this expected count are pooled.
+        settings: how to test (default: the shipped configuration's; build
+            one from a config with :meth:`DriftSettings.from_config`).
         reference_hash: copied into every event.
-        long_check_frequency: records between long-window checks (default above).
         cache_dir: where calibrated thresholds are cached (none: recomputed).
         clock: returns epoch seconds for event times.
-        unknown_category_threshold: alarm when the share of unknown categories
-            exceeds the reference's by this.
-        quality_hysteresis: data-quality alarms resolve below ``threshold * (1 - this)``.
-        worsened_factor: effect growth that emits ``drift_worsened`` (0: never).
-        autocorrelation: test with the effective sample size of dependent records.
-        discrete_max_values: numeric features with at most this many distinct
-            reference values are tested with chi-squared on them (0: never).
         nan_rates: reference NaN rate per feature name, for references given
             without their NaNs (a sorted sample); otherwise taken from the values.
     """
@@ -331,69 +310,26 @@ class DriftDetector:
     def __init__(
         self,
         features: Sequence[tuple[str, FeatureKind, Any]],
-        window_size: int = D.WINDOW_SIZE,
-        long_window_size: int = D.LONG_WINDOW_SIZE,
-        check_frequency: int = D.CHECK_FREQUENCY,
-        mode: Mode = D.MODE,  # type: ignore[assignment]
-        threshold: float = D.THRESHOLD,
-        erfa: float = D.EXPECTED_RECORDS_TO_FALSE_ALARM,
-        min_statistic: float = D.MIN_STATISTIC,
-        confirm_m: int = D.CONFIRM_M,
-        confirm_n: int = D.CONFIRM_N,
-        correction: Correction = D.CORRECTION,  # type: ignore[assignment]
-        nan_rate_threshold: float = D.NAN_RATE_THRESHOLD,
-        out_of_range_threshold: float = D.OUT_OF_RANGE_THRESHOLD,
-        min_expected_count: float = D.MIN_EXPECTED_COUNT,
+        settings: DriftSettings = _SHIPPED,
+        *,
         reference_hash: str = "",
-        long_check_frequency: int | None = None,
         cache_dir: str | None = None,
         clock: Callable[[], float] = time.time,
-        unknown_category_threshold: float = D.UNKNOWN_CATEGORY_THRESHOLD,
-        quality_hysteresis: float = D.QUALITY_HYSTERESIS,
-        worsened_factor: float = D.WORSENED_FACTOR,
-        autocorrelation: bool = D.AUTOCORRELATION,
-        discrete_max_values: int = D.DISCRETE_MAX_VALUES,
         nan_rates: Mapping[str, float] | None = None,
     ) -> None:
         if not features:
             raise ValueError("at least one feature is required")
-        if window_size <= 0 or check_frequency <= 0 or long_window_size < 0:
-            raise ValueError("window_size and check_frequency must be > 0")
-        if not 1 <= confirm_m <= confirm_n:
-            raise ValueError(f"need 1 <= confirm_m <= confirm_n, got {confirm_m}, {confirm_n}")
-        if mode not in ("calibrated", "per_check"):
-            raise ValueError(f"unknown mode {mode!r}")
-        if not 0.0 <= quality_hysteresis < 1.0:
-            raise ValueError(f"quality_hysteresis must be in [0, 1), got {quality_hysteresis}")
-        self.window_size = int(window_size)
-        self.long_window_size = int(long_window_size)
-        if 0 < self.long_window_size <= self.window_size:
-            raise ValueError("long_window_size must exceed window_size (or be 0)")
-        self.mode: Mode = mode
-        self.threshold = float(threshold)
-        self.erfa = float(erfa)
-        self.min_statistic = float(min_statistic)
-        self.confirm_m, self.confirm_n = int(confirm_m), int(confirm_n)
-        self.correction: Correction = correction
-        self.nan_rate_threshold = float(nan_rate_threshold)
-        self.out_of_range_threshold = float(out_of_range_threshold)
-        self.unknown_category_threshold = float(unknown_category_threshold)
-        self.quality_hysteresis = float(quality_hysteresis)
-        self.worsened_factor = float(worsened_factor)
-        self.autocorrelation = bool(autocorrelation)
-        self.min_expected_count = float(min_expected_count)
+        self.settings = settings
+        s = settings
         self.reference_hash = reference_hash
         self.cache_dir = cache_dir
         self._clock = clock
-        self._check_frequency = int(check_frequency)
-        if long_check_frequency is None:
-            base = max(self._check_frequency, self.long_window_size // 10)
-            long_check_frequency = -(-base // self._check_frequency) * self._check_frequency
-        self.long_check_frequency = int(long_check_frequency)
-        self._ring_len = max(self.window_size, self.long_window_size)
+        self._check_frequency = s.check_frequency
+        self.long_check_frequency = s.long_cadence
+        self._ring_len = max(s.window_size, s.long_window_size)
         rates = nan_rates or {}
         self._features = [
-            _Feature(name, kind, ref, self._ring_len, rates.get(name), int(discrete_max_values))
+            _Feature(name, kind, ref, self._ring_len, rates.get(name), s.discrete_max_values)
             for name, kind, ref in features
         ]
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
@@ -407,13 +343,13 @@ class DriftDetector:
         self.checks_run = 0
         self._machines: list[dict[str, _Machine]] = []
         for _ in self._features:
-            channels = ["short", "long"] if self.long_window_size else ["short"]
+            channels = ["short", "long"] if s.long_window_size else ["short"]
             self._machines.append(
                 {
-                    "stat": _Machine(channels, self.confirm_m, self.confirm_n),
-                    "nan_rate": _Machine(["short"], self.confirm_m, self.confirm_n),
-                    "out_of_range": _Machine(["short"], self.confirm_m, self.confirm_n),
-                    "unknown_category": _Machine(["short"], self.confirm_m, self.confirm_n),
+                    "stat": _Machine(channels, s.confirm_m, s.confirm_n),
+                    "nan_rate": _Machine(["short"], s.confirm_m, s.confirm_n),
+                    "out_of_range": _Machine(["short"], s.confirm_m, s.confirm_n),
+                    "unknown_category": _Machine(["short"], s.confirm_m, s.confirm_n),
                 }
             )
         # Built on first use: only summaries report distances.
@@ -425,32 +361,34 @@ class DriftDetector:
     @property
     def effective_correction(self) -> Correction:
         """The correction that acts: in calibrated mode ``bh`` acts as ``bonferroni``."""
-        if self.mode == "calibrated" and self.correction == "bh":
+        if self.settings.mode == "calibrated" and self.settings.correction == "bh":
             return "bonferroni"
-        return self.correction
+        return self.settings.correction
 
     def _calibrate(self) -> None:
         # Calibrated mode: the budget is split over the k features unless the
         # correction is 'none' (then erfa holds per feature).
         k = len(self._features) if self.effective_correction != "none" else 1
-        if self.mode == "calibrated":
-            share = 0.5 if self.long_window_size else 1.0
+        if self.settings.mode == "calibrated":
+            share = 0.5 if self.settings.long_window_size else 1.0
             self.alpha_short = per_check_alpha(
-                self.erfa, self._check_frequency, k, self.confirm_m, share
+                self.settings.erfa, self._check_frequency, k, self.settings.confirm_m, share
             )
             self.alpha_long = per_check_alpha(
-                self.erfa, self.long_check_frequency, k, self.confirm_m, share
+                self.settings.erfa, self.long_check_frequency, k, self.settings.confirm_m, share
             )
         else:
-            self.alpha_short = self.alpha_long = self.threshold
+            self.alpha_short = self.alpha_long = self.settings.threshold
         for f in self._features:
             if f.ks is None:
                 f.thr_short, f.thr_long = self.alpha_short, self.alpha_long
                 continue
-            f.thr_short = ks_threshold(self.window_size, f.n_ref, self.alpha_short, self.cache_dir)
-            if self.long_window_size and self.mode == "calibrated":
+            f.thr_short = ks_threshold(
+                self.settings.window_size, f.n_ref, self.alpha_short, self.cache_dir
+            )
+            if self.settings.long_window_size and self.settings.mode == "calibrated":
                 f.thr_long = ks_threshold(
-                    self.long_window_size, f.n_ref, self.alpha_long, self.cache_dir
+                    self.settings.long_window_size, f.n_ref, self.alpha_long, self.cache_dir
                 )
 
     @property
@@ -472,7 +410,7 @@ class DriftDetector:
         self._eff_c = int(value)
         self._next_check = self._count + self._eff_c
         # A shorter cadence means more checks: recalibrate to keep the ERFA promise.
-        if lowered and self.mode == "calibrated":
+        if lowered and self.settings.mode == "calibrated":
             self._calibrate()
 
     @property
@@ -522,7 +460,7 @@ class DriftDetector:
             self._last_seq = seq_first + i - 1
             if self._count >= self._next_check:
                 self._next_check = self._count + self._eff_c
-                if self._count >= self.window_size:
+                if self._count >= self.settings.window_size:
                     t0 = time.perf_counter()
                     events.extend(self._check(tick))
                     spent += time.perf_counter() - t0
@@ -558,7 +496,7 @@ class DriftDetector:
 
     def _distances(self, i: int, f: _Feature) -> dict[str, float]:
         """Wasserstein-1 and PSI of the current short window: reported, never alarmed on."""
-        size = min(self._count, self.window_size)
+        size = min(self._count, self.settings.window_size)
         a, b = self._parts(i, size)
         w = np.concatenate((a, b))
         w = w[~np.isnan(w)]
@@ -610,7 +548,7 @@ class DriftDetector:
             res["out_of_range_rate"] = (lo + n_valid - hi) / n_valid
             res["statistic"] = f.ks.statistic_sorted(valid)
             rho = 0.0
-            if self.autocorrelation:
+            if self.settings.autocorrelation:
                 # Values winsorized to the reference's 1st..99th percentiles, so
                 # that a few spikes cannot hide the dependence of the rest.
                 w = np.clip(np.concatenate((a, b)), f.q_lo, f.q_hi)
@@ -634,7 +572,7 @@ class DriftDetector:
                 window = f.codes(window)
             else:
                 res["out_of_range_rate"] = math.nan
-            rho = category_autocorrelation(window) if self.autocorrelation else 0.0
+            rho = category_autocorrelation(window) if self.settings.autocorrelation else 0.0
             inflation = (1.0 + rho) / (1.0 - rho)
             counts = f.cat.bucket_counts(window)
             n_counted = float(counts.sum())
@@ -657,7 +595,7 @@ class DriftDetector:
     def _chi2(self, cat: CategoricalReference, counts: FloatArray, inflation: float) -> Chi2Result:
         from edge_actors.drift.categorical import chi2_two_sample
 
-        return chi2_two_sample(counts, cat.counts, self.min_expected_count, inflation)
+        return chi2_two_sample(counts, cat.counts, self.settings.min_expected_count, inflation)
 
     def _event(
         self, f: _Feature, test: str, res: Mapping[str, float], threshold: float, state: str
@@ -696,26 +634,26 @@ class DriftDetector:
         self.checks_run += 1
         events: list[DriftEvent] = []
         do_long = (
-            self.mode == "calibrated"
-            and self.long_window_size > 0
+            self.settings.mode == "calibrated"
+            and self.settings.long_window_size > 0
             and self._count >= self._next_long
         )
         if do_long:
             self._next_long = self._count + self.long_check_frequency
         short = []
         for i in range(len(self._features)):
-            short.append(self._evaluate(i, self.window_size))
+            short.append(self._evaluate(i, self.settings.window_size))
             if tick is not None:
                 tick()
         for f, res in zip(self._features, short, strict=True):
             f.last = res
-        if self.mode == "per_check":
+        if self.settings.mode == "per_check":
             events.extend(self._per_check(short))
         else:
             for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
                 events.extend(self._calibrated_step(i, f, res, "short", f.thr_short))
                 if do_long:
-                    lres = self._evaluate(i, self.long_window_size)
+                    lres = self._evaluate(i, self.settings.long_window_size)
                     f.last_long = lres
                     events.extend(self._calibrated_step(i, f, lres, "long", f.thr_long))
                     if tick is not None:
@@ -734,7 +672,7 @@ class DriftDetector:
         elif f.ks is not None:
             size = int(res["window"])
             used = self._scaled(thr, size, res["n_eff"], f.n_ref)
-            hit = stat >= used - 1e-12 and stat >= self.min_statistic
+            hit = stat >= used - 1e-12 and stat >= self.settings.min_statistic
         else:
             used = thr
             hit = res["p_value"] < thr
@@ -745,29 +683,35 @@ class DriftDetector:
         effect = res.get("effect", math.nan)
         hist = f.effects.setdefault(channel, [])
         hist.append(0.0 if math.isnan(effect) else effect)
-        if len(hist) > self.confirm_n:
+        if len(hist) > self.settings.confirm_n:
             del hist[0]
         if state == "drift_started":
             f.reported = {channel: hist[-1]}
             # The statistic keeps growing while the windows fill with the new
             # data: that is the same change, not a worse one.
-            f.settle = {"short": self._count + self.window_size}
-            f.settle["long"] = self._count + self.long_window_size
+            f.settle = {"short": self._count + self.settings.window_size}
+            f.settle["long"] = self._count + self.settings.long_window_size
         elif state == "drift_resolved":
             f.reported = {}
         if state is not None:
             return [self._event(f, f.test, res, used, state)]
-        if not machine.drifting or self.worsened_factor <= 0 or len(hist) < self.confirm_m:
+        if (
+            not machine.drifting
+            or self.settings.worsened_factor <= 0
+            or len(hist) < self.settings.confirm_m
+        ):
             return []
         # The effect reached by m of the last n checks: one noisy check cannot worsen.
-        confirmed = sorted(hist)[-self.confirm_m]
+        confirmed = sorted(hist)[-self.settings.confirm_m]
         before = f.reported.get(channel)
         if before is None or self._count < f.settle.get(channel, 0):
             f.reported[channel] = max(confirmed, before or 0.0)
             return []
-        if confirmed > 0 and confirmed >= self.worsened_factor * before:
+        if confirmed > 0 and confirmed >= self.settings.worsened_factor * before:
             f.reported[channel] = confirmed
-            size = self.window_size if channel == "short" else self.long_window_size
+            size = (
+                self.settings.window_size if channel == "short" else self.settings.long_window_size
+            )
             f.settle[channel] = self._count + size
             return [self._event(f, f.test, res, used, "drift_worsened")]
         return []
@@ -782,19 +726,21 @@ class DriftDetector:
                 pvals[i] = res["p_value"]
             else:
                 # p >= threshold cannot be rejected by any correction: skip the p-value.
-                crit = self._scaled(f.thr_short, self.window_size, res["n_eff"], f.n_ref)
+                crit = self._scaled(f.thr_short, self.settings.window_size, res["n_eff"], f.n_ref)
                 if stat >= 0.95 * crit - 1e-12:
                     pvals[i] = self._pvalue(stat, res["n_eff"], f.n_ref)
                     res["p_value"] = pvals[i]
-        adjusted = adjust_pvalues(pvals, self.correction)
+        adjusted = adjust_pvalues(pvals, self.settings.correction)
         k = int(np.count_nonzero(~np.isnan(pvals)))
         corrected = (
-            self.threshold / max(k, 1) if self.correction == "bonferroni" else self.threshold
+            self.settings.threshold / max(k, 1)
+            if self.settings.correction == "bonferroni"
+            else self.settings.threshold
         )
         events = []
         for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
             res["threshold"] = corrected
-            if adjusted[i] < self.threshold:
+            if adjusted[i] < self.settings.threshold:
                 events.append(self._event(f, f.test, res, corrected, "drift_started"))
         return events
 
@@ -812,16 +758,22 @@ class DriftDetector:
             return []
         thr = base + excess
         # Hysteresis: between the lower level and the threshold a check is neither.
-        clean = rate <= base + excess * (1.0 - self.quality_hysteresis)
+        clean = rate <= base + excess * (1.0 - self.settings.quality_hysteresis)
         state = self._machines[i][test].step("short", rate > thr, clean)
         return [] if state is None else [self._event(f, test, res, thr, state)]
 
     def _quality_step(self, i: int, f: _Feature, res: dict[str, float]) -> list[DriftEvent]:
         events = self._quality(
-            i, f, res, "nan_rate", res["nan_rate"], f.ref_nan_rate, self.nan_rate_threshold
+            i, f, res, "nan_rate", res["nan_rate"], f.ref_nan_rate, self.settings.nan_rate_threshold
         )
         events += self._quality(
-            i, f, res, "out_of_range", res["out_of_range_rate"], 0.0, self.out_of_range_threshold
+            i,
+            f,
+            res,
+            "out_of_range",
+            res["out_of_range_rate"],
+            0.0,
+            self.settings.out_of_range_threshold,
         )
         if f.cat is not None and f.support is None:
             events += self._quality(
@@ -831,7 +783,7 @@ class DriftDetector:
                 "unknown_category",
                 res["unknown_rate"],
                 f.cat.other_share,
-                self.unknown_category_threshold,
+                self.settings.unknown_category_threshold,
             )
         return events
 
@@ -865,7 +817,7 @@ class DriftDetector:
                 "n_eff": res.get("n_eff", math.nan),
                 "autocorrelation": res.get("autocorrelation", math.nan),
                 "quality": sorted(t for t in QUALITY_TESTS if machines[t].drifting),
-                "window_size": self.window_size,
+                "window_size": self.settings.window_size,
                 "n_ref": f.n_ref,
                 **self._distances(i, f),
             }

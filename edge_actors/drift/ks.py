@@ -196,13 +196,6 @@ class KSChecker:
             self._ranks[n] = got
         return got
 
-    @property
-    def last_sorted(self) -> FloatArray:
-        """The sorted copy of the last window passed to :meth:`statistic` (a view)."""
-        return self._sorted[: self._last_n]
-
-    _last_n = 0
-
     def statistic(self, window: FloatArray) -> float:
         """D for an unsorted, NaN-free window (copied and sorted into a buffer)."""
         n = window.shape[0]
@@ -211,7 +204,6 @@ class KSChecker:
         buf = self._sorted[:n]
         buf[...] = window
         buf.sort()
-        self._last_n = n
         return self.statistic_sorted(buf)
 
     def sort_parts(self, first: FloatArray, second: FloatArray) -> tuple[FloatArray, int]:
@@ -228,7 +220,6 @@ class KSChecker:
         buf[:n1] = first
         buf[n1:] = second
         buf.sort()
-        self._last_n = n
         # NaNs sort last; find where they start without scanning the whole window.
         n_valid = n if not np.isnan(buf[-1]) else int(np.searchsorted(buf, np.nan, side="left"))
         return buf, n - n_valid
