@@ -387,6 +387,50 @@ def test_few_valued_numeric_feature_is_tested_on_its_values() -> None:
     assert ev and ev[0].test == "chi2"
 
 
+def _atom(rng: np.random.Generator, n: int, share: float = 0.9, loc: float = 3.0) -> np.ndarray:
+    """0 in ``share`` of the rows, the rest continuous (N(loc, 1))."""
+    x = rng.normal(loc, 1.0, n)
+    x[rng.random(n) < share] = 0.0
+    return x
+
+
+def _atom_delay(seed: int, **change: float) -> tuple[int | None, str]:
+    rng = np.random.default_rng(seed)
+    det = DriftDetector([("x", "numeric", _atom(rng, 10000))])
+    assert _starts(det.update(_atom(rng, 20_000).reshape(-1, 1), 0)) == []
+    for s in range(20_000, 50_000, 100):
+        for e in det.update(_atom(rng, 100, **change).reshape(-1, 1), s):
+            if e.state == "drift_started":
+                return e.seq_last - 20_000 + 1, e.test
+    return None, ""
+
+
+def test_feature_with_one_large_atom_sees_changes_of_each_part() -> None:
+    # 0 in 90 % of the rows and a continuous rest: KS on the whole feature is
+    # conservative there (its thresholds assume no ties), and it missed a 0.5 sd
+    # shift of the rest within 30,000 records and took ~7,000 for the atom's
+    # share moving from 90 to 85 %.
+    for seed in range(3):
+        delay, test = _atom_delay(800 + seed, loc=3.5)
+        assert delay is not None and delay <= 15_000 and test == "ks", (seed, delay)
+        delay, test = _atom_delay(900 + seed, share=0.85)
+        assert delay is not None and delay <= 2_500 and test == "atom_share", (seed, delay)
+
+
+def test_feature_with_one_large_atom_stays_quiet_when_stationary() -> None:
+    rng = np.random.default_rng(950)
+    det = DriftDetector([("x", "numeric", _atom(rng, 10000))])
+    events = det.update(_atom(rng, 200_000).reshape(-1, 1), 0)
+    assert _starts(events) == []
+    item = det.summary()[0]
+    assert item["atom_share"] == pytest.approx(0.9, abs=0.03)
+    assert 0 < item["statistic"] < item["threshold"]
+    # A stuck sensor (every value the atom) leaves the KS part nothing to test:
+    # the share alarms, and nothing breaks.
+    stuck = [e for e in det.update(np.zeros((3000, 1)), 200_000) if e.state == "drift_started"]
+    assert [e.test for e in stuck] == ["atom_share"] and stuck[0].statistic > 0.9
+
+
 def test_event_pvalues_have_bounded_cost() -> None:
     from edge_actors.drift.ks import EXACT_PVALUE_CELLS
 

@@ -47,6 +47,10 @@ AUTOCORRELATION = True
 #: Numeric features whose reference has at most this many distinct values are
 #: tested with chi-squared on those values (0: always KS).
 DISCRETE_MAX_VALUES = 20
+#: Other numeric features whose most frequent reference value holds at least
+#: this share (0 in 90 % of rows, say) are tested in two parts: that value's
+#: share and KS on the other values (0: always KS on the whole feature).
+ATOM_MIN_SHARE = 0.1
 #: Chi-squared buckets expected fewer times than this are pooled.
 MIN_EXPECTED_COUNT = 5.0
 #: Seconds between two drift summary records.

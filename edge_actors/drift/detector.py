@@ -17,7 +17,16 @@ Tests
     :mod:`edge_actors.drift.ks`).  Numeric features whose reference has at
     most ``discrete_max_values`` distinct values (counts, flags) are tested
     like categorical ones on those values: KS thresholds assume continuous
-    data and are needlessly strict with ties.  Categorical features:
+    data and are needlessly strict with ties.  Other numeric features whose
+    most frequent reference value holds at least ``atom_min_share`` of the
+    reference (a feature that is 0 in 90 % of rows, the rest continuous) are
+    tested in two parts, each at half the per-check alpha (Bonferroni): the
+    share of that value (two-sample chi-squared, 2 x 2; events with test
+    ``atom_share``, the window's share as statistic) and KS on the other
+    values, calibrated for the number of them a window is expected to hold.
+    KS on the whole feature would be conservative there (its ties shrink the
+    statistic's null distribution) and dilute a change of the rest by the
+    atom's share.  Categorical features:
     two-sample chi-squared (window counts vs reference counts, an OTHER
     bucket; :mod:`edge_actors.drift.categorical`).  Data quality: NaN rate
     above the reference's by more than ``nan_rate_threshold``; (numeric)
@@ -115,6 +124,9 @@ FeatureKind = Literal["numeric", "categorical"]
 _STATE_VERSION = 2
 _MAX_STRETCH = 64
 _SHIPPED = DriftSettings()
+#: A feature with an atom (``DriftSettings.atom_min_share``) is split only when at
+#: least this many reference values are outside the atom.
+ATOM_MIN_REST = 50
 #: Tests whose events are data-quality alarms (a rate against a threshold).
 QUALITY_TESTS = ("nan_rate", "out_of_range", "unknown_category")
 
@@ -223,6 +235,7 @@ class _Feature:
         max_window: int,
         nan_rate: float | None,
         discrete_max_values: int,
+        atom_min_share: float = 0.0,
     ) -> None:
         self.name, self.kind = name, kind
         self.ref_nan_rate = 0.0
@@ -230,6 +243,12 @@ class _Feature:
         self.cat: CategoricalReference | None = None
         #: Distinct reference values of a few-valued numeric feature (tested with chi-squared).
         self.support: FloatArray | None = None
+        #: A value holding a large share of the reference (``atom_min_share``):
+        #: its share is tested with chi-squared and the other values with KS.
+        self.atom = math.nan
+        self.atom_share = 0.0
+        self.atom_counts: FloatArray | None = None
+        self.ks_rest: KSChecker | None = None
         if kind == "numeric":
             if isinstance(reference, KSReference):
                 ks_ref = reference
@@ -252,6 +271,8 @@ class _Feature:
                 )
             else:
                 self.ks = KSChecker(ks_ref, max_window)
+                if atom_min_share > 0:
+                    self._find_atom(values, max_window, atom_min_share)
         elif kind == "categorical":
             if isinstance(reference, CategoricalReference):
                 self.cat = reference
@@ -271,6 +292,10 @@ class _Feature:
                 raise ValueError(f"feature {name!r}: reference NaN rate {nan_rate} not in [0, 1]")
             self.ref_nan_rate = float(nan_rate)
         self.test = "ks" if self.ks is not None else "chi2"
+        #: Reference size of the KS that is tested (the rest's, for a feature with an atom).
+        self.ks_n_ref = self.ks_rest.ref.n if self.ks_rest is not None else self.n_ref
+        #: Per-check alpha of the atom's share test, per window.
+        self.atom_alpha: dict[str, float] = {}
         self.thr_short = math.nan
         self.thr_long = math.nan
         self.last: dict[str, float] = {}
@@ -279,6 +304,26 @@ class _Feature:
         self.effects: dict[str, list[float]] = {}
         self.reported: dict[str, float] = {}
         self.settle: dict[str, int] = {}
+
+    def _find_atom(self, values: FloatArray, max_window: int, min_share: float) -> None:
+        """A value holding ``min_share`` of the reference: test it apart from the rest."""
+        n = values.shape[0]
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(values)) + 1, [n]))
+        lengths = np.diff(bounds)
+        j = int(np.argmax(lengths))
+        k = int(lengths[j])
+        if k < min_share * n or n - k < ATOM_MIN_REST:
+            return
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        rest = np.concatenate((values[:lo], values[hi:]))
+        self.atom = float(values[lo])
+        self.atom_share = k / n
+        self.atom_counts = np.array([float(k), float(n - k)])
+        self.ks_rest = KSChecker(KSReference(rest, assume_sorted=True), max_window)
+
+    def nominal_rest(self, size: int) -> int:
+        """Values of a window of ``size`` expected outside the atom (the KS part's size)."""
+        return max(1, round(size * (1.0 - self.atom_share)))
 
     def codes(self, window: FloatArray) -> FloatArray:
         """Values of a few-valued numeric feature as bucket codes (-1: not a reference value)."""
@@ -329,7 +374,15 @@ class DriftDetector:
         self._ring_len = max(s.window_size, s.long_window_size)
         rates = nan_rates or {}
         self._features = [
-            _Feature(name, kind, ref, self._ring_len, rates.get(name), s.discrete_max_values)
+            _Feature(
+                name,
+                kind,
+                ref,
+                self._ring_len,
+                rates.get(name),
+                s.discrete_max_values,
+                s.atom_min_share,
+            )
             for name, kind, ref in features
         ]
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
@@ -379,17 +432,32 @@ class DriftDetector:
             )
         else:
             self.alpha_short = self.alpha_long = self.settings.threshold
+        s = self.settings
         for f in self._features:
             if f.ks is None:
                 f.thr_short, f.thr_long = self.alpha_short, self.alpha_long
                 continue
+            # A feature with an atom runs two tests per check (Bonferroni: half each).
+            split = 2.0 if f.ks_rest is not None else 1.0
+            f.atom_alpha = {"short": self.alpha_short / split, "long": self.alpha_long / split}
             f.thr_short = ks_threshold(
-                self.settings.window_size, f.n_ref, self.alpha_short, self.cache_dir
+                self._ks_size(f, s.window_size),
+                f.ks_n_ref,
+                self.alpha_short / split,
+                self.cache_dir,
             )
-            if self.settings.long_window_size and self.settings.mode == "calibrated":
+            if s.long_window_size and s.mode == "calibrated":
                 f.thr_long = ks_threshold(
-                    self.settings.long_window_size, f.n_ref, self.alpha_long, self.cache_dir
+                    self._ks_size(f, s.long_window_size),
+                    f.ks_n_ref,
+                    self.alpha_long / split,
+                    self.cache_dir,
                 )
+
+    @staticmethod
+    def _ks_size(f: _Feature, size: int) -> int:
+        """Values the KS of a window of ``size`` is calibrated for (the rest's, with an atom)."""
+        return f.nominal_rest(size) if f.ks_rest is not None else size
 
     @property
     def feature_names(self) -> list[str]:
@@ -519,6 +587,8 @@ class DriftDetector:
     def _scaled(self, thr: float, size: int, n_eff: float, n_ref: int) -> float:
         if n_eff >= size:
             return thr
+        if n_eff <= 0:
+            return math.inf  # nothing to test (a window all atom, say)
         # Asymptotic scaling of the critical D with the effective sample size
         # (fewer valid values, or dependent ones).
         en_full = size * n_ref / (size + n_ref)
@@ -556,6 +626,8 @@ class DriftDetector:
             res["autocorrelation"] = rho
             res["n_eff"] = effective_size(n_valid, rho)
             res["effect"] = res["statistic"]
+            if f.ks_rest is not None:
+                self._atom_parts(f, valid, rho, size, res)
         else:
             assert f.cat is not None
             window = np.concatenate([a, b])
@@ -592,6 +664,38 @@ class DriftDetector:
             )
         return res
 
+    def _atom_parts(
+        self, f: _Feature, valid: FloatArray, rho: float, size: int, res: dict[str, float]
+    ) -> None:
+        """A feature with an atom: its share (chi-squared) and KS on the other values.
+
+        ``statistic``, ``n`` and ``n_eff`` become the KS part's; the whole
+        window's D stays the effect size (``full_statistic``).
+        """
+        assert f.ks_rest is not None and f.atom_counts is not None
+        n_valid = valid.shape[0]
+        lo = int(np.searchsorted(valid, f.atom, side="left"))
+        hi = int(np.searchsorted(valid, f.atom, side="right"))
+        n_rest = n_valid - (hi - lo)
+        inflation = (1.0 + rho) / (1.0 - rho)
+        chi = self._chi2_pair(np.array([float(hi - lo), float(n_rest)]), f.atom_counts, inflation)
+        res["atom_share"] = (hi - lo) / n_valid
+        res["atom_p"] = chi.pvalue
+        res["full_statistic"] = res["statistic"]
+        res["ks_size"] = float(f.nominal_rest(size))
+        res["n"] = float(n_rest)
+        res["n_eff"] = effective_size(n_rest, rho)
+        if n_rest == 0:
+            res["statistic"] = 0.0
+            return
+        rest = valid[hi:] if lo == 0 else np.concatenate((valid[:lo], valid[hi:]))
+        res["statistic"] = f.ks_rest.statistic_sorted(rest)
+
+    def _chi2_pair(self, counts: FloatArray, ref: FloatArray, inflation: float) -> Chi2Result:
+        from edge_actors.drift.categorical import chi2_two_sample
+
+        return chi2_two_sample(counts, ref, self.settings.min_expected_count, inflation)
+
     def _chi2(self, cat: CategoricalReference, counts: FloatArray, inflation: float) -> Chi2Result:
         from edge_actors.drift.categorical import chi2_two_sample
 
@@ -603,7 +707,7 @@ class DriftDetector:
         size = int(res["window"])
         p = res.get("p_value", math.nan)
         if test == "ks" and math.isnan(p) and not math.isnan(res["statistic"]):
-            p = self._pvalue(res["statistic"], res.get("n_eff", res["n"]), f.n_ref)
+            p = self._pvalue(res["statistic"], res.get("n_eff", res["n"]), f.ks_n_ref)
         if test in QUALITY_TESTS:
             stat = res[
                 {"nan_rate": "nan_rate", "out_of_range": "out_of_range_rate"}.get(
@@ -666,18 +770,31 @@ class DriftDetector:
         self, i: int, f: _Feature, res: dict[str, float], channel: str, thr: float
     ) -> list[DriftEvent]:
         stat = res["statistic"]
+        test = f.test
         if math.isnan(stat):
             hit = False
             used = thr
         elif f.ks is not None:
-            size = int(res["window"])
-            used = self._scaled(thr, size, res["n_eff"], f.n_ref)
-            hit = stat >= used - 1e-12 and stat >= self.settings.min_statistic
+            size = int(res.get("ks_size", res["window"]))
+            used = self._scaled(thr, size, res["n_eff"], f.ks_n_ref)
+            big = res.get("full_statistic", stat) >= self.settings.min_statistic
+            hit = stat >= used - 1e-12 and big
+            if f.ks_rest is not None:
+                atom_hit = big and res["atom_p"] < f.atom_alpha[channel]
+                if atom_hit and not hit:
+                    test = "atom_share"
+                hit = hit or atom_hit
         else:
             used = thr
             hit = res["p_value"] < thr
         res["threshold"] = used
         res["exceeded"] = float(hit)
+        if test == "atom_share":
+            # The event reports the part that alarmed: the share against its p-value threshold.
+            ev_res = {**res, "statistic": res["atom_share"], "p_value": res["atom_p"]}
+            used = f.atom_alpha[channel]
+        else:
+            ev_res = res
         machine = self._machines[i]["stat"]
         state = machine.step(channel, hit)
         effect = res.get("effect", math.nan)
@@ -694,7 +811,7 @@ class DriftDetector:
         elif state == "drift_resolved":
             f.reported = {}
         if state is not None:
-            return [self._event(f, f.test, res, used, state)]
+            return [self._event(f, test, ev_res, used, state)]
         if (
             not machine.drifting
             or self.settings.worsened_factor <= 0
@@ -713,7 +830,7 @@ class DriftDetector:
                 self.settings.window_size if channel == "short" else self.settings.long_window_size
             )
             f.settle[channel] = self._count + size
-            return [self._event(f, f.test, res, used, "drift_worsened")]
+            return [self._event(f, test, ev_res, used, "drift_worsened")]
         return []
 
     def _per_check(self, short: list[dict[str, float]]) -> list[DriftEvent]:
@@ -726,9 +843,14 @@ class DriftDetector:
                 pvals[i] = res["p_value"]
             else:
                 # p >= threshold cannot be rejected by any correction: skip the p-value.
-                crit = self._scaled(f.thr_short, self.settings.window_size, res["n_eff"], f.n_ref)
+                size = int(res.get("ks_size", self.settings.window_size))
+                crit = self._scaled(f.thr_short, size, res["n_eff"], f.ks_n_ref)
                 if stat >= 0.95 * crit - 1e-12:
-                    pvals[i] = self._pvalue(stat, res["n_eff"], f.n_ref)
+                    pvals[i] = self._pvalue(stat, res["n_eff"], f.ks_n_ref)
+                    res["p_value"] = pvals[i]
+                if f.ks_rest is not None:
+                    # Two tests on one feature: Bonferroni over them.
+                    pvals[i] = min(1.0, 2.0 * min(float(pvals[i]), res["atom_p"]))
                     res["p_value"] = pvals[i]
         adjusted = adjust_pvalues(pvals, self.settings.correction)
         k = int(np.count_nonzero(~np.isnan(pvals)))
@@ -803,7 +925,7 @@ class DriftDetector:
             stat = res.get("statistic", math.nan)
             p = res.get("p_value", math.nan)
             if f.ks is not None and math.isnan(p) and not math.isnan(stat) and "n" in res:
-                p = self._pvalue(stat, res.get("n_eff", res["n"]), f.n_ref)
+                p = self._pvalue(stat, res.get("n_eff", res["n"]), f.ks_n_ref)
             item: dict[str, Any] = {
                 "feature": f.name,
                 "test": f.test,
@@ -816,6 +938,9 @@ class DriftDetector:
                 "unknown_rate": res.get("unknown_rate", math.nan),
                 "n_eff": res.get("n_eff", math.nan),
                 "autocorrelation": res.get("autocorrelation", math.nan),
+                # A feature with an atom: the window's share of it and that test's p-value.
+                "atom_share": res.get("atom_share", math.nan),
+                "atom_p_value": res.get("atom_p", math.nan),
                 "quality": sorted(t for t in QUALITY_TESTS if machines[t].drifting),
                 "window_size": self.settings.window_size,
                 "n_ref": f.n_ref,

@@ -54,6 +54,10 @@ class DriftSettings:
         autocorrelation: test with the effective sample size of dependent records.
         discrete_max_values: numeric features with at most this many distinct
             reference values are tested with chi-squared on them (0: never).
+        atom_min_share: other numeric features whose most frequent reference
+            value holds at least this share are tested in two parts, that
+            value's share (chi-squared) and KS on the other values (0: never).
+            Not a config key yet: the shipped default applies.
         long_check_frequency: records between long-window checks (``None``:
             ``max(check_frequency, long_window_size / 10)`` rounded up to a
             multiple of ``check_frequency``; see :attr:`long_cadence`).
@@ -77,6 +81,7 @@ class DriftSettings:
     worsened_factor: float = D.WORSENED_FACTOR
     autocorrelation: bool = D.AUTOCORRELATION
     discrete_max_values: int = D.DISCRETE_MAX_VALUES
+    atom_min_share: float = D.ATOM_MIN_SHARE
     long_check_frequency: int | None = None
 
     def __post_init__(self) -> None:
@@ -94,6 +99,8 @@ class DriftSettings:
             raise ValueError(f"unknown correction {self.correction!r}")
         if not 0.0 <= self.quality_hysteresis < 1.0:
             raise ValueError(f"quality_hysteresis must be in [0, 1), got {self.quality_hysteresis}")
+        if not 0.0 <= self.atom_min_share <= 1.0:
+            raise ValueError(f"atom_min_share must be in [0, 1], got {self.atom_min_share}")
         if self.long_check_frequency is not None and self.long_check_frequency <= 0:
             raise ValueError(f"long_check_frequency must be > 0, got {self.long_check_frequency}")
 

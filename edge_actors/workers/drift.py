@@ -547,6 +547,7 @@ class DriftWorker(Worker):
                         "threshold": _num(item["threshold"]),
                         "n_eff": _num(item["n_eff"]),
                         "autocorrelation": _num(item["autocorrelation"]),
+                        "atom_share": _num(item["atom_share"]),
                         "nan_rate": _num(item["nan_rate"]),
                         "out_of_range_rate": _num(item["out_of_range_rate"]),
                         "unknown_rate": _num(item["unknown_rate"]),
