@@ -11,6 +11,13 @@ Windows
     by default ``max(c, long / 10)`` rounded up to a multiple of ``c``: it
     exists to see small shifts, which need many records, and checking it as
     often as the short window would cost 10x for little gain in delay.
+    For KS features a second ring holds each record's two reference ranks
+    (``#ref <= v``, ``#ref < v``, uint16 while the reference allows),
+    computed once when the record arrives: a check sorts the window's ranks
+    (a radix sort) instead of sorting its values and binary-searching each
+    of them in the reference again at every check it is part of. The
+    statistic is the same to the last bit
+    (:func:`~edge_actors.drift.ks.statistic_from_ranks`).
 
 Tests
     Numeric features: two-sample KS against the reference (see
@@ -201,8 +208,21 @@ class _Machine:
         self.drifting = bool(d["drifting"])
 
 
-def _lag1_autocorrelation(x: FloatArray) -> float:
-    """Lag-1 autocorrelation of a time-ordered series (NaN = missing), clipped to [0, 0.999]."""
+def _lag1_autocorrelation(x: FloatArray, scratch: bool = False, n_nan: int = -1) -> float:
+    """Lag-1 autocorrelation of a time-ordered series (NaN = missing), clipped to [0, 0.999].
+
+    ``scratch``: ``x`` may be overwritten; ``n_nan``: its NaN count when known.
+    Both only save passes: the result is the same to the last bit.
+    """
+    if n_nan == 0 and scratch and x.shape[0] >= 3:
+        # No NaN: x - mean in place, no mask (the same sums as below).
+        n = x.shape[0]
+        x -= float(x.mean())
+        var = float(np.dot(x, x)) / n
+        if var <= 0.0:
+            return 0.0
+        cov = float(np.dot(x[1:], x[:-1])) / (n - 1)
+        return float(min(max(cov / var, 0.0), 0.999))
     ok = ~np.isnan(x)
     n = int(np.count_nonzero(ok))
     if n < 3:
@@ -248,7 +268,15 @@ class _Feature:
         self.atom = math.nan
         self.atom_share = 0.0
         self.atom_counts: FloatArray | None = None
+        #: The atom's positions ``[lo, hi)`` in the sorted reference.
+        self.atom_block = (0, 0)
         self.ks_rest: KSChecker | None = None
+        #: KS features: each record's reference ranks ``(#ref <= v, #ref < v)``,
+        #: computed once when it arrives (see :meth:`DriftDetector._write`);
+        #: NaN is ``rank_nan`` (above every rank, so it sorts last).
+        self.rank_nan = 0
+        self.rank_ring: npt.NDArray[np.unsignedinteger[Any]] | None = None
+        self.rank_buf: npt.NDArray[np.unsignedinteger[Any]] | None = None
         if kind == "numeric":
             if isinstance(reference, KSReference):
                 ks_ref = reference
@@ -317,9 +345,19 @@ class _Feature:
         lo, hi = int(bounds[j]), int(bounds[j + 1])
         rest = np.concatenate((values[:lo], values[hi:]))
         self.atom = float(values[lo])
+        self.atom_block = (lo, hi)
         self.atom_share = k / n
         self.atom_counts = np.array([float(k), float(n - k)])
         self.ks_rest = KSChecker(KSReference(rest, assume_sorted=True), max_window)
+
+    def init_ranks(self, ring_len: int) -> None:
+        """Allocate the rank ring of a KS feature (all NaN) and its sort buffer."""
+        assert self.ks is not None
+        self.rank_nan = self.ks.ref.n + 1
+        # uint16 while it fits: numpy sorts 16-bit integers with a radix sort.
+        dtype = np.uint16 if self.rank_nan <= np.iinfo(np.uint16).max else np.uint32
+        self.rank_ring = np.full((2, ring_len), self.rank_nan, dtype=dtype)
+        self.rank_buf = np.empty((2, ring_len), dtype=dtype)
 
     def nominal_rest(self, size: int) -> int:
         """Values of a window of ``size`` expected outside the atom (the KS part's size)."""
@@ -386,6 +424,11 @@ class DriftDetector:
             for name, kind, ref in features
         ]
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
+        #: Columns tested with KS: their records' reference ranks are kept in a ring too.
+        self._ks_cols = [i for i, f in enumerate(self._features) if f.ks is not None]
+        for i in self._ks_cols:
+            self._features[i].init_ranks(self._ring_len)
+        self._rho_buf = np.empty(self._ring_len)
         self._pos = 0
         self._count = 0
         self._eff_c = self._check_frequency
@@ -546,14 +589,31 @@ class DriftDetector:
             return
         if r >= self._ring_len:
             rows = rows[-self._ring_len :]
-            self._ring[:, :] = rows.T
+            r = self._ring_len
             self._pos = 0
-            return
-        first = min(r, self._ring_len - self._pos)
-        self._ring[:, self._pos : self._pos + first] = rows[:first].T
+        pos = self._pos
+        first = min(r, self._ring_len - pos)
+        self._ring[:, pos : pos + first] = rows[:first].T
         if first < r:
             self._ring[:, : r - first] = rows[first:].T
-        self._pos = (self._pos + r) % self._ring_len
+        self._rank(pos, pos + first)
+        if first < r:
+            self._rank(0, r - first)
+        self._pos = (pos + r) % self._ring_len
+
+    def _rank(self, start: int, stop: int) -> None:
+        """Reference ranks of the ring's records ``start:stop`` for every KS feature."""
+        for i in self._ks_cols:
+            f = self._features[i]
+            assert f.ks is not None and f.rank_ring is not None
+            values = self._ring[i, start:stop]
+            right, left = f.ks.ranks(values)
+            nan = np.isnan(values)
+            if nan.any():
+                right[nan] = f.rank_nan
+                left[nan] = f.rank_nan
+            f.rank_ring[0, start:stop] = right
+            f.rank_ring[1, start:stop] = left
 
     def _parts(self, f: int, size: int) -> tuple[FloatArray, FloatArray]:
         start = self._pos - size
@@ -601,8 +661,19 @@ class DriftDetector:
         a, b = self._parts(fi, size)
         res: dict[str, float] = {"window": float(size)}
         if f.ks is not None:
-            buf, n_nan = f.ks.sort_parts(a, b)
-            n_valid = size - n_nan
+            assert f.rank_ring is not None and f.rank_buf is not None
+            # The window's ranks, sorted: no values sorted, no searchsorted per check.
+            start = self._pos - size
+            buf = f.rank_buf[:, :size]
+            if start >= 0:
+                buf[...] = f.rank_ring[:, start : self._pos]
+            else:
+                buf[:, :-start] = f.rank_ring[:, start:]
+                buf[:, -start:] = f.rank_ring[:, : self._pos]
+            buf.sort(axis=1, kind="stable")
+            right, left = buf[0], buf[1]
+            n_valid = size if right[-1] != f.rank_nan else int(np.searchsorted(right, f.rank_nan))
+            n_nan = size - n_valid
             res["nan_rate"] = n_nan / size
             res["n"] = float(n_valid)
             res["unknown_rate"] = math.nan
@@ -612,22 +683,26 @@ class DriftDetector:
                 res["n_eff"] = 0.0
                 res["autocorrelation"] = math.nan
                 return res
-            valid = buf[:n_valid]
-            lo = int(np.searchsorted(valid, f.ref_min, side="left"))
-            hi = int(np.searchsorted(valid, f.ref_max, side="right"))
+            right, left = right[:n_valid], left[:n_valid]
+            # Below the reference's min: no reference value <= v; above its max: all < v.
+            lo = int(np.searchsorted(right, 0, side="right"))
+            hi = int(np.searchsorted(left, f.ks.ref.n, side="left"))
             res["out_of_range_rate"] = (lo + n_valid - hi) / n_valid
-            res["statistic"] = f.ks.statistic_sorted(valid)
+            res["statistic"] = f.ks.statistic_ranks(right, left)
             rho = 0.0
             if self.settings.autocorrelation:
                 # Values winsorized to the reference's 1st..99th percentiles, so
                 # that a few spikes cannot hide the dependence of the rest.
-                w = np.clip(np.concatenate((a, b)), f.q_lo, f.q_hi)
-                rho = _lag1_autocorrelation(w)
+                w = self._rho_buf[:size]
+                w[: a.shape[0]] = a
+                w[a.shape[0] :] = b
+                np.clip(w, f.q_lo, f.q_hi, out=w)
+                rho = _lag1_autocorrelation(w, scratch=True, n_nan=n_nan)
             res["autocorrelation"] = rho
             res["n_eff"] = effective_size(n_valid, rho)
             res["effect"] = res["statistic"]
             if f.ks_rest is not None:
-                self._atom_parts(f, valid, rho, size, res)
+                self._atom_parts(f, right, left, rho, size, res)
         else:
             assert f.cat is not None
             window = np.concatenate([a, b])
@@ -665,17 +740,27 @@ class DriftDetector:
         return res
 
     def _atom_parts(
-        self, f: _Feature, valid: FloatArray, rho: float, size: int, res: dict[str, float]
+        self,
+        f: _Feature,
+        right: npt.NDArray[np.unsignedinteger[Any]],
+        left: npt.NDArray[np.unsignedinteger[Any]],
+        rho: float,
+        size: int,
+        res: dict[str, float],
     ) -> None:
         """A feature with an atom: its share (chi-squared) and KS on the other values.
 
+        ``right``/``left`` are the window's sorted full-reference ranks.
         ``statistic``, ``n`` and ``n_eff`` become the KS part's; the whole
         window's D stays the effect size (``full_statistic``).
         """
         assert f.ks_rest is not None and f.atom_counts is not None
-        n_valid = valid.shape[0]
-        lo = int(np.searchsorted(valid, f.atom, side="left"))
-        hi = int(np.searchsorted(valid, f.atom, side="right"))
+        n_valid = right.shape[0]
+        a_lo, a_hi = f.atom_block
+        # Values below the atom rank <= a_lo (right side), the atom itself a_hi;
+        # values up to the atom rank <= a_lo (left side), those above >= a_hi.
+        lo = int(np.searchsorted(right, a_hi, side="left"))
+        hi = int(np.searchsorted(left, a_lo, side="right"))
         n_rest = n_valid - (hi - lo)
         inflation = (1.0 + rho) / (1.0 - rho)
         chi = self._chi2_pair(np.array([float(hi - lo), float(n_rest)]), f.atom_counts, inflation)
@@ -688,8 +773,11 @@ class DriftDetector:
         if n_rest == 0:
             res["statistic"] = 0.0
             return
-        rest = valid[hi:] if lo == 0 else np.concatenate((valid[:lo], valid[hi:]))
-        res["statistic"] = f.ks_rest.statistic_sorted(rest)
+        # Ranks in the reference without its atom: unchanged below it, k less above.
+        k = a_hi - a_lo
+        rest_r = np.concatenate((right[:lo], right[hi:] - k))
+        rest_l = np.concatenate((left[:lo], left[hi:] - k))
+        res["statistic"] = f.ks_rest.statistic_ranks(rest_r, rest_l)
 
     def _chi2_pair(self, counts: FloatArray, ref: FloatArray, inflation: float) -> Chi2Result:
         from edge_actors.drift.categorical import chi2_two_sample
@@ -997,6 +1085,7 @@ class DriftDetector:
         if ring.shape != self._ring.shape:
             raise ValueError(f"checkpoint ring shape {ring.shape} != {self._ring.shape}")
         self._ring[...] = ring
+        self._rank(0, self._ring_len)
         self._pos = int(d["pos"])
         self._count = int(d["count"])
         if int(d["check_frequency"]) != self._check_frequency:

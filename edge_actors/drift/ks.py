@@ -47,7 +47,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,7 @@ __all__ = [
     "ks_pvalue_bounded",
     "ks_statistic",
     "ks_test",
+    "statistic_from_ranks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,33 @@ def _statistic(
     return max(d_plus, d_minus, 0.0)
 
 
+def statistic_from_ranks(
+    right: npt.NDArray[np.integer[Any]],
+    left: npt.NDArray[np.integer[Any]],
+    m: int,
+    hi: FloatArray,
+    lo: FloatArray,
+    scratch: FloatArray,
+) -> float:
+    """D from the sorted reference ranks of a window's values (no values needed).
+
+    ``right`` holds ``#reference <= w`` and ``left`` ``#reference < w`` for
+    every window value ``w``, each sorted ascending: both are non-decreasing
+    in ``w``, so position ``i`` of each is the ``i``-th smallest value's rank,
+    exactly what :func:`_statistic` gets from ``searchsorted`` on a sorted
+    window. Same integers, same float operations: the same ``D``, bit for bit.
+    A record's ranks can be computed once, when it arrives, instead of once
+    per check of every window it is in.
+    """
+    np.divide(right, m, out=scratch)
+    np.subtract(hi, scratch, out=scratch)
+    d_plus = float(scratch.max())
+    np.divide(left, m, out=scratch)
+    np.subtract(scratch, lo, out=scratch)
+    d_minus = float(scratch.max())
+    return max(d_plus, d_minus, 0.0)
+
+
 def ks_statistic(window_sorted: npt.ArrayLike, ref: KSReference) -> float:
     """Two-sided KS statistic D of a sorted, NaN-free window against ``ref``.
 
@@ -184,6 +212,7 @@ class KSChecker:
         self._sorted = np.empty(self.max_window)
         self._scratch = np.empty(self.max_window)
         self._ranks: dict[int, tuple[FloatArray, FloatArray]] = {}
+        self._ties = bool(ref.n > 1 and np.any(ref.values[1:] == ref.values[:-1]))
 
     def _rank_fractions(self, n: int) -> tuple[FloatArray, FloatArray]:
         got = self._ranks.get(n)
@@ -229,6 +258,26 @@ class KSChecker:
         n = window_sorted.shape[0]
         hi, lo = self._rank_fractions(n)
         return _statistic(window_sorted, self.ref.values, hi, lo, self._scratch[:n])
+
+    def ranks(self, values: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """``(#reference <= v, #reference < v)`` for each value (NaN: ``n_ref`` both)."""
+        ref = self.ref.values
+        right = np.searchsorted(ref, values, side="right")
+        if self._ties:
+            return right, np.searchsorted(ref, values, side="left")
+        # Distinct reference values: the two counts differ only where v is one of
+        # them, which one look-up tells (cheaper than a second binary search).
+        below = ref[np.maximum(right - 1, 0)]
+        left = right - ((below == values) & (right > 0))
+        return right, left
+
+    def statistic_ranks(
+        self, right: npt.NDArray[np.integer[Any]], left: npt.NDArray[np.integer[Any]]
+    ) -> float:
+        """D from sorted ranks of a NaN-free window (:func:`statistic_from_ranks`)."""
+        n = right.shape[0]
+        hi, lo = self._rank_fractions(n)
+        return statistic_from_ranks(right, left, self.ref.n, hi, lo, self._scratch[:n])
 
 
 # --------------------------------------------------------------------------- exact
