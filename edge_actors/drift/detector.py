@@ -217,7 +217,8 @@ def _lag1_autocorrelation(x: FloatArray, scratch: bool = False, n_nan: int = -1)
     if n_nan == 0 and scratch and x.shape[0] >= 3:
         # No NaN: x - mean in place, no mask (the same sums as below).
         n = x.shape[0]
-        x -= float(x.mean())
+        # np.add.reduce / n is what x.mean() computes, without its wrapper.
+        x -= float(np.add.reduce(x)) / n
         var = float(np.dot(x, x)) / n
         if var <= 0.0:
             return 0.0
@@ -275,6 +276,9 @@ class _Feature:
         #: computed once when it arrives (see :meth:`DriftDetector._write`);
         #: NaN is ``rank_nan`` (above every rank, so it sorts last).
         self.rank_nan = 0
+        self.rank_nan_key: np.unsignedinteger[Any] = np.uint16(0)
+        self.rank_zero: np.unsignedinteger[Any] = np.uint16(0)
+        self.rank_ref_n: np.unsignedinteger[Any] = np.uint16(0)
         self.rank_ring: npt.NDArray[np.unsignedinteger[Any]] | None = None
         self.rank_buf: npt.NDArray[np.unsignedinteger[Any]] | None = None
         if kind == "numeric":
@@ -357,6 +361,10 @@ class _Feature:
         # uint16 while it fits: numpy sorts 16-bit integers with a radix sort.
         dtype = np.uint16 if self.rank_nan <= np.iinfo(np.uint16).max else np.uint32
         self.rank_ring = np.full((2, ring_len), self.rank_nan, dtype=dtype)
+        # Search keys of the ring's own type: a Python int would cast the window.
+        self.rank_nan_key = dtype(self.rank_nan)
+        self.rank_zero = dtype(0)
+        self.rank_ref_n = dtype(self.ks.ref.n)
         self.rank_buf = np.empty((2, ring_len), dtype=dtype)
 
     def nominal_rest(self, size: int) -> int:
@@ -672,7 +680,7 @@ class DriftDetector:
                 buf[:, -start:] = f.rank_ring[:, : self._pos]
             buf.sort(axis=1, kind="stable")
             right, left = buf[0], buf[1]
-            n_valid = size if right[-1] != f.rank_nan else int(np.searchsorted(right, f.rank_nan))
+            n_valid = size if right[-1] != f.rank_nan else int(right.searchsorted(f.rank_nan_key))
             n_nan = size - n_valid
             res["nan_rate"] = n_nan / size
             res["n"] = float(n_valid)
@@ -685,8 +693,8 @@ class DriftDetector:
                 return res
             right, left = right[:n_valid], left[:n_valid]
             # Below the reference's min: no reference value <= v; above its max: all < v.
-            lo = int(np.searchsorted(right, 0, side="right"))
-            hi = int(np.searchsorted(left, f.ks.ref.n, side="left"))
+            lo = int(right.searchsorted(f.rank_zero, side="right"))
+            hi = int(left.searchsorted(f.rank_ref_n, side="left"))
             res["out_of_range_rate"] = (lo + n_valid - hi) / n_valid
             res["statistic"] = f.ks.statistic_ranks(right, left)
             rho = 0.0
@@ -696,7 +704,8 @@ class DriftDetector:
                 w = self._rho_buf[:size]
                 w[: a.shape[0]] = a
                 w[a.shape[0] :] = b
-                np.clip(w, f.q_lo, f.q_hi, out=w)
+                # np.clip(w, q_lo, q_hi) without its wrapper (NaN stays NaN either way).
+                np.minimum(np.maximum(w, f.q_lo, out=w), f.q_hi, out=w)
                 rho = _lag1_autocorrelation(w, scratch=True, n_nan=n_nan)
             res["autocorrelation"] = rho
             res["n_eff"] = effective_size(n_valid, rho)
@@ -759,8 +768,8 @@ class DriftDetector:
         a_lo, a_hi = f.atom_block
         # Values below the atom rank <= a_lo (right side), the atom itself a_hi;
         # values up to the atom rank <= a_lo (left side), those above >= a_hi.
-        lo = int(np.searchsorted(right, a_hi, side="left"))
-        hi = int(np.searchsorted(left, a_lo, side="right"))
+        lo = int(right.searchsorted(right.dtype.type(a_hi), side="left"))
+        hi = int(left.searchsorted(left.dtype.type(a_lo), side="right"))
         n_rest = n_valid - (hi - lo)
         inflation = (1.0 + rho) / (1.0 - rho)
         chi = self._chi2_pair(np.array([float(hi - lo), float(n_rest)]), f.atom_counts, inflation)

@@ -98,6 +98,7 @@ _STIRLING_COEFFS = [
 # The closed-form recurrence multiplies by exp(-L) with L a cumulative log;
 # keeping each chunk's span under this leaves a wide margin below overflow.
 _MAX_LOG_SPAN = 600.0
+_MAX = np.maximum.reduce
 
 
 class KSReference:
@@ -169,12 +170,13 @@ def statistic_from_ranks(
     A record's ranks can be computed once, when it arrives, instead of once
     per check of every window it is in.
     """
+    # Ufuncs called directly: at window sizes the wrappers cost more than the work.
     np.divide(right, m, out=scratch)
     np.subtract(hi, scratch, out=scratch)
-    d_plus = float(scratch.max())
+    d_plus = float(_MAX(scratch))
     np.divide(left, m, out=scratch)
     np.subtract(scratch, lo, out=scratch)
-    d_minus = float(scratch.max())
+    d_minus = float(_MAX(scratch))
     return max(d_plus, d_minus, 0.0)
 
 
