@@ -279,7 +279,9 @@ def delays(seeds: int) -> dict[str, Any]:
             "any_event": summarize(d_any),
         }
     vals = np.arange(4.0)
-    for label, over in (("chi2_on_values", {}), ("ks_forced", {"discrete_max_values": 0})):
+    # ks_forced: whole-feature KS (not chi-squared, and no atom split of its 0s).
+    forced = {"discrete_max_values": 0, "atom_min_share": 0.0}
+    for label, over in (("chi2_on_values", {}), ("ks_forced", forced)):
         d = []
         for s in range(seeds):
             rng = np.random.default_rng(4000 + s)
