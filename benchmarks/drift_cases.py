@@ -22,7 +22,8 @@ miss is counted when nothing is found within 30,000 records):
 * ``shift_0.5sd_iid`` (goal <= 600) and ``shift_0.5sd_ar1_phi_0.9`` (goal <= 10,000);
 * ``new_category_{5,2}pc``: that share of rows in a category the reference never saw;
 * ``ties_shift``: the count feature's shares move (KS distance 0.1); with the
-  chi-squared on its values and with KS (``discrete_max_values: 0``) for comparison;
+  chi-squared on its values and with whole-feature KS (``discrete_max_values: 0``,
+  ``atom_min_share: 0``) for comparison;
 * ``nan_20_to_40pc``;
 * ``atom_rest_shift`` (the atom feature's rest moves by 0.5 sd) and
   ``atom_share_90_to_85pc``, split and whole-feature KS.
