@@ -199,7 +199,9 @@ class KSChecker:
     """Reusable work object: repeated KS statistics of windows against one reference.
 
     Buffers for windows up to ``max_window`` values are allocated once; a
-    check costs a copy and sort of the window plus two ``searchsorted`` calls.
+    check of values costs a copy and sort of the window plus two
+    ``searchsorted`` calls, a check of ranks (:meth:`statistic_ranks`, the
+    detector's way) only the arithmetic on them.
 
     Args:
         ref: the reference.
@@ -211,10 +213,17 @@ class KSChecker:
             raise ValueError(f"max_window must be > 0, got {max_window}")
         self.ref = ref
         self.max_window = int(max_window)
-        self._sorted = np.empty(self.max_window)
+        # Allocated on first use: the detector checks windows from their ranks
+        # (:meth:`statistic_ranks`) and never sorts values here.
+        self._sorted_buf: FloatArray | None = None
         self._scratch = np.empty(self.max_window)
         self._ranks: dict[int, tuple[FloatArray, FloatArray]] = {}
         self._ties = bool(ref.n > 1 and np.any(ref.values[1:] == ref.values[:-1]))
+
+    def _sorted(self) -> FloatArray:
+        if self._sorted_buf is None:
+            self._sorted_buf = np.empty(self.max_window)
+        return self._sorted_buf
 
     def _rank_fractions(self, n: int) -> tuple[FloatArray, FloatArray]:
         got = self._ranks.get(n)
@@ -232,7 +241,7 @@ class KSChecker:
         n = window.shape[0]
         if n == 0 or n > self.max_window:
             raise ValueError(f"window size {n} outside 1..{self.max_window}")
-        buf = self._sorted[:n]
+        buf = self._sorted()[:n]
         buf[...] = window
         buf.sort()
         return self.statistic_sorted(buf)
@@ -247,7 +256,7 @@ class KSChecker:
         n = n1 + second.shape[0]
         if n == 0 or n > self.max_window:
             raise ValueError(f"window size {n} outside 1..{self.max_window}")
-        buf = self._sorted[:n]
+        buf = self._sorted()[:n]
         buf[:n1] = first
         buf[n1:] = second
         buf.sort()
