@@ -3,7 +3,7 @@
     python benchmarks/drift_cases.py [--quick] [--records N] [--seeds S] [--no-peers]
 
 Every detector is built from ``configs/default.yaml``'s ``drift_detection``
-section (:func:`edge_actors.workers.drift.detector_kwargs`), one feature per
+section (:meth:`edge_actors.drift.settings.DriftSettings.from_config`), one feature per
 stream, a reference of 10,000 independent rows unless said otherwise.
 
 False ``drift_started`` per million records on stationary streams (and the
@@ -11,7 +11,10 @@ share of checks shown "drifting"):
 
 * ``ar1_phi_{0.3,0.5,0.9,0.99}``: AR(1) with unit marginal variance;
 * ``categorical_ref_{1000,10000}``: 5 categories, many references of that size;
-* ``ties``: a count feature with 4 values; ``nan_20pc``: 20 % NaN as in the reference.
+* ``ties``: a count feature with 4 values; ``nan_20pc``: 20 % NaN as in the reference;
+* ``atom_90pc``: 0 in 90 % of rows, the rest N(3, 1), 10 references; tested in two
+  parts (the atom's share, KS on the rest) and, for comparison, with KS on the
+  whole feature (``atom_min_share: 0``, the behaviour before the split).
 
 Median detection delays (records after the change, over ``--seeds`` seeds; a
 miss is counted when nothing is found within 30,000 records):
@@ -19,8 +22,11 @@ miss is counted when nothing is found within 30,000 records):
 * ``shift_0.5sd_iid`` (goal <= 600) and ``shift_0.5sd_ar1_phi_0.9`` (goal <= 10,000);
 * ``new_category_{5,2}pc``: that share of rows in a category the reference never saw;
 * ``ties_shift``: the count feature's shares move (KS distance 0.1); with the
-  chi-squared on its values and with KS (``discrete_max_values: 0``) for comparison;
-* ``nan_20_to_40pc``.
+  chi-squared on its values and with whole-feature KS (``discrete_max_values: 0``,
+  ``atom_min_share: 0``) for comparison;
+* ``nan_20_to_40pc``;
+* ``atom_rest_shift`` (the atom feature's rest moves by 0.5 sd) and
+  ``atom_share_90_to_85pc``, split and whole-feature KS.
 
 Peers on the same numeric streams, same run: river's ``KSWIN`` (on the first
 20,000 records of each stationary stream: it runs a KS test per record, ~1 ms)
@@ -50,11 +56,11 @@ import numpy as np
 from agentlib import REPO, machine
 
 from edge_actors.config import load_config
-from edge_actors.drift.detector import DriftDetector, DriftEvent
-from edge_actors.workers.drift import detector_kwargs
+from edge_actors.drift.detector import DriftDetector, DriftEvent, FeatureKind
+from edge_actors.drift.settings import DriftSettings
 
 CFG = load_config(REPO / "configs" / "default.yaml")
-SHIPPED = detector_kwargs(CFG.drift_detection)
+SHIPPED = DriftSettings.from_config(CFG.drift_detection)
 N_REF = 10_000
 LIMIT = 30_000
 #: Records KSWIN sees per stationary stream (it costs ~1 ms per record).
@@ -64,9 +70,9 @@ TIES_P = [0.4, 0.3, 0.2, 0.1]
 TIES_SHIFTED = [0.3, 0.3, 0.25, 0.15]
 
 
-def detector(kind: str, ref: Any, **over: Any) -> DriftDetector:
+def detector(kind: FeatureKind, ref: Any, **over: Any) -> DriftDetector:
     """The shipped configuration's detector over one feature."""
-    return DriftDetector([("x", kind, ref)], **{**SHIPPED, **over})  # type: ignore[arg-type]
+    return DriftDetector([("x", kind, ref)], SHIPPED.replace(**over))
 
 
 def ar1(rng: np.random.Generator, phi: float, n: int, x0: float | None = None) -> np.ndarray:
@@ -88,7 +94,7 @@ def stationary(
     for s in range(0, data.shape[0], step):
         ev = det.update(data[s : s + step].reshape(-1, 1), s)
         started += sum(e.state == "drift_started" and e.test in tests for e in ev)
-        if det.records_seen >= det.window_size:
+        if det.records_seen >= det.settings.window_size:
             checks += 1
             drifting += det.summary(exact=False)[0]["state"] == "drifting"
     return started, checks, drifting
@@ -181,6 +187,61 @@ def case_nan(records: int, seed: int) -> dict[str, Any]:
     return {"records": records, "false_starts_per_million": per_million(started, records)}
 
 
+def atom(rng: np.random.Generator, n: int, share: float = 0.9, loc: float = 3.0) -> np.ndarray:
+    """0 in ``share`` of the rows, the rest N(loc, 1)."""
+    x = rng.normal(loc, 1.0, n)
+    x[rng.random(n) < share] = 0.0
+    return x
+
+
+#: The atom feature tested in two parts (shipped), and with KS on the whole feature.
+ATOM_VARIANTS: dict[str, dict[str, Any]] = {"split": {}, "ks_whole": {"atom_min_share": 0.0}}
+
+
+def case_atom(records: int, refs: int, seed: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    per = records // refs
+    for label, over in ATOM_VARIANTS.items():
+        started = 0
+        for r in range(refs):
+            rng = np.random.default_rng(seed + r)
+            det = detector("numeric", atom(rng, N_REF), **over)
+            s, _, _ = stationary(det, atom(rng, per), tests=("ks", "atom_share"))
+            started += s
+        out[label] = {
+            "records": per * refs,
+            "references": refs,
+            "false_starts_per_million": per_million(started, per * refs),
+        }
+    return out
+
+
+def atom_delays(seeds: int) -> dict[str, Any]:
+    """Delays on the atom feature: its rest moves, or the atom's share does."""
+    out: dict[str, Any] = {}
+    for name, change in (
+        ("atom_rest_shift", {"loc": 3.5}),
+        ("atom_share_90_to_85pc", {"share": 0.85}),
+    ):
+        row = {}
+        for label, over in ATOM_VARIANTS.items():
+            d = []
+            for s in range(seeds):
+                rng = np.random.default_rng(7000 + s)
+                det = detector("numeric", atom(rng, N_REF), **over)
+                d.append(
+                    delay(
+                        det,
+                        atom(rng, 20_000),
+                        atom(rng, LIMIT, **change),
+                        lambda e: e.test in ("ks", "atom_share"),
+                    )
+                )
+            row[label] = summarize(d)
+        out[name] = row
+    return out
+
+
 def delays(seeds: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ks = lambda e: e.test == "ks"  # noqa: E731
@@ -219,7 +280,9 @@ def delays(seeds: int) -> dict[str, Any]:
             "any_event": summarize(d_any),
         }
     vals = np.arange(4.0)
-    for label, over in (("chi2_on_values", {}), ("ks_forced", {"discrete_max_values": 0})):
+    # ks_forced: whole-feature KS (not chi-squared, and no atom split of its 0s).
+    forced = {"discrete_max_values": 0, "atom_min_share": 0.0}
+    for label, over in (("chi2_on_values", {}), ("ks_forced", forced)):
         d = []
         for s in range(seeds):
             rng = np.random.default_rng(4000 + s)
@@ -243,6 +306,7 @@ def delays(seeds: int) -> dict[str, Any]:
         after[rng.random(LIMIT) < 0.4] = np.nan
         d.append(delay(detector("numeric", ref), before, after, lambda e: e.test == "nan_rate"))
     out["nan_20_to_40pc"] = summarize(d)
+    out.update(atom_delays(seeds))
     return out
 
 
@@ -448,6 +512,8 @@ def main() -> None:
     st["ties"] = case_ties(records, 300)
     st["nan_20pc"] = case_nan(records, 400)
     progress(f"ties {st['ties']}, nan {st['nan_20pc']}")
+    st["atom_90pc"] = case_atom(records, 10, 500)
+    progress(f"atom {st['atom_90pc']}")
     out["delays"] = delays(seeds)
     progress(f"delays {out['delays']}")
     out["worst_step"] = worst_step()

@@ -24,10 +24,10 @@ import numpy as np
 from edge_actors.config import load_config
 from edge_actors.drift.detector import DriftDetector
 from edge_actors.drift.ks import KSChecker, KSReference, ks_pvalue
-from edge_actors.workers.drift import detector_kwargs
+from edge_actors.drift.settings import DriftSettings
 
 #: What users run: the detector settings of the shipped config.
-SHIPPED = detector_kwargs(
+SHIPPED = DriftSettings.from_config(
     load_config(Path(__file__).resolve().parent.parent / "configs" / "default.yaml").drift_detection
 )
 
@@ -46,7 +46,7 @@ def _features(rng: np.random.Generator, k: int = 9) -> list[tuple[str, Any, Any]
 
 def _stationary(mode: str, records: int, seed: int, batch: int = 20_000) -> tuple[int, float]:
     rng = np.random.default_rng(seed)
-    det = DriftDetector(_features(rng), **{**SHIPPED, "mode": mode})
+    det = DriftDetector(_features(rng), SHIPPED.replace(mode=mode))
     started = 0
     t0 = time.perf_counter()
     for s in range(0, records, batch):
@@ -60,7 +60,7 @@ def _stationary(mode: str, records: int, seed: int, batch: int = 20_000) -> tupl
 
 def _delay(shift: float, seed: int, limit: int = 30_000) -> int | None:
     rng = np.random.default_rng(1000 + seed)
-    det = DriftDetector(_features(rng), **SHIPPED)
+    det = DriftDetector(_features(rng), SHIPPED)
     det.update(rng.normal(size=(20_000, 9)), 0)
     for s in range(20_000, 20_000 + limit, 100):
         x = rng.normal(size=(100, 9))

@@ -14,7 +14,7 @@ from edge_actors.drift.calibration import (
     per_check_alpha,
     simulate_stationary,
 )
-from edge_actors.drift.detector import DriftDetector, DriftEvent, FeatureKind
+from edge_actors.drift.detector import DriftDetector, DriftEvent, DriftSettings, FeatureKind
 from edge_actors.drift.ks import ks_pvalue, ks_pvalue_bounded
 
 
@@ -60,7 +60,7 @@ def test_mean_shift_detected(shift: float, limit: int) -> None:
 
 def test_drift_resolves_after_clean_checks() -> None:
     rng = np.random.default_rng(5)
-    det = DriftDetector(_features(rng, 2), long_window_size=0)
+    det = DriftDetector(_features(rng, 2), DriftSettings(long_window_size=0))
     det.update(rng.normal(size=(2000, 2)), 0)
     shifted = rng.normal(size=(3000, 2))
     shifted[:, 0] += 1.0
@@ -74,7 +74,9 @@ def test_drift_resolves_after_clean_checks() -> None:
 
 def test_per_check_mode_alarms_repeatedly() -> None:
     rng = np.random.default_rng(7)
-    det = DriftDetector(_features(rng, 8), mode="per_check", threshold=0.05, correction="none")
+    det = DriftDetector(
+        _features(rng, 8), DriftSettings(mode="per_check", threshold=0.05, correction="none")
+    )
     events: list[DriftEvent] = []
     for start in range(0, 100_000, 10_000):
         events += det.update(rng.normal(size=(10_000, 8)), start)
@@ -88,7 +90,8 @@ def test_per_check_bonferroni_and_bh_thresholds() -> None:
     rng = np.random.default_rng(8)
     for corr in ("bonferroni", "bh"):
         det = DriftDetector(
-            _features(rng, 4), mode="per_check", correction=corr, long_window_size=0
+            _features(rng, 4),
+            DriftSettings(mode="per_check", correction=corr, long_window_size=0),
         )
         det.update(rng.normal(size=(1000, 4)), 0)
         x = rng.normal(size=(1000, 4))
@@ -106,7 +109,7 @@ def test_categorical_and_quality_events() -> None:
     cats = rng.choice([0.0, 1.0, 2.0], p=[0.6, 0.3, 0.1], size=10000)
     det = DriftDetector(
         [("num", "numeric", rng.normal(size=10000)), ("cat", "categorical", cats)],
-        long_window_size=0,
+        DriftSettings(long_window_size=0),
     )
     x = np.column_stack([rng.normal(size=3000), rng.choice(cats, size=3000)])
     assert [e for e in det.update(x, 0) if e.state == "drift_started"] == []
@@ -134,7 +137,9 @@ def test_checkpoint_resume_identical() -> None:
 
     def make() -> DriftDetector:
         return DriftDetector(
-            feats, long_window_size=5000, check_frequency=100, clock=_clock().__next__
+            feats,
+            DriftSettings(long_window_size=5000, check_frequency=100),
+            clock=_clock().__next__,
         )
 
     a = make()
@@ -164,7 +169,7 @@ def test_checkpoint_resume_identical() -> None:
 
 def test_budget_stretches_cadence() -> None:
     rng = np.random.default_rng(12)
-    det = DriftDetector(_features(rng, 2), long_window_size=0)
+    det = DriftDetector(_features(rng, 2), DriftSettings(long_window_size=0))
     det.update(rng.normal(size=(5000, 2)), 0, budget=0.0)
     assert det.effective_check_frequency == 200
     det.update(rng.normal(size=(5000, 2)), 5000, budget=10.0)
@@ -205,9 +210,7 @@ def test_summary_reports_wasserstein_and_psi_of_the_short_window() -> None:
     cat_ref = {0: 500.0, 1: 300.0, 2: 200.0}
     det = DriftDetector(
         [("x", "numeric", ref), ("c", "categorical", cat_ref)],
-        window_size=500,
-        long_window_size=0,
-        check_frequency=100,
+        DriftSettings(window_size=500, long_window_size=0, check_frequency=100),
     )
     x = rng.normal(0.8, 1.0, size=800)
     c = rng.choice([0.0, 1.0, 2.0], p=[0.2, 0.3, 0.5], size=800)
@@ -240,7 +243,7 @@ def _run(det: DriftDetector, data: np.ndarray, batch: int = 5000) -> tuple[list[
     step = det.check_frequency
     for s in range(0, data.shape[0], step):
         events += det.update(data[s : s + step], s)
-        if det.records_seen >= det.window_size:
+        if det.records_seen >= det.settings.window_size:
             checks += 1
             drifting += det.summary(exact=False)[0]["state"] == "drifting"
     return events, drifting / max(checks, 1)
@@ -251,29 +254,24 @@ def _starts(events: list[DriftEvent], test: str | None = None) -> list[DriftEven
 
 
 def test_defaults_are_the_shipped_config() -> None:
-    import inspect
+    from edge_actors.config import DriftConfig
+
+    # A detector built without settings runs exactly what users run.
+    assert DriftSettings() == DriftSettings.from_config(DriftConfig())
+    assert DriftDetector(_features(np.random.default_rng(0), 1)).settings == DriftSettings()
+
+
+def test_settings_refuse_what_the_detector_cannot_run() -> None:
+    import dataclasses
 
     from edge_actors.config import DriftConfig
 
-    cfg = DriftConfig()
-    params = inspect.signature(DriftDetector.__init__).parameters
-    shared = {
-        "window_size": cfg.window_size,
-        "long_window_size": cfg.long_window_size,
-        "check_frequency": cfg.check_frequency,
-        "mode": cfg.mode,
-        "threshold": cfg.threshold,
-        "erfa": cfg.expected_records_to_false_alarm,
-        "min_statistic": cfg.min_statistic,
-        "confirm_m": cfg.confirm_m,
-        "confirm_n": cfg.confirm_n,
-        "correction": cfg.correction,
-        "nan_rate_threshold": cfg.nan_rate_threshold,
-        "out_of_range_threshold": cfg.out_of_range_threshold,
-        "min_expected_count": cfg.min_expected_count,
-    }
-    got = {k: params[k].default for k in shared}
-    assert got == shared
+    with pytest.raises(ValueError, match=r"drift_detection\.mode"):
+        DriftSettings.from_config(dataclasses.replace(DriftConfig(), mode="sometimes"))
+    with pytest.raises(ValueError, match="confirm_m"):
+        DriftSettings(confirm_m=4, confirm_n=3)
+    with pytest.raises(ValueError, match="long_window_size"):
+        DriftSettings().replace(long_window_size=500)
 
 
 def test_autocorrelated_stream_no_false_starts_and_n_eff_shown() -> None:
@@ -335,7 +333,9 @@ def test_new_category_has_its_own_event() -> None:
 
 def test_flapping_quality_alarm_needs_hysteresis() -> None:
     rng = np.random.default_rng(400)
-    det = DriftDetector([("x", "numeric", rng.uniform(0, 1, 10000))], long_window_size=0)
+    det = DriftDetector(
+        [("x", "numeric", rng.uniform(0, 1, 10000))], DriftSettings(long_window_size=0)
+    )
     n = 60_000
     t = np.arange(n)
     rate = 0.1 + 0.03 * np.sin(2 * np.pi * t / 3000)
@@ -369,7 +369,7 @@ def test_correction_acts_in_calibrated_mode() -> None:
     feats = _features(rng, 50)
     thr = {}
     for corr in ("none", "bonferroni"):
-        det = DriftDetector(feats, correction=corr)  # type: ignore[arg-type]
+        det = DriftDetector(feats, DriftSettings(correction=corr))
         thr[corr] = det.summary(exact=False)[0]["threshold"]
     # Bonferroni: each of 50 features gets 1/50 of the false-alarm budget.
     assert thr["bonferroni"] > thr["none"] * 1.05
@@ -385,6 +385,50 @@ def test_few_valued_numeric_feature_is_tested_on_its_values() -> None:
     x = rng.choice(vals, p=[0.3, 0.3, 0.25, 0.15], size=(20_000, 1))
     ev = [e for e in det.update(x, 5000) if e.state == "drift_started"]
     assert ev and ev[0].test == "chi2"
+
+
+def _atom(rng: np.random.Generator, n: int, share: float = 0.9, loc: float = 3.0) -> np.ndarray:
+    """0 in ``share`` of the rows, the rest continuous (N(loc, 1))."""
+    x = rng.normal(loc, 1.0, n)
+    x[rng.random(n) < share] = 0.0
+    return x
+
+
+def _atom_delay(seed: int, **change: float) -> tuple[int | None, str]:
+    rng = np.random.default_rng(seed)
+    det = DriftDetector([("x", "numeric", _atom(rng, 10000))])
+    assert _starts(det.update(_atom(rng, 20_000).reshape(-1, 1), 0)) == []
+    for s in range(20_000, 50_000, 100):
+        for e in det.update(_atom(rng, 100, **change).reshape(-1, 1), s):
+            if e.state == "drift_started":
+                return e.seq_last - 20_000 + 1, e.test
+    return None, ""
+
+
+def test_feature_with_one_large_atom_sees_changes_of_each_part() -> None:
+    # 0 in 90 % of the rows and a continuous rest: KS on the whole feature is
+    # conservative there (its thresholds assume no ties), and it missed a 0.5 sd
+    # shift of the rest within 30,000 records and took ~7,000 for the atom's
+    # share moving from 90 to 85 %.
+    for seed in range(3):
+        delay, test = _atom_delay(800 + seed, loc=3.5)
+        assert delay is not None and delay <= 15_000 and test == "ks", (seed, delay)
+        delay, test = _atom_delay(900 + seed, share=0.85)
+        assert delay is not None and delay <= 2_500 and test == "atom_share", (seed, delay)
+
+
+def test_feature_with_one_large_atom_stays_quiet_when_stationary() -> None:
+    rng = np.random.default_rng(950)
+    det = DriftDetector([("x", "numeric", _atom(rng, 10000))])
+    events = det.update(_atom(rng, 200_000).reshape(-1, 1), 0)
+    assert _starts(events) == []
+    item = det.summary()[0]
+    assert item["atom_share"] == pytest.approx(0.9, abs=0.03)
+    assert 0 < item["statistic"] < item["threshold"]
+    # A stuck sensor (every value the atom) leaves the KS part nothing to test:
+    # the share alarms, and nothing breaks.
+    stuck = [e for e in det.update(np.zeros((3000, 1)), 200_000) if e.state == "drift_started"]
+    assert [e.test for e in stuck] == ["atom_share"] and stuck[0].statistic > 0.9
 
 
 def test_event_pvalues_have_bounded_cost() -> None:

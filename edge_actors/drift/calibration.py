@@ -38,7 +38,9 @@ Limits
     the detector then tests with an effective sample size (see
     :mod:`edge_actors.drift.detector`). Ties (discrete data) make KS
     conservative, so the bound still holds; few-valued features are tested
-    with chi-squared on their values instead.  Windows with NaNs have fewer
+    with chi-squared on their values instead, and a feature with one large
+    atom in two parts (the atom's share, KS on the rest) at half the alpha
+    each, so the bound holds for their sum.  Windows with NaNs have fewer
     values; the detector rescales ``tau`` by ``sqrt(n_e(full) / n_e(valid))``
     (the asymptotic scaling).  Stretching the cadence at runtime only lowers
     the false-alarm rate.  The effect-size floor ``min_statistic`` is applied

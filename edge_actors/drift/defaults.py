@@ -9,6 +9,8 @@ only: the config module imports this without importing numpy.
 
 from __future__ import annotations
 
+from typing import Final
+
 #: Records in the recent (short) window.
 WINDOW_SIZE = 1000
 #: Records in the long window (0 disables it).
@@ -16,7 +18,7 @@ LONG_WINDOW_SIZE = 10000
 #: Records between two checks of the short window.
 CHECK_FREQUENCY = 100
 #: ``calibrated`` or ``per_check``.
-MODE = "calibrated"
+MODE: Final = "calibrated"
 #: per_check mode: p-value threshold before correction.
 THRESHOLD = 0.05
 #: Calibrated mode: expected records to a false ``drift_started`` over all features.
@@ -28,7 +30,7 @@ CONFIRM_M = 2
 #: n of m-of-n confirmation (and clean checks needed to resolve).
 CONFIRM_N = 3
 #: Multiple-testing correction across features.
-CORRECTION = "bonferroni"
+CORRECTION: Final = "bonferroni"
 #: NaN-rate alarm: rate above the reference's by this much.
 NAN_RATE_THRESHOLD = 0.1
 #: Out-of-range alarm: share of values outside the reference's min/max.
@@ -45,6 +47,10 @@ AUTOCORRELATION = True
 #: Numeric features whose reference has at most this many distinct values are
 #: tested with chi-squared on those values (0: always KS).
 DISCRETE_MAX_VALUES = 20
+#: Other numeric features whose most frequent reference value holds at least
+#: this share (0 in 90 % of rows, say) are tested in two parts: that value's
+#: share and KS on the other values (0: always KS on the whole feature).
+ATOM_MIN_SHARE = 0.1
 #: Chi-squared buckets expected fewer times than this are pooled.
 MIN_EXPECTED_COUNT = 5.0
 #: Seconds between two drift summary records.

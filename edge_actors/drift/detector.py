@@ -11,13 +11,29 @@ Windows
     by default ``max(c, long / 10)`` rounded up to a multiple of ``c``: it
     exists to see small shifts, which need many records, and checking it as
     often as the short window would cost 10x for little gain in delay.
+    For KS features a second ring holds each record's two reference ranks
+    (``#ref <= v``, ``#ref < v``, uint16 while the reference allows),
+    computed once when the record arrives: a check sorts the window's ranks
+    (a radix sort) instead of sorting its values and binary-searching each
+    of them in the reference again at every check it is part of. The
+    statistic is the same to the last bit
+    (:func:`~edge_actors.drift.ks.statistic_from_ranks`).
 
 Tests
     Numeric features: two-sample KS against the reference (see
     :mod:`edge_actors.drift.ks`).  Numeric features whose reference has at
     most ``discrete_max_values`` distinct values (counts, flags) are tested
     like categorical ones on those values: KS thresholds assume continuous
-    data and are needlessly strict with ties.  Categorical features:
+    data and are needlessly strict with ties.  Other numeric features whose
+    most frequent reference value holds at least ``atom_min_share`` of the
+    reference (a feature that is 0 in 90 % of rows, the rest continuous) are
+    tested in two parts, each at half the per-check alpha (Bonferroni): the
+    share of that value (two-sample chi-squared, 2 x 2; events with test
+    ``atom_share``, the window's share as statistic) and KS on the other
+    values, calibrated for the number of them a window is expected to hold.
+    KS on the whole feature would be conservative there (its ties shrink the
+    statistic's null distribution) and dilute a change of the rest by the
+    atom's share.  Categorical features:
     two-sample chi-squared (window counts vs reference counts, an OTHER
     bucket; :mod:`edge_actors.drift.categorical`).  Data quality: NaN rate
     above the reference's by more than ``nan_rate_threshold``; (numeric)
@@ -95,7 +111,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from edge_actors.drift import defaults as D
 from edge_actors.drift.calibration import ks_threshold, per_check_alpha
 from edge_actors.drift.categorical import (
     CategoricalReference,
@@ -105,16 +120,20 @@ from edge_actors.drift.categorical import (
 from edge_actors.drift.corrections import Correction, adjust_pvalues
 from edge_actors.drift.distances import NumericPSI, WassersteinReference, wasserstein_1
 from edge_actors.drift.ks import KSChecker, KSReference, ks_pvalue_bounded
+from edge_actors.drift.settings import DriftSettings, Mode
 
-__all__ = ["DriftDetector", "DriftEvent", "FeatureKind", "Mode"]
+__all__ = ["DriftDetector", "DriftEvent", "DriftSettings", "FeatureKind", "Mode"]
 
 logger = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 FeatureKind = Literal["numeric", "categorical"]
-Mode = Literal["calibrated", "per_check"]
 _STATE_VERSION = 2
 _MAX_STRETCH = 64
+_SHIPPED = DriftSettings()
+#: A feature with an atom (``DriftSettings.atom_min_share``) is split only when at
+#: least this many reference values are outside the atom.
+ATOM_MIN_REST = 50
 #: Tests whose events are data-quality alarms (a rate against a threshold).
 QUALITY_TESTS = ("nan_rate", "out_of_range", "unknown_category")
 
@@ -189,8 +208,22 @@ class _Machine:
         self.drifting = bool(d["drifting"])
 
 
-def _lag1_autocorrelation(x: FloatArray) -> float:
-    """Lag-1 autocorrelation of a time-ordered series (NaN = missing), clipped to [0, 0.999]."""
+def _lag1_autocorrelation(x: FloatArray, scratch: bool = False, n_nan: int = -1) -> float:
+    """Lag-1 autocorrelation of a time-ordered series (NaN = missing), clipped to [0, 0.999].
+
+    ``scratch``: ``x`` may be overwritten; ``n_nan``: its NaN count when known.
+    Both only save passes: the result is the same to the last bit.
+    """
+    if n_nan == 0 and scratch and x.shape[0] >= 3:
+        # No NaN: x - mean in place, no mask (the same sums as below).
+        n = x.shape[0]
+        # np.add.reduce / n is what x.mean() computes, without its wrapper.
+        x -= float(np.add.reduce(x)) / n
+        var = float(np.dot(x, x)) / n
+        if var <= 0.0:
+            return 0.0
+        cov = float(np.dot(x[1:], x[:-1])) / (n - 1)
+        return float(min(max(cov / var, 0.0), 0.999))
     ok = ~np.isnan(x)
     n = int(np.count_nonzero(ok))
     if n < 3:
@@ -223,6 +256,7 @@ class _Feature:
         max_window: int,
         nan_rate: float | None,
         discrete_max_values: int,
+        atom_min_share: float = 0.0,
     ) -> None:
         self.name, self.kind = name, kind
         self.ref_nan_rate = 0.0
@@ -230,6 +264,23 @@ class _Feature:
         self.cat: CategoricalReference | None = None
         #: Distinct reference values of a few-valued numeric feature (tested with chi-squared).
         self.support: FloatArray | None = None
+        #: A value holding a large share of the reference (``atom_min_share``):
+        #: its share is tested with chi-squared and the other values with KS.
+        self.atom = math.nan
+        self.atom_share = 0.0
+        self.atom_counts: FloatArray | None = None
+        #: The atom's positions ``[lo, hi)`` in the sorted reference.
+        self.atom_block = (0, 0)
+        self.ks_rest: KSChecker | None = None
+        #: KS features: each record's reference ranks ``(#ref <= v, #ref < v)``,
+        #: computed once when it arrives (see :meth:`DriftDetector._write`);
+        #: NaN is ``rank_nan`` (above every rank, so it sorts last).
+        self.rank_nan = 0
+        self.rank_nan_key: np.unsignedinteger[Any] = np.uint16(0)
+        self.rank_zero: np.unsignedinteger[Any] = np.uint16(0)
+        self.rank_ref_n: np.unsignedinteger[Any] = np.uint16(0)
+        self.rank_ring: npt.NDArray[np.unsignedinteger[Any]] | None = None
+        self.rank_buf: npt.NDArray[np.unsignedinteger[Any]] | None = None
         if kind == "numeric":
             if isinstance(reference, KSReference):
                 ks_ref = reference
@@ -252,6 +303,8 @@ class _Feature:
                 )
             else:
                 self.ks = KSChecker(ks_ref, max_window)
+                if atom_min_share > 0:
+                    self._find_atom(values, max_window, atom_min_share)
         elif kind == "categorical":
             if isinstance(reference, CategoricalReference):
                 self.cat = reference
@@ -271,6 +324,10 @@ class _Feature:
                 raise ValueError(f"feature {name!r}: reference NaN rate {nan_rate} not in [0, 1]")
             self.ref_nan_rate = float(nan_rate)
         self.test = "ks" if self.ks is not None else "chi2"
+        #: Reference size of the KS that is tested (the rest's, for a feature with an atom).
+        self.ks_n_ref = self.ks_rest.ref.n if self.ks_rest is not None else self.n_ref
+        #: Per-check alpha of the atom's share test, per window.
+        self.atom_alpha: dict[str, float] = {}
         self.thr_short = math.nan
         self.thr_long = math.nan
         self.last: dict[str, float] = {}
@@ -279,6 +336,40 @@ class _Feature:
         self.effects: dict[str, list[float]] = {}
         self.reported: dict[str, float] = {}
         self.settle: dict[str, int] = {}
+
+    def _find_atom(self, values: FloatArray, max_window: int, min_share: float) -> None:
+        """A value holding ``min_share`` of the reference: test it apart from the rest."""
+        n = values.shape[0]
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(values)) + 1, [n]))
+        lengths = np.diff(bounds)
+        j = int(np.argmax(lengths))
+        k = int(lengths[j])
+        if k < min_share * n or n - k < ATOM_MIN_REST:
+            return
+        lo, hi = int(bounds[j]), int(bounds[j + 1])
+        rest = np.concatenate((values[:lo], values[hi:]))
+        self.atom = float(values[lo])
+        self.atom_block = (lo, hi)
+        self.atom_share = k / n
+        self.atom_counts = np.array([float(k), float(n - k)])
+        self.ks_rest = KSChecker(KSReference(rest, assume_sorted=True), max_window)
+
+    def init_ranks(self, ring_len: int) -> None:
+        """Allocate the rank ring of a KS feature (all NaN) and its sort buffer."""
+        assert self.ks is not None
+        self.rank_nan = self.ks.ref.n + 1
+        # uint16 while it fits: numpy sorts 16-bit integers with a radix sort.
+        dtype = np.uint16 if self.rank_nan <= np.iinfo(np.uint16).max else np.uint32
+        self.rank_ring = np.full((2, ring_len), self.rank_nan, dtype=dtype)
+        # Search keys of the ring's own type: a Python int would cast the window.
+        self.rank_nan_key = dtype(self.rank_nan)
+        self.rank_zero = dtype(0)
+        self.rank_ref_n = dtype(self.ks.ref.n)
+        self.rank_buf = np.empty((2, ring_len), dtype=dtype)
+
+    def nominal_rest(self, size: int) -> int:
+        """Values of a window of ``size`` expected outside the atom (the KS part's size)."""
+        return max(1, round(size * (1.0 - self.atom_share)))
 
     def codes(self, window: FloatArray) -> FloatArray:
         """Values of a few-valued numeric feature as bucket codes (-1: not a reference value)."""
@@ -293,37 +384,16 @@ class _Feature:
 class DriftDetector:
     """Streaming drift detector over several features; see the module docstring.
 
-    Defaults are the shipped configuration's (:mod:`edge_actors.drift.defaults`).
-
     Args:
         features: ``(name, kind, reference)`` per column; ``kind`` is
             ``'numeric'`` (reference: values or a :class:`KSReference`) or
             ``'categorical'`` (reference: codes, a count mapping or a
             :class:`CategoricalReference`).
-        window_size: short window, records.
-        long_window_size: long window, records (0 disables it).
-        check_frequency: records between checks of the short window.
-        mode: ``'calibrated'`` or ``'per_check'``.
-        threshold: p-value threshold of per_check mode (before correction).
-        erfa: expected records to a false alarm over all features (calibrated mode).
-        min_statistic: effect-size floor on KS D (calibrated mode).
-        confirm_m: exceedances needed among the last ``confirm_n`` checks.
-        confirm_n: window of the confirmation, and clean checks needed to resolve.
-        correction: ``'bonferroni'``, ``'bh'`` or ``'none'`` (see the module docstring).
-        nan_rate_threshold: alarm when the NaN rate exceeds the reference's by this.
-        out_of_range_threshold: alarm when this share of values is outside the reference range.
-        min_expected_count: chi-squared buckets below this expected count are pooled.
+        settings: how to test (default: the shipped configuration's; build
+            one from a config with :meth:`DriftSettings.from_config`).
         reference_hash: copied into every event.
-        long_check_frequency: records between long-window checks (default above).
         cache_dir: where calibrated thresholds are cached (none: recomputed).
         clock: returns epoch seconds for event times.
-        unknown_category_threshold: alarm when the share of unknown categories
-            exceeds the reference's by this.
-        quality_hysteresis: data-quality alarms resolve below ``threshold * (1 - this)``.
-        worsened_factor: effect growth that emits ``drift_worsened`` (0: never).
-        autocorrelation: test with the effective sample size of dependent records.
-        discrete_max_values: numeric features with at most this many distinct
-            reference values are tested with chi-squared on them (0: never).
         nan_rates: reference NaN rate per feature name, for references given
             without their NaNs (a sorted sample); otherwise taken from the values.
     """
@@ -331,72 +401,42 @@ class DriftDetector:
     def __init__(
         self,
         features: Sequence[tuple[str, FeatureKind, Any]],
-        window_size: int = D.WINDOW_SIZE,
-        long_window_size: int = D.LONG_WINDOW_SIZE,
-        check_frequency: int = D.CHECK_FREQUENCY,
-        mode: Mode = D.MODE,  # type: ignore[assignment]
-        threshold: float = D.THRESHOLD,
-        erfa: float = D.EXPECTED_RECORDS_TO_FALSE_ALARM,
-        min_statistic: float = D.MIN_STATISTIC,
-        confirm_m: int = D.CONFIRM_M,
-        confirm_n: int = D.CONFIRM_N,
-        correction: Correction = D.CORRECTION,  # type: ignore[assignment]
-        nan_rate_threshold: float = D.NAN_RATE_THRESHOLD,
-        out_of_range_threshold: float = D.OUT_OF_RANGE_THRESHOLD,
-        min_expected_count: float = D.MIN_EXPECTED_COUNT,
+        settings: DriftSettings = _SHIPPED,
+        *,
         reference_hash: str = "",
-        long_check_frequency: int | None = None,
         cache_dir: str | None = None,
         clock: Callable[[], float] = time.time,
-        unknown_category_threshold: float = D.UNKNOWN_CATEGORY_THRESHOLD,
-        quality_hysteresis: float = D.QUALITY_HYSTERESIS,
-        worsened_factor: float = D.WORSENED_FACTOR,
-        autocorrelation: bool = D.AUTOCORRELATION,
-        discrete_max_values: int = D.DISCRETE_MAX_VALUES,
         nan_rates: Mapping[str, float] | None = None,
     ) -> None:
         if not features:
             raise ValueError("at least one feature is required")
-        if window_size <= 0 or check_frequency <= 0 or long_window_size < 0:
-            raise ValueError("window_size and check_frequency must be > 0")
-        if not 1 <= confirm_m <= confirm_n:
-            raise ValueError(f"need 1 <= confirm_m <= confirm_n, got {confirm_m}, {confirm_n}")
-        if mode not in ("calibrated", "per_check"):
-            raise ValueError(f"unknown mode {mode!r}")
-        if not 0.0 <= quality_hysteresis < 1.0:
-            raise ValueError(f"quality_hysteresis must be in [0, 1), got {quality_hysteresis}")
-        self.window_size = int(window_size)
-        self.long_window_size = int(long_window_size)
-        if 0 < self.long_window_size <= self.window_size:
-            raise ValueError("long_window_size must exceed window_size (or be 0)")
-        self.mode: Mode = mode
-        self.threshold = float(threshold)
-        self.erfa = float(erfa)
-        self.min_statistic = float(min_statistic)
-        self.confirm_m, self.confirm_n = int(confirm_m), int(confirm_n)
-        self.correction: Correction = correction
-        self.nan_rate_threshold = float(nan_rate_threshold)
-        self.out_of_range_threshold = float(out_of_range_threshold)
-        self.unknown_category_threshold = float(unknown_category_threshold)
-        self.quality_hysteresis = float(quality_hysteresis)
-        self.worsened_factor = float(worsened_factor)
-        self.autocorrelation = bool(autocorrelation)
-        self.min_expected_count = float(min_expected_count)
+        self.settings = settings
+        s = settings
         self.reference_hash = reference_hash
         self.cache_dir = cache_dir
         self._clock = clock
-        self._check_frequency = int(check_frequency)
-        if long_check_frequency is None:
-            base = max(self._check_frequency, self.long_window_size // 10)
-            long_check_frequency = -(-base // self._check_frequency) * self._check_frequency
-        self.long_check_frequency = int(long_check_frequency)
-        self._ring_len = max(self.window_size, self.long_window_size)
+        self._check_frequency = s.check_frequency
+        self.long_check_frequency = s.long_cadence
+        self._ring_len = max(s.window_size, s.long_window_size)
         rates = nan_rates or {}
         self._features = [
-            _Feature(name, kind, ref, self._ring_len, rates.get(name), int(discrete_max_values))
+            _Feature(
+                name,
+                kind,
+                ref,
+                self._ring_len,
+                rates.get(name),
+                s.discrete_max_values,
+                s.atom_min_share,
+            )
             for name, kind, ref in features
         ]
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
+        #: Columns tested with KS: their records' reference ranks are kept in a ring too.
+        self._ks_cols = [i for i, f in enumerate(self._features) if f.ks is not None]
+        for i in self._ks_cols:
+            self._features[i].init_ranks(self._ring_len)
+        self._rho_buf = np.empty(self._ring_len)
         self._pos = 0
         self._count = 0
         self._eff_c = self._check_frequency
@@ -407,13 +447,13 @@ class DriftDetector:
         self.checks_run = 0
         self._machines: list[dict[str, _Machine]] = []
         for _ in self._features:
-            channels = ["short", "long"] if self.long_window_size else ["short"]
+            channels = ["short", "long"] if s.long_window_size else ["short"]
             self._machines.append(
                 {
-                    "stat": _Machine(channels, self.confirm_m, self.confirm_n),
-                    "nan_rate": _Machine(["short"], self.confirm_m, self.confirm_n),
-                    "out_of_range": _Machine(["short"], self.confirm_m, self.confirm_n),
-                    "unknown_category": _Machine(["short"], self.confirm_m, self.confirm_n),
+                    "stat": _Machine(channels, s.confirm_m, s.confirm_n),
+                    "nan_rate": _Machine(["short"], s.confirm_m, s.confirm_n),
+                    "out_of_range": _Machine(["short"], s.confirm_m, s.confirm_n),
+                    "unknown_category": _Machine(["short"], s.confirm_m, s.confirm_n),
                 }
             )
         # Built on first use: only summaries report distances.
@@ -425,33 +465,50 @@ class DriftDetector:
     @property
     def effective_correction(self) -> Correction:
         """The correction that acts: in calibrated mode ``bh`` acts as ``bonferroni``."""
-        if self.mode == "calibrated" and self.correction == "bh":
+        if self.settings.mode == "calibrated" and self.settings.correction == "bh":
             return "bonferroni"
-        return self.correction
+        return self.settings.correction
 
     def _calibrate(self) -> None:
         # Calibrated mode: the budget is split over the k features unless the
         # correction is 'none' (then erfa holds per feature).
         k = len(self._features) if self.effective_correction != "none" else 1
-        if self.mode == "calibrated":
-            share = 0.5 if self.long_window_size else 1.0
+        if self.settings.mode == "calibrated":
+            share = 0.5 if self.settings.long_window_size else 1.0
             self.alpha_short = per_check_alpha(
-                self.erfa, self._check_frequency, k, self.confirm_m, share
+                self.settings.erfa, self._check_frequency, k, self.settings.confirm_m, share
             )
             self.alpha_long = per_check_alpha(
-                self.erfa, self.long_check_frequency, k, self.confirm_m, share
+                self.settings.erfa, self.long_check_frequency, k, self.settings.confirm_m, share
             )
         else:
-            self.alpha_short = self.alpha_long = self.threshold
+            self.alpha_short = self.alpha_long = self.settings.threshold
+        s = self.settings
         for f in self._features:
             if f.ks is None:
                 f.thr_short, f.thr_long = self.alpha_short, self.alpha_long
                 continue
-            f.thr_short = ks_threshold(self.window_size, f.n_ref, self.alpha_short, self.cache_dir)
-            if self.long_window_size and self.mode == "calibrated":
+            # A feature with an atom runs two tests per check (Bonferroni: half each).
+            split = 2.0 if f.ks_rest is not None else 1.0
+            f.atom_alpha = {"short": self.alpha_short / split, "long": self.alpha_long / split}
+            f.thr_short = ks_threshold(
+                self._ks_size(f, s.window_size),
+                f.ks_n_ref,
+                self.alpha_short / split,
+                self.cache_dir,
+            )
+            if s.long_window_size and s.mode == "calibrated":
                 f.thr_long = ks_threshold(
-                    self.long_window_size, f.n_ref, self.alpha_long, self.cache_dir
+                    self._ks_size(f, s.long_window_size),
+                    f.ks_n_ref,
+                    self.alpha_long / split,
+                    self.cache_dir,
                 )
+
+    @staticmethod
+    def _ks_size(f: _Feature, size: int) -> int:
+        """Values the KS of a window of ``size`` is calibrated for (the rest's, with an atom)."""
+        return f.nominal_rest(size) if f.ks_rest is not None else size
 
     @property
     def feature_names(self) -> list[str]:
@@ -472,7 +529,7 @@ class DriftDetector:
         self._eff_c = int(value)
         self._next_check = self._count + self._eff_c
         # A shorter cadence means more checks: recalibrate to keep the ERFA promise.
-        if lowered and self.mode == "calibrated":
+        if lowered and self.settings.mode == "calibrated":
             self._calibrate()
 
     @property
@@ -522,7 +579,7 @@ class DriftDetector:
             self._last_seq = seq_first + i - 1
             if self._count >= self._next_check:
                 self._next_check = self._count + self._eff_c
-                if self._count >= self.window_size:
+                if self._count >= self.settings.window_size:
                     t0 = time.perf_counter()
                     events.extend(self._check(tick))
                     spent += time.perf_counter() - t0
@@ -540,14 +597,31 @@ class DriftDetector:
             return
         if r >= self._ring_len:
             rows = rows[-self._ring_len :]
-            self._ring[:, :] = rows.T
+            r = self._ring_len
             self._pos = 0
-            return
-        first = min(r, self._ring_len - self._pos)
-        self._ring[:, self._pos : self._pos + first] = rows[:first].T
+        pos = self._pos
+        first = min(r, self._ring_len - pos)
+        self._ring[:, pos : pos + first] = rows[:first].T
         if first < r:
             self._ring[:, : r - first] = rows[first:].T
-        self._pos = (self._pos + r) % self._ring_len
+        self._rank(pos, pos + first)
+        if first < r:
+            self._rank(0, r - first)
+        self._pos = (pos + r) % self._ring_len
+
+    def _rank(self, start: int, stop: int) -> None:
+        """Reference ranks of the ring's records ``start:stop`` for every KS feature."""
+        for i in self._ks_cols:
+            f = self._features[i]
+            assert f.ks is not None and f.rank_ring is not None
+            values = self._ring[i, start:stop]
+            right, left = f.ks.ranks(values)
+            nan = np.isnan(values)
+            if nan.any():
+                right[nan] = f.rank_nan
+                left[nan] = f.rank_nan
+            f.rank_ring[0, start:stop] = right
+            f.rank_ring[1, start:stop] = left
 
     def _parts(self, f: int, size: int) -> tuple[FloatArray, FloatArray]:
         start = self._pos - size
@@ -558,7 +632,7 @@ class DriftDetector:
 
     def _distances(self, i: int, f: _Feature) -> dict[str, float]:
         """Wasserstein-1 and PSI of the current short window: reported, never alarmed on."""
-        size = min(self._count, self.window_size)
+        size = min(self._count, self.settings.window_size)
         a, b = self._parts(i, size)
         w = np.concatenate((a, b))
         w = w[~np.isnan(w)]
@@ -581,6 +655,8 @@ class DriftDetector:
     def _scaled(self, thr: float, size: int, n_eff: float, n_ref: int) -> float:
         if n_eff >= size:
             return thr
+        if n_eff <= 0:
+            return math.inf  # nothing to test (a window all atom, say)
         # Asymptotic scaling of the critical D with the effective sample size
         # (fewer valid values, or dependent ones).
         en_full = size * n_ref / (size + n_ref)
@@ -593,8 +669,19 @@ class DriftDetector:
         a, b = self._parts(fi, size)
         res: dict[str, float] = {"window": float(size)}
         if f.ks is not None:
-            buf, n_nan = f.ks.sort_parts(a, b)
-            n_valid = size - n_nan
+            assert f.rank_ring is not None and f.rank_buf is not None
+            # The window's ranks, sorted: no values sorted, no searchsorted per check.
+            start = self._pos - size
+            buf = f.rank_buf[:, :size]
+            if start >= 0:
+                buf[...] = f.rank_ring[:, start : self._pos]
+            else:
+                buf[:, :-start] = f.rank_ring[:, start:]
+                buf[:, -start:] = f.rank_ring[:, : self._pos]
+            buf.sort(axis=1, kind="stable")
+            right, left = buf[0], buf[1]
+            n_valid = size if right[-1] != f.rank_nan else int(right.searchsorted(f.rank_nan_key))
+            n_nan = size - n_valid
             res["nan_rate"] = n_nan / size
             res["n"] = float(n_valid)
             res["unknown_rate"] = math.nan
@@ -604,20 +691,27 @@ class DriftDetector:
                 res["n_eff"] = 0.0
                 res["autocorrelation"] = math.nan
                 return res
-            valid = buf[:n_valid]
-            lo = int(np.searchsorted(valid, f.ref_min, side="left"))
-            hi = int(np.searchsorted(valid, f.ref_max, side="right"))
+            right, left = right[:n_valid], left[:n_valid]
+            # Below the reference's min: no reference value <= v; above its max: all < v.
+            lo = int(right.searchsorted(f.rank_zero, side="right"))
+            hi = int(left.searchsorted(f.rank_ref_n, side="left"))
             res["out_of_range_rate"] = (lo + n_valid - hi) / n_valid
-            res["statistic"] = f.ks.statistic_sorted(valid)
+            res["statistic"] = f.ks.statistic_ranks(right, left)
             rho = 0.0
-            if self.autocorrelation:
+            if self.settings.autocorrelation:
                 # Values winsorized to the reference's 1st..99th percentiles, so
                 # that a few spikes cannot hide the dependence of the rest.
-                w = np.clip(np.concatenate((a, b)), f.q_lo, f.q_hi)
-                rho = _lag1_autocorrelation(w)
+                w = self._rho_buf[:size]
+                w[: a.shape[0]] = a
+                w[a.shape[0] :] = b
+                # np.clip(w, q_lo, q_hi) without its wrapper (NaN stays NaN either way).
+                np.minimum(np.maximum(w, f.q_lo, out=w), f.q_hi, out=w)
+                rho = _lag1_autocorrelation(w, scratch=True, n_nan=n_nan)
             res["autocorrelation"] = rho
             res["n_eff"] = effective_size(n_valid, rho)
             res["effect"] = res["statistic"]
+            if f.ks_rest is not None:
+                self._atom_parts(f, right, left, rho, size, res)
         else:
             assert f.cat is not None
             window = np.concatenate([a, b])
@@ -634,7 +728,7 @@ class DriftDetector:
                 window = f.codes(window)
             else:
                 res["out_of_range_rate"] = math.nan
-            rho = category_autocorrelation(window) if self.autocorrelation else 0.0
+            rho = category_autocorrelation(window) if self.settings.autocorrelation else 0.0
             inflation = (1.0 + rho) / (1.0 - rho)
             counts = f.cat.bucket_counts(window)
             n_counted = float(counts.sum())
@@ -654,10 +748,55 @@ class DriftDetector:
             )
         return res
 
+    def _atom_parts(
+        self,
+        f: _Feature,
+        right: npt.NDArray[np.unsignedinteger[Any]],
+        left: npt.NDArray[np.unsignedinteger[Any]],
+        rho: float,
+        size: int,
+        res: dict[str, float],
+    ) -> None:
+        """A feature with an atom: its share (chi-squared) and KS on the other values.
+
+        ``right``/``left`` are the window's sorted full-reference ranks.
+        ``statistic``, ``n`` and ``n_eff`` become the KS part's; the whole
+        window's D stays the effect size (``full_statistic``).
+        """
+        assert f.ks_rest is not None and f.atom_counts is not None
+        n_valid = right.shape[0]
+        a_lo, a_hi = f.atom_block
+        # Values below the atom rank <= a_lo (right side), the atom itself a_hi;
+        # values up to the atom rank <= a_lo (left side), those above >= a_hi.
+        lo = int(right.searchsorted(right.dtype.type(a_hi), side="left"))
+        hi = int(left.searchsorted(left.dtype.type(a_lo), side="right"))
+        n_rest = n_valid - (hi - lo)
+        inflation = (1.0 + rho) / (1.0 - rho)
+        chi = self._chi2_pair(np.array([float(hi - lo), float(n_rest)]), f.atom_counts, inflation)
+        res["atom_share"] = (hi - lo) / n_valid
+        res["atom_p"] = chi.pvalue
+        res["full_statistic"] = res["statistic"]
+        res["ks_size"] = float(f.nominal_rest(size))
+        res["n"] = float(n_rest)
+        res["n_eff"] = effective_size(n_rest, rho)
+        if n_rest == 0:
+            res["statistic"] = 0.0
+            return
+        # Ranks in the reference without its atom: unchanged below it, k less above.
+        k = a_hi - a_lo
+        rest_r = np.concatenate((right[:lo], right[hi:] - k))
+        rest_l = np.concatenate((left[:lo], left[hi:] - k))
+        res["statistic"] = f.ks_rest.statistic_ranks(rest_r, rest_l)
+
+    def _chi2_pair(self, counts: FloatArray, ref: FloatArray, inflation: float) -> Chi2Result:
+        from edge_actors.drift.categorical import chi2_two_sample
+
+        return chi2_two_sample(counts, ref, self.settings.min_expected_count, inflation)
+
     def _chi2(self, cat: CategoricalReference, counts: FloatArray, inflation: float) -> Chi2Result:
         from edge_actors.drift.categorical import chi2_two_sample
 
-        return chi2_two_sample(counts, cat.counts, self.min_expected_count, inflation)
+        return chi2_two_sample(counts, cat.counts, self.settings.min_expected_count, inflation)
 
     def _event(
         self, f: _Feature, test: str, res: Mapping[str, float], threshold: float, state: str
@@ -665,7 +804,7 @@ class DriftDetector:
         size = int(res["window"])
         p = res.get("p_value", math.nan)
         if test == "ks" and math.isnan(p) and not math.isnan(res["statistic"]):
-            p = self._pvalue(res["statistic"], res.get("n_eff", res["n"]), f.n_ref)
+            p = self._pvalue(res["statistic"], res.get("n_eff", res["n"]), f.ks_n_ref)
         if test in QUALITY_TESTS:
             stat = res[
                 {"nan_rate": "nan_rate", "out_of_range": "out_of_range_rate"}.get(
@@ -696,26 +835,26 @@ class DriftDetector:
         self.checks_run += 1
         events: list[DriftEvent] = []
         do_long = (
-            self.mode == "calibrated"
-            and self.long_window_size > 0
+            self.settings.mode == "calibrated"
+            and self.settings.long_window_size > 0
             and self._count >= self._next_long
         )
         if do_long:
             self._next_long = self._count + self.long_check_frequency
         short = []
         for i in range(len(self._features)):
-            short.append(self._evaluate(i, self.window_size))
+            short.append(self._evaluate(i, self.settings.window_size))
             if tick is not None:
                 tick()
         for f, res in zip(self._features, short, strict=True):
             f.last = res
-        if self.mode == "per_check":
+        if self.settings.mode == "per_check":
             events.extend(self._per_check(short))
         else:
             for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
                 events.extend(self._calibrated_step(i, f, res, "short", f.thr_short))
                 if do_long:
-                    lres = self._evaluate(i, self.long_window_size)
+                    lres = self._evaluate(i, self.settings.long_window_size)
                     f.last_long = lres
                     events.extend(self._calibrated_step(i, f, lres, "long", f.thr_long))
                     if tick is not None:
@@ -728,48 +867,67 @@ class DriftDetector:
         self, i: int, f: _Feature, res: dict[str, float], channel: str, thr: float
     ) -> list[DriftEvent]:
         stat = res["statistic"]
+        test = f.test
         if math.isnan(stat):
             hit = False
             used = thr
         elif f.ks is not None:
-            size = int(res["window"])
-            used = self._scaled(thr, size, res["n_eff"], f.n_ref)
-            hit = stat >= used - 1e-12 and stat >= self.min_statistic
+            size = int(res.get("ks_size", res["window"]))
+            used = self._scaled(thr, size, res["n_eff"], f.ks_n_ref)
+            big = res.get("full_statistic", stat) >= self.settings.min_statistic
+            hit = stat >= used - 1e-12 and big
+            if f.ks_rest is not None:
+                atom_hit = big and res["atom_p"] < f.atom_alpha[channel]
+                if atom_hit and not hit:
+                    test = "atom_share"
+                hit = hit or atom_hit
         else:
             used = thr
             hit = res["p_value"] < thr
         res["threshold"] = used
         res["exceeded"] = float(hit)
+        if test == "atom_share":
+            # The event reports the part that alarmed: the share against its p-value threshold.
+            ev_res = {**res, "statistic": res["atom_share"], "p_value": res["atom_p"]}
+            used = f.atom_alpha[channel]
+        else:
+            ev_res = res
         machine = self._machines[i]["stat"]
         state = machine.step(channel, hit)
         effect = res.get("effect", math.nan)
         hist = f.effects.setdefault(channel, [])
         hist.append(0.0 if math.isnan(effect) else effect)
-        if len(hist) > self.confirm_n:
+        if len(hist) > self.settings.confirm_n:
             del hist[0]
         if state == "drift_started":
             f.reported = {channel: hist[-1]}
             # The statistic keeps growing while the windows fill with the new
             # data: that is the same change, not a worse one.
-            f.settle = {"short": self._count + self.window_size}
-            f.settle["long"] = self._count + self.long_window_size
+            f.settle = {"short": self._count + self.settings.window_size}
+            f.settle["long"] = self._count + self.settings.long_window_size
         elif state == "drift_resolved":
             f.reported = {}
         if state is not None:
-            return [self._event(f, f.test, res, used, state)]
-        if not machine.drifting or self.worsened_factor <= 0 or len(hist) < self.confirm_m:
+            return [self._event(f, test, ev_res, used, state)]
+        if (
+            not machine.drifting
+            or self.settings.worsened_factor <= 0
+            or len(hist) < self.settings.confirm_m
+        ):
             return []
         # The effect reached by m of the last n checks: one noisy check cannot worsen.
-        confirmed = sorted(hist)[-self.confirm_m]
+        confirmed = sorted(hist)[-self.settings.confirm_m]
         before = f.reported.get(channel)
         if before is None or self._count < f.settle.get(channel, 0):
             f.reported[channel] = max(confirmed, before or 0.0)
             return []
-        if confirmed > 0 and confirmed >= self.worsened_factor * before:
+        if confirmed > 0 and confirmed >= self.settings.worsened_factor * before:
             f.reported[channel] = confirmed
-            size = self.window_size if channel == "short" else self.long_window_size
+            size = (
+                self.settings.window_size if channel == "short" else self.settings.long_window_size
+            )
             f.settle[channel] = self._count + size
-            return [self._event(f, f.test, res, used, "drift_worsened")]
+            return [self._event(f, test, ev_res, used, "drift_worsened")]
         return []
 
     def _per_check(self, short: list[dict[str, float]]) -> list[DriftEvent]:
@@ -782,19 +940,26 @@ class DriftDetector:
                 pvals[i] = res["p_value"]
             else:
                 # p >= threshold cannot be rejected by any correction: skip the p-value.
-                crit = self._scaled(f.thr_short, self.window_size, res["n_eff"], f.n_ref)
+                size = int(res.get("ks_size", self.settings.window_size))
+                crit = self._scaled(f.thr_short, size, res["n_eff"], f.ks_n_ref)
                 if stat >= 0.95 * crit - 1e-12:
-                    pvals[i] = self._pvalue(stat, res["n_eff"], f.n_ref)
+                    pvals[i] = self._pvalue(stat, res["n_eff"], f.ks_n_ref)
                     res["p_value"] = pvals[i]
-        adjusted = adjust_pvalues(pvals, self.correction)
+                if f.ks_rest is not None:
+                    # Two tests on one feature: Bonferroni over them.
+                    pvals[i] = min(1.0, 2.0 * min(float(pvals[i]), res["atom_p"]))
+                    res["p_value"] = pvals[i]
+        adjusted = adjust_pvalues(pvals, self.settings.correction)
         k = int(np.count_nonzero(~np.isnan(pvals)))
         corrected = (
-            self.threshold / max(k, 1) if self.correction == "bonferroni" else self.threshold
+            self.settings.threshold / max(k, 1)
+            if self.settings.correction == "bonferroni"
+            else self.settings.threshold
         )
         events = []
         for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
             res["threshold"] = corrected
-            if adjusted[i] < self.threshold:
+            if adjusted[i] < self.settings.threshold:
                 events.append(self._event(f, f.test, res, corrected, "drift_started"))
         return events
 
@@ -812,16 +977,22 @@ class DriftDetector:
             return []
         thr = base + excess
         # Hysteresis: between the lower level and the threshold a check is neither.
-        clean = rate <= base + excess * (1.0 - self.quality_hysteresis)
+        clean = rate <= base + excess * (1.0 - self.settings.quality_hysteresis)
         state = self._machines[i][test].step("short", rate > thr, clean)
         return [] if state is None else [self._event(f, test, res, thr, state)]
 
     def _quality_step(self, i: int, f: _Feature, res: dict[str, float]) -> list[DriftEvent]:
         events = self._quality(
-            i, f, res, "nan_rate", res["nan_rate"], f.ref_nan_rate, self.nan_rate_threshold
+            i, f, res, "nan_rate", res["nan_rate"], f.ref_nan_rate, self.settings.nan_rate_threshold
         )
         events += self._quality(
-            i, f, res, "out_of_range", res["out_of_range_rate"], 0.0, self.out_of_range_threshold
+            i,
+            f,
+            res,
+            "out_of_range",
+            res["out_of_range_rate"],
+            0.0,
+            self.settings.out_of_range_threshold,
         )
         if f.cat is not None and f.support is None:
             events += self._quality(
@@ -831,7 +1002,7 @@ class DriftDetector:
                 "unknown_category",
                 res["unknown_rate"],
                 f.cat.other_share,
-                self.unknown_category_threshold,
+                self.settings.unknown_category_threshold,
             )
         return events
 
@@ -851,7 +1022,7 @@ class DriftDetector:
             stat = res.get("statistic", math.nan)
             p = res.get("p_value", math.nan)
             if f.ks is not None and math.isnan(p) and not math.isnan(stat) and "n" in res:
-                p = self._pvalue(stat, res.get("n_eff", res["n"]), f.n_ref)
+                p = self._pvalue(stat, res.get("n_eff", res["n"]), f.ks_n_ref)
             item: dict[str, Any] = {
                 "feature": f.name,
                 "test": f.test,
@@ -864,8 +1035,11 @@ class DriftDetector:
                 "unknown_rate": res.get("unknown_rate", math.nan),
                 "n_eff": res.get("n_eff", math.nan),
                 "autocorrelation": res.get("autocorrelation", math.nan),
+                # A feature with an atom: the window's share of it and that test's p-value.
+                "atom_share": res.get("atom_share", math.nan),
+                "atom_p_value": res.get("atom_p", math.nan),
                 "quality": sorted(t for t in QUALITY_TESTS if machines[t].drifting),
-                "window_size": self.window_size,
+                "window_size": self.settings.window_size,
                 "n_ref": f.n_ref,
                 **self._distances(i, f),
             }
@@ -920,6 +1094,7 @@ class DriftDetector:
         if ring.shape != self._ring.shape:
             raise ValueError(f"checkpoint ring shape {ring.shape} != {self._ring.shape}")
         self._ring[...] = ring
+        self._rank(0, self._ring_len)
         self._pos = int(d["pos"])
         self._count = int(d["count"])
         if int(d["check_frequency"]) != self._check_frequency:

@@ -47,7 +47,7 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +64,7 @@ __all__ = [
     "ks_pvalue_bounded",
     "ks_statistic",
     "ks_test",
+    "statistic_from_ranks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ _STIRLING_COEFFS = [
 # The closed-form recurrence multiplies by exp(-L) with L a cumulative log;
 # keeping each chunk's span under this leaves a wide margin below overflow.
 _MAX_LOG_SPAN = 600.0
+_MAX = np.maximum.reduce
 
 
 class KSReference:
@@ -150,6 +152,34 @@ def _statistic(
     return max(d_plus, d_minus, 0.0)
 
 
+def statistic_from_ranks(
+    right: npt.NDArray[np.integer[Any]],
+    left: npt.NDArray[np.integer[Any]],
+    m: int,
+    hi: FloatArray,
+    lo: FloatArray,
+    scratch: FloatArray,
+) -> float:
+    """D from the sorted reference ranks of a window's values (no values needed).
+
+    ``right`` holds ``#reference <= w`` and ``left`` ``#reference < w`` for
+    every window value ``w``, each sorted ascending: both are non-decreasing
+    in ``w``, so position ``i`` of each is the ``i``-th smallest value's rank,
+    exactly what :func:`_statistic` gets from ``searchsorted`` on a sorted
+    window. Same integers, same float operations: the same ``D``, bit for bit.
+    A record's ranks can be computed once, when it arrives, instead of once
+    per check of every window it is in.
+    """
+    # Ufuncs called directly: at window sizes the wrappers cost more than the work.
+    np.divide(right, m, out=scratch)
+    np.subtract(hi, scratch, out=scratch)
+    d_plus = float(_MAX(scratch))
+    np.divide(left, m, out=scratch)
+    np.subtract(scratch, lo, out=scratch)
+    d_minus = float(_MAX(scratch))
+    return max(d_plus, d_minus, 0.0)
+
+
 def ks_statistic(window_sorted: npt.ArrayLike, ref: KSReference) -> float:
     """Two-sided KS statistic D of a sorted, NaN-free window against ``ref``.
 
@@ -169,7 +199,9 @@ class KSChecker:
     """Reusable work object: repeated KS statistics of windows against one reference.
 
     Buffers for windows up to ``max_window`` values are allocated once; a
-    check costs a copy and sort of the window plus two ``searchsorted`` calls.
+    check of values costs a copy and sort of the window plus two
+    ``searchsorted`` calls, a check of ranks (:meth:`statistic_ranks`, the
+    detector's way) only the arithmetic on them.
 
     Args:
         ref: the reference.
@@ -181,9 +213,17 @@ class KSChecker:
             raise ValueError(f"max_window must be > 0, got {max_window}")
         self.ref = ref
         self.max_window = int(max_window)
-        self._sorted = np.empty(self.max_window)
+        # Allocated on first use: the detector checks windows from their ranks
+        # (:meth:`statistic_ranks`) and never sorts values here.
+        self._sorted_buf: FloatArray | None = None
         self._scratch = np.empty(self.max_window)
         self._ranks: dict[int, tuple[FloatArray, FloatArray]] = {}
+        self._ties = bool(ref.n > 1 and np.any(ref.values[1:] == ref.values[:-1]))
+
+    def _sorted(self) -> FloatArray:
+        if self._sorted_buf is None:
+            self._sorted_buf = np.empty(self.max_window)
+        return self._sorted_buf
 
     def _rank_fractions(self, n: int) -> tuple[FloatArray, FloatArray]:
         got = self._ranks.get(n)
@@ -196,22 +236,14 @@ class KSChecker:
             self._ranks[n] = got
         return got
 
-    @property
-    def last_sorted(self) -> FloatArray:
-        """The sorted copy of the last window passed to :meth:`statistic` (a view)."""
-        return self._sorted[: self._last_n]
-
-    _last_n = 0
-
     def statistic(self, window: FloatArray) -> float:
         """D for an unsorted, NaN-free window (copied and sorted into a buffer)."""
         n = window.shape[0]
         if n == 0 or n > self.max_window:
             raise ValueError(f"window size {n} outside 1..{self.max_window}")
-        buf = self._sorted[:n]
+        buf = self._sorted()[:n]
         buf[...] = window
         buf.sort()
-        self._last_n = n
         return self.statistic_sorted(buf)
 
     def sort_parts(self, first: FloatArray, second: FloatArray) -> tuple[FloatArray, int]:
@@ -224,11 +256,10 @@ class KSChecker:
         n = n1 + second.shape[0]
         if n == 0 or n > self.max_window:
             raise ValueError(f"window size {n} outside 1..{self.max_window}")
-        buf = self._sorted[:n]
+        buf = self._sorted()[:n]
         buf[:n1] = first
         buf[n1:] = second
         buf.sort()
-        self._last_n = n
         # NaNs sort last; find where they start without scanning the whole window.
         n_valid = n if not np.isnan(buf[-1]) else int(np.searchsorted(buf, np.nan, side="left"))
         return buf, n - n_valid
@@ -238,6 +269,26 @@ class KSChecker:
         n = window_sorted.shape[0]
         hi, lo = self._rank_fractions(n)
         return _statistic(window_sorted, self.ref.values, hi, lo, self._scratch[:n])
+
+    def ranks(self, values: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """``(#reference <= v, #reference < v)`` for each value (NaN: ``n_ref`` both)."""
+        ref = self.ref.values
+        right = np.searchsorted(ref, values, side="right")
+        if self._ties:
+            return right, np.searchsorted(ref, values, side="left")
+        # Distinct reference values: the two counts differ only where v is one of
+        # them, which one look-up tells (cheaper than a second binary search).
+        below = ref[np.maximum(right - 1, 0)]
+        left = right - ((below == values) & (right > 0))
+        return right, left
+
+    def statistic_ranks(
+        self, right: npt.NDArray[np.integer[Any]], left: npt.NDArray[np.integer[Any]]
+    ) -> float:
+        """D from sorted ranks of a NaN-free window (:func:`statistic_from_ranks`)."""
+        n = right.shape[0]
+        hi, lo = self._rank_fractions(n)
+        return statistic_from_ranks(right, left, self.ref.n, hi, lo, self._scratch[:n])
 
 
 # --------------------------------------------------------------------------- exact

@@ -601,9 +601,10 @@ def _headroom(ax: Axes) -> None:
 def _stat_mode(events: Sequence[dict[str, Any]], test: str, config_mode: str | None) -> str:
     """``"p"`` when ``threshold`` is a p-value bound, ``"d"`` when it bounds the statistic.
 
-    Chi-squared and ``per_check`` mode compare p-values; calibrated KS compares D.
+    Chi-squared (and the atom share test) and ``per_check`` mode compare p-values;
+    calibrated KS compares D.
     """
-    if test == "chi2" or config_mode == "per_check":
+    if test in ("chi2", "atom_share") or config_mode == "per_check":
         return "p"
     if config_mode == "calibrated":
         return "d"

@@ -52,7 +52,7 @@ from edge_actors.topology import DRIFT, RingSpec, dtype_for
 from edge_actors.workers.base import Worker
 
 if TYPE_CHECKING:
-    from edge_actors.config import Config, DriftConfig
+    from edge_actors.config import Config
     from edge_actors.drift.reference import Reference
 
 log = logging.getLogger(__name__)
@@ -85,38 +85,15 @@ class _Group:
     seq: int = 0
 
 
-def detector_kwargs(dc: DriftConfig) -> dict[str, Any]:
-    """``DriftDetector`` keyword arguments for a ``drift_detection`` config section."""
-    return {
-        "window_size": dc.window_size,
-        "long_window_size": dc.long_window_size,
-        "check_frequency": dc.check_frequency,
-        "mode": dc.mode,
-        "threshold": dc.threshold,
-        "erfa": float(dc.expected_records_to_false_alarm),
-        "min_statistic": dc.min_statistic,
-        "confirm_m": dc.confirm_m,
-        "confirm_n": dc.confirm_n,
-        "correction": dc.correction,
-        "nan_rate_threshold": dc.nan_rate_threshold,
-        "out_of_range_threshold": dc.out_of_range_threshold,
-        "min_expected_count": dc.min_expected_count,
-        "unknown_category_threshold": dc.unknown_category_threshold,
-        "quality_hysteresis": dc.quality_hysteresis,
-        "worsened_factor": dc.worsened_factor,
-        "autocorrelation": dc.autocorrelation,
-        "discrete_max_values": dc.discrete_max_values,
-    }
-
-
 def build_groups(cfg: Config, ref: Reference, cache_dir: str | None) -> list[_Group]:
     """The detectors the worker runs for ``cfg`` and a loaded reference (one per side).
 
     The benchmarks build theirs here too, so they measure the shipped configuration.
     """
-    from edge_actors.drift.detector import DriftDetector
+    from edge_actors.drift.detector import DriftDetector, DriftSettings
 
     dc = cfg.drift_detection
+    shipped = DriftSettings.from_config(dc)
     model = cfg.model
     n_in = len(model.inputs)
     sides = [
@@ -155,15 +132,14 @@ def build_groups(cfg: Config, ref: Reference, cache_dir: str | None) -> list[_Gr
             nan_rates: dict[str, float] = nan_rates,
             n_side: int = len(mon),
         ) -> Any:
-            kw = detector_kwargs(dc)
             # The false-alarm budget is per model: split it over both sides.
-            kw["erfa"] *= total / n_side
+            settings = shipped.replace(erfa=shipped.erfa * total / n_side)
             return DriftDetector(
                 feats,
+                settings,
                 reference_hash=ref.content_hash,
                 cache_dir=cache_dir,
                 nan_rates=nan_rates,
-                **kw,
             )
 
         groups.append(_Group(label, make(), [i for i, _ in mon], kinds, make))
@@ -571,6 +547,7 @@ class DriftWorker(Worker):
                         "threshold": _num(item["threshold"]),
                         "n_eff": _num(item["n_eff"]),
                         "autocorrelation": _num(item["autocorrelation"]),
+                        "atom_share": _num(item["atom_share"]),
                         "nan_rate": _num(item["nan_rate"]),
                         "out_of_range_rate": _num(item["out_of_range_rate"]),
                         "unknown_rate": _num(item["unknown_rate"]),
