@@ -36,6 +36,7 @@ import re
 import struct
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -211,14 +212,35 @@ def fence_required() -> bool:
     return row is None or row.required
 
 
+class _LockFence:
+    """The fallback fence: a lock acquire/release pair (atomic read-modify-writes).
+
+    A child forked while another thread of the parent was inside the fence
+    would inherit the lock held, by a thread that does not exist in the child:
+    every child gets a new lock, right after the fork.
+    """
+
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
+
+    def __call__(self) -> None:
+        self.lock.acquire()
+        self.lock.release()
+
+
+def _renew_lock(ref: weakref.ref[_LockFence]) -> None:
+    fence = ref()
+    if fence is not None:
+        fence.lock = threading.Lock()
+
+
 def _lock_fence() -> Callable[[], None]:
-    lock = threading.Lock()
-
-    def fence() -> None:
-        lock.acquire()
-        lock.release()
-
-    return fence
+    return _LockFence()
 
 
 _ARM_CACHEFLUSH = 0x0F0002  # __ARM_NR_cacheflush: make written code visible to fetch
@@ -259,6 +281,11 @@ def _native_fence(isa: str | None = None) -> Callable[[], None] | None:
     return fn
 
 
+#: Process-global: the fence every ring writer and consumer of this process
+#: calls, made once (an executable page, or the lock fallback) by the first
+#: :func:`get_fence` that needs one. A forked child inherits it and can keep
+#: using it: fork copies the private executable page with its protection, and
+#: the lock fallback renews its lock in the child (see ``_LockFence``).
 _FENCE: Callable[[], None] | None = None
 _FENCE_KIND = ""
 

@@ -136,6 +136,8 @@ class Ring:
         # int64 word view of the whole segment: scalar stores through a memoryview
         # are several times cheaper than numpy scalar assignment on the hot path.
         self.q = buf.cast("q")
+        #: Byte view of the whole segment (the writer copies records through it).
+        self.buf = buf
 
     # ----------------------------------------------------------------- lifecycle
     @staticmethod
@@ -381,41 +383,66 @@ class Ring:
 
 
 class RingWriter:
-    """Writes records; never blocks, overwrites the oldest slot when full."""
+    """Writes records; never blocks, overwrites the oldest slot when full.
+
+    :attr:`put` is the single-record write protocol, as one function with its
+    state bound in: the producer calls it on its hot path (a bound closure costs
+    no more than the steps written inline, and the protocol lives only here).
+    """
 
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
-        self._q = ring.q
-        self._buf = ring.segment.buf
-        self._mask = ring.mask
-        self._slot_words = ring.slot_size // 8
-        self._rec_size = ring.record_dtype.itemsize
-        self._slot0 = HEADER_SIZE // 8
         self._fence: Callable[[], None] | None = get_fence()
-        self.seq = ring.write_seq
+        # The next record's sequence number, in a list the fast path shares.
+        self._state = [ring.write_seq]
         ring.words[W_PRODUCER_PID] = os.getpid()
         ring.words[W_PRODUCER_ATTACHES] += 1
+        #: Write one record given as its raw bytes (exactly the dtype's itemsize,
+        #: any buffer); returns the new ``write_seq`` (the record's seq + 1).
+        self.put: Callable[[Any], int] = self._bind()
+
+    def _bind(self) -> Callable[[Any], int]:
+        # Everything the protocol touches, as closure cells: the hot path reads
+        # no attribute but the sequence number.
+        q = self.ring.q
+        buf = self.ring.buf
+        mask = self.ring.mask
+        slot_words = self.ring.slot_size // 8
+        rec_size = self.ring.record_dtype.itemsize
+        slot0 = HEADER_SIZE // 8
+        fence = self._fence
+        state = self._state
+
+        def put(payload: Any) -> int:
+            seq = state[0]
+            qi = slot0 + (seq & mask) * slot_words
+            q[qi] = BUSY
+            if fence is not None:
+                fence()
+            off = qi * 8 + 8
+            buf[off : off + rec_size] = payload
+            if fence is not None:
+                fence()
+            q[qi] = seq
+            seq += 1
+            q[W_WRITE_SEQ] = seq
+            state[0] = seq
+            return seq
+
+        return put
+
+    @property
+    def seq(self) -> int:
+        """Sequence number the next record gets (== the ring's ``write_seq``)."""
+        return self._state[0]
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._state[0] = value
 
     def write_bytes(self, payload: Any) -> int:
-        """Write one record given as its raw bytes (exactly the dtype's itemsize); returns its seq.
-
-        The hot path of the producer handle: four int64 stores and one memcpy.
-        """
-        seq = self.seq
-        qi = HEADER_SIZE // 8 + (seq & self._mask) * self._slot_words
-        q = self._q
-        fence = self._fence
-        q[qi] = BUSY
-        if fence is not None:
-            fence()
-        off = qi * 8 + 8
-        self._buf[off : off + self._rec_size] = payload
-        if fence is not None:
-            fence()
-        q[qi] = seq
-        q[W_WRITE_SEQ] = seq + 1
-        self.seq = seq + 1
-        return seq
+        """Write one record given as its raw bytes (the dtype's itemsize); returns its seq."""
+        return self.put(payload) - 1
 
     def write(self, record: Any) -> int:
         """Write one record (a tuple or ``np.void`` of the ring's dtype); returns its seq."""
@@ -438,7 +465,7 @@ class RingWriter:
         while pos < n:
             k = min(cap, n - pos)
             seq = self.seq
-            start = seq & self._mask
+            start = seq & ring.mask
             # Up to two contiguous runs of slots: [start, end) and [0, rest).
             end = min(cap, start + k)
             rest = k - (end - start)
@@ -456,7 +483,7 @@ class RingWriter:
             stamps[start:end] = np.arange(seq, seq + end - start, dtype=np.int64)
             if rest:
                 stamps[:rest] = np.arange(seq + end - start, seq + k, dtype=np.int64)
-            self._q[W_WRITE_SEQ] = seq + k
+            ring.q[W_WRITE_SEQ] = seq + k
             self.seq = seq + k
             pos += k
         return first

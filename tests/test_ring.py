@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import textwrap
@@ -390,6 +391,42 @@ def test_lock_fence_fallback(segs: Segments, monkeypatch: pytest.MonkeyPatch) ->
     b = c.read()
     assert b.seqs.tolist() == [5, 6, 7, 8] and b.lost == 5
     ring.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_lock_fence_works_in_a_child_forked_while_another_thread_was_inside_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process-global fence survives fork: the child's lock fence is never stuck.
+
+    Holding the fence's lock in the parent stands for another thread being
+    inside the fence at the instant of the fork: the child inherits a locked
+    lock that no thread of its own will ever release. Its first ring write
+    must not hang on it (SIGALRM after 5 s says it did).
+    """
+    monkeypatch.setenv("EDGE_ACTORS_FENCE", "1")
+    monkeypatch.setattr(fence, "_native_fence", lambda: None)
+    monkeypatch.setattr(fence, "_FENCE", None)
+    monkeypatch.setattr(fence, "_FENCE_KIND", "")
+    f = fence.get_fence()
+    assert fence.fence_kind() == "lock"
+    lock = f.lock  # type: ignore[union-attr]
+    lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # child: never return into pytest
+            code = 1
+            try:
+                signal.alarm(5)
+                fence.get_fence()()  # type: ignore[misc]
+                code = 0
+            finally:
+                os._exit(code)
+    finally:
+        lock.release()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child hung in the inherited fence lock"
 
 
 # ------------------------------------------------------- unrelated processes
