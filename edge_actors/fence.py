@@ -2,8 +2,8 @@
 
 x86 keeps stores in program order and loads in program order (TSO), so the
 ring needs no fence there. AArch64 and ARMv6/v7 reorder freely: a reader could
-see a slot's new stamp before its payload. The fence sits between payload and
-stamp (writer) and between stamp reads and the copy (reader).
+see a slot's new stamp before its payload, or the new ``write_seq`` before the
+slot's stamp. Where the fences sit, and why, is in the ring module's docstring.
 
 Python has no fence primitive and the package ships no C extension (edge boxes
 often have no compiler), so the fence is a few machine instructions placed in

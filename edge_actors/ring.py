@@ -5,11 +5,32 @@ Layout (docs/design.md, "Rings"): a 4096-byte header of int64 words, each writer
 followed by one record of the ring's numpy dtype.
 
 Write: stamp = BUSY, payload, stamp = seq, ``write_seq = seq + 1``.
-Read: stamps, copy, stamps again; a slot is delivered only if both stamp reads
-equal the expected sequence number, so a torn or overwritten slot is never
-delivered. The producer never waits: it overwrites the oldest slot, and each
-consumer counts exactly what it lost, so ``written == consumed + lost + pending``
-holds for every consumer at every moment.
+Read: ``write_seq``, stamps, copy, stamps again; a slot is delivered only if
+both stamp reads equal the expected sequence number, so a torn or overwritten
+slot is never delivered. The producer never waits: it overwrites the oldest
+slot, and each consumer counts exactly what it lost, so
+``written == consumed + lost + pending`` holds for every consumer at every moment.
+
+Memory ordering. x86 keeps stores in order and loads in order, so there the
+steps above are enough; a weakly ordered CPU (ARM) may make a core's stores
+visible, or satisfy its loads, in another order, so a fence (``fence.py``:
+``dmb ish`` on ARM, a no-op call never made on x86) goes between each pair of
+steps whose order a reader relies on. Three message-passing pairs, each a
+writer fence matched by a reader fence:
+
+- stamp = BUSY | fence | payload, against copy | fence | second stamp load:
+  a reader whose copy saw any byte of a later lap sees BUSY or a later stamp
+  on its second load, so an overwritten record is counted lost, never torn.
+- payload | fence | stamp = seq, against first stamp load | fence | copy: a
+  reader whose first stamp load saw ``seq`` copies the whole payload.
+- stamp = seq | fence | ``write_seq = seq + 1``, against ``write_seq`` load |
+  fence | first stamp load: a reader that sees the new ``write_seq`` sees the
+  stamp ``seq`` (or a later one). Without this pair a reader could find the
+  previous lap's stamp in a slot ``write_seq`` says is written and count a
+  written record as lost (never deliver it torn: the stamp check holds anyway).
+
+So a write costs three fences and a read batch three (on ARM, ~100 ns each);
+``write_batch`` pays its three once per chunk.
 
 Cursors live in the header so that a restarted consumer resumes where it was;
 ``epoch`` is random and new at every creation, so a consumer whose saved cursor
@@ -424,6 +445,8 @@ class RingWriter:
             if fence is not None:
                 fence()
             q[qi] = seq
+            if fence is not None:
+                fence()  # the stamp before write_seq: see the module docstring
             seq += 1
             q[W_WRITE_SEQ] = seq
             state[0] = seq
@@ -483,6 +506,8 @@ class RingWriter:
             stamps[start:end] = np.arange(seq, seq + end - start, dtype=np.int64)
             if rest:
                 stamps[:rest] = np.arange(seq + end - start, seq + k, dtype=np.int64)
+            if self._fence is not None:
+                self._fence()
             ring.q[W_WRITE_SEQ] = seq + k
             self.seq = seq + k
             pos += k
@@ -537,7 +562,10 @@ class RingConsumer:
         """
         ring = self.ring
         cap = ring.capacity
+        fence = self._fence
         w = ring.write_seq
+        if fence is not None:
+            fence()  # write_seq before the stamps: see the module docstring
         r = self.pos
         lost = 0
         if w - r > cap:
@@ -556,7 +584,6 @@ class RingConsumer:
         start = r & ring.mask
         end = min(cap, start + n)
         rest = n - (end - start)
-        fence = self._fence
         if rest:
             s1 = np.concatenate((ring.stamps[start:end], ring.stamps[:rest]))
             if fence is not None:
