@@ -1,12 +1,19 @@
 """Producer hot path and ring throughput against multiprocessing baselines; prints ONE JSON object.
 
-    python benchmarks/producer.py [--quick]
+    python benchmarks/producer.py [--quick] [--log-only]
 
 Figures (same run, same machine):
 
 * ``log_ns``: per ``Producer.log(inputs, outputs)`` call with 8 input floats and
   1 output, each call timed with ``perf_counter_ns`` minus the measured timer
   overhead, after a warm-up; p50/p99 for a list, a numpy array and a dict input.
+* ``log_floor_ns``: the baseline of ``log_ns``, timed the same way: a pure-Python
+  pack-and-copy of the same record (``struct.pack_into`` a scratch buffer, copy
+  it into a lane slot: no lock, no stamps, no checks), the least a Python
+  ``log()`` can cost; ``log_vs_floor`` is the list p50 over it. Beside it, the
+  parts of ``log()`` the floor leaves out, each timed alone:
+  ``lock_pair_ns`` (the in-process lock's acquire + release) and
+  ``ring_put_ns`` (``RingWriter.put``, the write protocol without the packing).
 * ``log_batch_records_per_s``: ``log_batch`` of 100k-row arrays.
 * ``end_to_end_records_per_s``: producer → consumer *process*, records delivered
   per second, for the ring (a subprocess calling ``read()`` in a loop), a
@@ -25,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +45,8 @@ sys.path.insert(0, str(REPO))
 from edge_actors import shm  # noqa: E402
 from edge_actors.fence import fence_kind  # noqa: E402
 from edge_actors.producer import Producer  # noqa: E402
-from edge_actors.ring import Ring  # noqa: E402
+from edge_actors.records import model_dtype, model_struct  # noqa: E402
+from edge_actors.ring import HEADER_SIZE, Ring  # noqa: E402
 
 N_IN = 8
 INPUTS = [f"f{i}" for i in range(N_IN)]
@@ -128,6 +137,56 @@ def bench_log(name: str, n: int, overhead: int) -> dict[str, Any]:
     keep.close()
     shm.unlink(name)
     return out
+
+
+def _time_calls(fn: Any, n: int, overhead: int) -> dict[str, float]:
+    """p50/p99/mean of ``fn()`` timed one call at a time, after a warm-up."""
+    pc = time.perf_counter_ns
+    for _ in range(min(n, 50_000)):
+        fn()
+    samples = np.empty(n, np.int64)
+    for i in range(n):
+        t0 = pc()
+        fn()
+        samples[i] = pc() - t0
+    return _percentiles(samples, overhead)
+
+
+def bench_floor(name: str, n: int, overhead: int) -> dict[str, Any]:
+    """The baseline of ``log``, and the two costs ``log`` adds to it, timed like ``log``."""
+    n_values = N_IN + 1
+    ring = Ring.create(name, model_dtype(n_values), 1 << 14, 2)
+    st = model_struct(n_values)
+    scratch = bytearray(st.size)
+    pack_into, time_ns = st.pack_into, time.time_ns
+    buf, mask, slot, size = ring.buf, ring.mask, ring.slot_size, st.size
+    first = HEADER_SIZE + 8
+    x = [float(i) for i in range(N_IN)]
+    y = [0.5]
+    state = [0]
+
+    def pack_and_copy() -> None:
+        # What log() cannot do without: validate-and-pack, then one copy into the slot.
+        i = state[0]
+        state[0] = i + 1
+        pack_into(scratch, 0, time_ns(), i, 0, *x, *y)
+        off = first + (i & mask) * slot
+        buf[off : off + size] = scratch
+
+    lock = threading.Lock()
+    acquire, release = lock.acquire, lock.release
+
+    def lock_pair() -> None:
+        acquire()
+        release()
+
+    floor = _time_calls(pack_and_copy, n, overhead)
+    locks = _time_calls(lock_pair, n, overhead)
+    put = ring.writer().put
+    puts = _time_calls(lambda: put(scratch), n, overhead)
+    ring.close()
+    shm.unlink(name)
+    return {"floor": floor, "lock_pair": locks, "ring_put": puts}
 
 
 def bench_log_batch(name: str, rows: int, repeats: int) -> float:
@@ -265,8 +324,19 @@ def main() -> None:
     base = f"eab{os.getpid() % 100000}_"
     t_start = time.perf_counter()
     overhead = _timer_overhead_ns()
+    if "--log-only" in sys.argv:
+        # The hot path alone, with its baseline (a quick before/after check).
+        try:
+            log_ns = bench_log(base + "log", n_log, overhead)
+            parts = bench_floor(base + "floor", n_log, overhead)
+        finally:
+            for name in shm.list_names(base):
+                shm.unlink(name)
+        print(json.dumps(_log_result(log_ns, parts, overhead, t_start)))
+        return
     try:
         log_ns = bench_log(base + "log", n_log, overhead)
+        parts = bench_floor(base + "floor", n_log, overhead)
         batch = bench_log_batch(base + "batch", 100_000, 5)
         ring = bench_ring_e2e(base + "e2e", n_e2e)
         ring_batch = bench_ring_e2e_batch(base + "e2eb", n_e2e * 4)
@@ -277,9 +347,7 @@ def main() -> None:
             shm.unlink(name)
     ratio = ring["records_per_s"] / queue
     result = {
-        "benchmark": "producer",
-        "timer_overhead_ns": overhead,
-        "log_ns": log_ns,
+        **_log_result(log_ns, parts, overhead, t_start),
         "log_batch_records_per_s": batch,
         "end_to_end_records_per_s": {
             "ring": ring["records_per_s"],
@@ -291,7 +359,6 @@ def main() -> None:
         "ring_batch_records_per_s": ring_batch,
         "ring_batch_vs_queue": ring_batch / queue,
         "ring_vs_pipe": ring["records_per_s"] / pipe,
-        "fence": fence_kind(),
         "targets": TARGETS,
         "meets_targets": {
             "log_p50": log_ns["list"]["p50"] <= TARGETS["log_p50_ns_max"],
@@ -299,6 +366,24 @@ def main() -> None:
             "log_batch": batch >= TARGETS["log_batch_records_per_s_min"],
             "ring_vs_queue": ratio >= TARGETS["ring_vs_queue_min"],
         },
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    print(json.dumps(result))
+
+
+def _log_result(
+    log_ns: dict[str, Any], parts: dict[str, Any], overhead: int, t_start: float
+) -> dict[str, Any]:
+    """The ``log`` figures with their same-run baseline."""
+    return {
+        "benchmark": "producer",
+        "timer_overhead_ns": overhead,
+        "fence": fence_kind(),
+        "log_ns": log_ns,
+        "log_floor_ns": parts["floor"],
+        "log_vs_floor": log_ns["list"]["p50"] / max(parts["floor"]["p50"], 1.0),
+        "lock_pair_ns": parts["lock_pair"],
+        "ring_put_ns": parts["ring_put"],
         "machine": {
             "platform": platform.platform(),
             "machine": platform.machine(),
@@ -308,7 +393,6 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - t_start, 1),
     }
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 x86 keeps stores in program order and loads in program order (TSO), so the
 ring needs no fence there. AArch64 and ARMv6/v7 reorder freely: a reader could
-see a slot's new stamp before its payload. The fence sits between payload and
-stamp (writer) and between stamp reads and the copy (reader).
+see a slot's new stamp before its payload, or the new ``write_seq`` before the
+slot's stamp. Where the fences sit, and why, is in the ring module's docstring.
 
 Python has no fence primitive and the package ships no C extension (edge boxes
 often have no compiler), so the fence is a few machine instructions placed in
@@ -36,6 +36,7 @@ import re
 import struct
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -211,14 +212,35 @@ def fence_required() -> bool:
     return row is None or row.required
 
 
+class _LockFence:
+    """The fallback fence: a lock acquire/release pair (atomic read-modify-writes).
+
+    A child forked while another thread of the parent was inside the fence
+    would inherit the lock held, by a thread that does not exist in the child:
+    every child gets a new lock, right after the fork.
+    """
+
+    __slots__ = ("__weakref__", "lock")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            ref = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _renew_lock(ref))
+
+    def __call__(self) -> None:
+        self.lock.acquire()
+        self.lock.release()
+
+
+def _renew_lock(ref: weakref.ref[_LockFence]) -> None:
+    fence = ref()
+    if fence is not None:
+        fence.lock = threading.Lock()
+
+
 def _lock_fence() -> Callable[[], None]:
-    lock = threading.Lock()
-
-    def fence() -> None:
-        lock.acquire()
-        lock.release()
-
-    return fence
+    return _LockFence()
 
 
 _ARM_CACHEFLUSH = 0x0F0002  # __ARM_NR_cacheflush: make written code visible to fetch
@@ -259,6 +281,11 @@ def _native_fence(isa: str | None = None) -> Callable[[], None] | None:
     return fn
 
 
+#: Process-global: the fence every ring writer and consumer of this process
+#: calls, made once (an executable page, or the lock fallback) by the first
+#: :func:`get_fence` that needs one. A forked child inherits it and can keep
+#: using it: fork copies the private executable page with its protection, and
+#: the lock fallback renews its lock in the child (see ``_LockFence``).
 _FENCE: Callable[[], None] | None = None
 _FENCE_KIND = ""
 

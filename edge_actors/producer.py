@@ -35,7 +35,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,8 +45,16 @@ import numpy.typing as npt
 
 from edge_actors import control
 from edge_actors.doorbell import Ringer
-from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype, payload_dtype
-from edge_actors.ring import W_FLAGS, W_WRITE_SEQ, Ring, RingError, RingWriter
+from edge_actors.records import (
+    KIND_INPUT,
+    KIND_OUTPUT,
+    KIND_PAIR,
+    PAYLOAD_HEAD,
+    model_dtype,
+    model_struct,
+    payload_dtype,
+)
+from edge_actors.ring import W_FLAGS, Ring, RingError, RingWriter
 from edge_actors.schema import FieldSpec, signature
 
 #: Consumer line of the uploader in a lane header (topology.UPLOADER; not imported
@@ -71,7 +79,7 @@ class ProducerClosedError(RuntimeError):
     """The producer was used after ``close()``."""
 
 
-class _Side:
+class _SideConverter:
     """Converts one side (inputs or outputs) of a record to a list of floats."""
 
     def __init__(self, label: str, fields: Sequence[FieldSpec]) -> None:
@@ -194,16 +202,17 @@ class Producer:
         self._release = self._lock.release
         self._closed = False
         self._writer: RingWriter | None = None
-        # Hot-path copies of the writer's state, set on attach (see _put).
+        # Set on attach, None while detached: the writer's fast path, and the
+        # lane's header words (log() checks the retired flag in them).
+        self._write: Callable[[Any], int] | None = None
         self._q: memoryview | None = None
-        self._seq = 0
-        self._slot0 = self._mask = self._slot_words = self._rec_size = 0
-        self._buf: memoryview | None = None
-        self._fence: Any = None
         self._ring: Ring | None = None
         self._sock: socket.socket | None = None
         self._next_id = (int.from_bytes(os.urandom(3), "little") & 0x3FFFFF) << 40
+        # Records written into lanes this producer left; the current lane's are
+        # its writer's seq minus ``_lane_first`` (no counter on the hot path).
         self._written = 0
+        self._lane_first = 0
         self._dropped: dict[str, int] = {
             "detached": 0,
             "retired": 0,
@@ -249,12 +258,12 @@ class Producer:
 
     # ----------------------------------------------------------------- schema
     def _set_schema(self, inputs: list[FieldSpec], outputs: list[FieldSpec]) -> None:
-        self._in = _Side("inputs", inputs)
-        self._out = _Side("outputs", outputs)
+        self._in = _SideConverter("inputs", inputs)
+        self._out = _SideConverter("outputs", outputs)
         n = self._in.n + self._out.n
         self._schema_known = n > 0
         self.dtype = model_dtype(max(n, 1))
-        self._struct = struct.Struct(f"<qqq{max(n, 1)}d")
+        self._struct = model_struct(max(n, 1))
         self._scratch = bytearray(self._struct.size)
         self._pack_into = self._struct.pack_into
         self._nan_in = (_NAN,) * self._in.n
@@ -304,26 +313,16 @@ class Producer:
             q = self._q
             if q is None or q[W_FLAGS]:
                 return self._not_attached(rid)
-            seq = self._seq
-            qi = self._slot0 + (seq & self._mask) * self._slot_words
-            q[qi] = -1
-            fence = self._fence
-            if fence is not None:
-                fence()
-            off = qi * 8 + 8
-            self._buf[off : off + self._rec_size] = scratch  # type: ignore[index]
-            if fence is not None:
-                fence()
-            q[qi] = seq
-            seq += 1
-            q[W_WRITE_SEQ] = seq
-            self._seq = seq
-            self._written += 1
+            seq = self._write(scratch)  # type: ignore[misc]
             if not seq & self._half:
                 self._ringer.ring()  # crossed a half lane: wake sleeping readers
             return rid
         finally:
             self._release()
+
+    def _lane_seq(self) -> int:
+        """The current lane's ``write_seq`` as this producer wrote it (0 without one)."""
+        return self._writer.seq if self._writer is not None else 0
 
     def _drop_unknown_schema(self) -> int:
         """No config declared fields and no supervisor told us yet: count, cannot validate."""
@@ -357,11 +356,7 @@ class Producer:
             q = self._q
             if q is None or q[W_FLAGS]:
                 return self._not_attached(rid)
-            assert self._writer is not None
-            self._writer.seq = self._seq
-            self._writer.write_bytes(self._scratch)
-            self._seq = seq = self._writer.seq
-            self._written += 1
+            seq = self._write(self._scratch)  # type: ignore[misc]
             if not seq & self._half:
                 self._ringer.ring()
             return rid
@@ -413,11 +408,9 @@ class Producer:
             return
         if self._pending_n:
             recs = np.frombuffer(bytes(self._pending), dtype=self.dtype)
-            old = w.seq = self._seq
+            old = w.seq
             w.write_batch(recs)
-            self._seq = w.seq
-            self._written += len(recs)
-            if (old ^ self._seq) > self._half:
+            if (old ^ w.seq) > self._half:
                 self._ringer.ring()
         self._pending = bytearray()
         self._pending_n = 0
@@ -441,7 +434,7 @@ class Producer:
         recs["kind"] = KIND_PAIR
         with self._lock:
             if self._closed:
-                raise ProducerClosedError("producer is closed: create a new one with connect()")
+                raise ProducerClosedError(CLOSED_MESSAGE)
             first = self._next_id
             self._next_id += n
             recs["id"] = np.arange(first, first + n, dtype=np.int64)
@@ -458,11 +451,9 @@ class Producer:
                 self._detach_locked("lane retired by the supervisor")
                 self._hold(recs.tobytes(), n, "retired")
                 return first
-            old = w.seq = self._seq
+            old = w.seq
             w.write_batch(recs)
-            self._seq = w.seq
-            self._written += n
-            if (old ^ self._seq) > self._half:
+            if (old ^ w.seq) > self._half:
                 self._ringer.ring()
         return first
 
@@ -504,7 +495,7 @@ class Producer:
             with self._lock:
                 if self._sock is sock:
                     self._sock = None
-                    self._orphan_seq = self._seq
+                    self._orphan_seq = self._lane_seq()
                     self._last_error = "supervisor connection closed; reconnecting"
             sock.close()
             if not self._stop.is_set():
@@ -580,16 +571,15 @@ class Producer:
             if old is not None and self._q is not None:
                 # Our lane was not given back: what we wrote since the
                 # supervisor vanished went into a ring nobody reads.
-                self._dropped["lane_lost"] += self._seq - self._orphan_seq
+                self._dropped["lane_lost"] += self._lane_seq() - self._orphan_seq
                 self._detach_locked("lane not adopted by the new supervisor")
             ring = Ring.attach(str(reply["lane"]), self.dtype)
             self._ring = ring
             w = self._writer = ring.writer()
-            self._seq, self._slot0, self._mask = w.seq, w._slot0, w._mask
-            self._slot_words, self._rec_size, self._fence = w._slot_words, w._rec_size, w._fence
-            self._buf = w._buf
+            self._write = w.put
+            self._lane_first = w.seq
             self._half = max(ring.capacity // 2, 1) - 1
-            self._q = w._q
+            self._q = ring.q
             self._sock = sock
             self._attaches += 1
             self._last_error = ""
@@ -654,13 +644,13 @@ class Producer:
             self._dropped["payload_detached"] += 1
             return False
         scratch = self._payload_scratch
-        room = len(scratch) - 32
-        if len(data) > room:
+        head = PAYLOAD_HEAD.size
+        if len(data) > len(scratch) - head:
             self._dropped["payload_too_large"] += 1
             return False
-        struct.pack_into("<qqqq", scratch, 0, t_ns or _time_ns(), record_id, kind, len(data))
-        scratch[32 : 32 + len(data)] = data
-        seq = w.write_bytes(scratch) + 1
+        PAYLOAD_HEAD.pack_into(scratch, 0, t_ns or _time_ns(), record_id, kind, len(data))
+        scratch[head : head + len(data)] = data
+        seq = w.put(scratch)
         if not seq & self._payload_half:
             self._ringer.ring()
         return True
@@ -671,9 +661,11 @@ class Producer:
         if self._ring is not None:
             self._overrun_base += self._overrun()
             self._overrun_seen = 0
+        self._written += self._writer.seq - self._lane_first
+        self._lane_first = 0
         self._writer = None
+        self._write = None
         self._q = None
-        self._buf = None
         self._close_payload()
         if self._ring is not None:
             self._ring.close()
@@ -754,7 +746,7 @@ class Producer:
                 "attached": self._writer is not None,
                 "connected": self._sock is not None,
                 "lane": self._ring.name if self._ring is not None else None,
-                "written": self._written,
+                "written": self._written + self._lane_seq() - self._lane_first,
                 "pending": self._pending_n,
                 "pending_payloads": len(self._pending_payloads),
                 "dropped": dropped,
@@ -808,8 +800,8 @@ class Producer:
         self._stop = threading.Event()
         self._tried = threading.Event()
         self._writer = None
+        self._write = None
         self._q = None
-        self._buf = None
         self._ring = None
         self._payload_ring = None
         self._payload_writer = None
@@ -821,7 +813,7 @@ class Producer:
         # The parent's counters and held records are the parent's.
         self._pending, self._pending_n = bytearray(), 0
         self._pending_payloads, self._pending_payload_bytes = [], 0
-        self._written = self._attaches = 0
+        self._written = self._attaches = self._lane_first = 0
         self._overrun_base = self._payload_overrun_base = 0
         self._overrun_seen = self._payload_overrun_seen = 0
         self._dropped = dict.fromkeys(self._dropped, 0)
@@ -846,7 +838,7 @@ def _asarray(label: str, x: Any) -> npt.NDArray[Any]:
         raise ValueError(f"{label}: rows must all have the same length") from None
 
 
-def _check_2d(label: str, x: npt.NDArray[Any], side: _Side) -> int:
+def _check_2d(label: str, x: npt.NDArray[Any], side: _SideConverter) -> int:
     if x.ndim != 2 or x.shape[1] != side.n:
         raise ValueError(
             f"{label}: expected a 2-D array of shape (n, {side.n}) for fields {side.names}, "
@@ -857,7 +849,15 @@ def _check_2d(label: str, x: npt.NDArray[Any], side: _Side) -> int:
     return int(x.shape[0])
 
 
+#: Process-global: every live Producer of this process (weakly held, so an
+#: unreferenced producer is not kept alive by it), for the fork handler. A forked
+#: child inherits the set: ``_after_fork`` runs in the child, right after fork,
+#: and turns each inherited producer into a detached one of the child's own
+#: (new lock, no lane, no socket, counters and held records cleared, its own
+#: attach thread), so a child never writes into its parent's lane.
 _PRODUCERS: weakref.WeakSet[Producer] = weakref.WeakSet()
+#: Process-global: the fork handler is registered once per process (a child
+#: inherits the registration with the rest of the interpreter).
 _FORK_HOOKED = False
 
 

@@ -7,6 +7,8 @@ whole record with one ``struct.pack_into``.
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 
 #: Model record kinds: one record may carry inputs and outputs, or only one side.
@@ -27,6 +29,17 @@ def model_dtype(n_values: int) -> np.dtype[np.void]:
     if n_values < 1:
         raise ValueError("a model record needs at least one value")
     return np.dtype([*MODEL_HEAD, ("v", "<f8", (n_values,))])
+
+
+def model_struct(n_values: int) -> struct.Struct:
+    """The :func:`model_dtype` record as a ``struct`` (what the producer packs into).
+
+    ``pack_into(buf, 0, t_ns, id, kind, *values)`` writes exactly the bytes of
+    one ``model_dtype(n_values)`` record, and validates every value as it goes.
+    """
+    if n_values < 1:
+        raise ValueError("a model record needs at least one value")
+    return struct.Struct(f"<qqq{n_values}d")
 
 
 #: Scalar system metrics, in record order. NaN where the platform lacks one.
@@ -96,9 +109,14 @@ EVENT_DTYPE = np.dtype(
 )
 
 
+#: The head of a payload record (:func:`payload_dtype`): t_ns, id, kind, len; the
+#: JSON bytes follow it.
+PAYLOAD_HEAD = struct.Struct("<qqqq")
+
+
 def payload_dtype(slot_bytes: int) -> np.dtype[np.void]:
     """A payload record: the JSON (orjson) of non-numeric values logged with a model record."""
-    data = max(8, slot_bytes - 32)
+    data = max(8, slot_bytes - PAYLOAD_HEAD.size)
     data += (-data) % 8
     return np.dtype(
         [("t_ns", "<i8"), ("id", "<i8"), ("kind", "<i8"), ("len", "<i8"), ("data", "u1", (data,))]

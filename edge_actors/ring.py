@@ -5,11 +5,32 @@ Layout (docs/design.md, "Rings"): a 4096-byte header of int64 words, each writer
 followed by one record of the ring's numpy dtype.
 
 Write: stamp = BUSY, payload, stamp = seq, ``write_seq = seq + 1``.
-Read: stamps, copy, stamps again; a slot is delivered only if both stamp reads
-equal the expected sequence number, so a torn or overwritten slot is never
-delivered. The producer never waits: it overwrites the oldest slot, and each
-consumer counts exactly what it lost, so ``written == consumed + lost + pending``
-holds for every consumer at every moment.
+Read: ``write_seq``, stamps, copy, stamps again; a slot is delivered only if
+both stamp reads equal the expected sequence number, so a torn or overwritten
+slot is never delivered. The producer never waits: it overwrites the oldest
+slot, and each consumer counts exactly what it lost, so
+``written == consumed + lost + pending`` holds for every consumer at every moment.
+
+Memory ordering. x86 keeps stores in order and loads in order, so there the
+steps above are enough; a weakly ordered CPU (ARM) may make a core's stores
+visible, or satisfy its loads, in another order, so a fence (``fence.py``:
+``dmb ish`` on ARM, a no-op call never made on x86) goes between each pair of
+steps whose order a reader relies on. Three message-passing pairs, each a
+writer fence matched by a reader fence:
+
+- stamp = BUSY | fence | payload, against copy | fence | second stamp load:
+  a reader whose copy saw any byte of a later lap sees BUSY or a later stamp
+  on its second load, so an overwritten record is counted lost, never torn.
+- payload | fence | stamp = seq, against first stamp load | fence | copy: a
+  reader whose first stamp load saw ``seq`` copies the whole payload.
+- stamp = seq | fence | ``write_seq = seq + 1``, against ``write_seq`` load |
+  fence | first stamp load: a reader that sees the new ``write_seq`` sees the
+  stamp ``seq`` (or a later one). Without this pair a reader could find the
+  previous lap's stamp in a slot ``write_seq`` says is written and count a
+  written record as lost (never deliver it torn: the stamp check holds anyway).
+
+So a write costs three fences and a read batch three (on ARM, ~100 ns each);
+``write_batch`` pays its three once per chunk.
 
 Cursors live in the header so that a restarted consumer resumes where it was;
 ``epoch`` is random and new at every creation, so a consumer whose saved cursor
@@ -136,6 +157,8 @@ class Ring:
         # int64 word view of the whole segment: scalar stores through a memoryview
         # are several times cheaper than numpy scalar assignment on the hot path.
         self.q = buf.cast("q")
+        #: Byte view of the whole segment (the writer copies records through it).
+        self.buf = buf
 
     # ----------------------------------------------------------------- lifecycle
     @staticmethod
@@ -381,41 +404,68 @@ class Ring:
 
 
 class RingWriter:
-    """Writes records; never blocks, overwrites the oldest slot when full."""
+    """Writes records; never blocks, overwrites the oldest slot when full.
+
+    :attr:`put` is the single-record write protocol, as one function with its
+    state bound in: the producer calls it on its hot path (a bound closure costs
+    no more than the steps written inline, and the protocol lives only here).
+    """
 
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
-        self._q = ring.q
-        self._buf = ring.segment.buf
-        self._mask = ring.mask
-        self._slot_words = ring.slot_size // 8
-        self._rec_size = ring.record_dtype.itemsize
-        self._slot0 = HEADER_SIZE // 8
         self._fence: Callable[[], None] | None = get_fence()
-        self.seq = ring.write_seq
+        # The next record's sequence number, in a list the fast path shares.
+        self._state = [ring.write_seq]
         ring.words[W_PRODUCER_PID] = os.getpid()
         ring.words[W_PRODUCER_ATTACHES] += 1
+        #: Write one record given as its raw bytes (exactly the dtype's itemsize,
+        #: any buffer); returns the new ``write_seq`` (the record's seq + 1).
+        self.put: Callable[[Any], int] = self._bind()
+
+    def _bind(self) -> Callable[[Any], int]:
+        # Everything the protocol touches, as closure cells: the hot path reads
+        # no attribute but the sequence number.
+        q = self.ring.q
+        buf = self.ring.buf
+        mask = self.ring.mask
+        slot_words = self.ring.slot_size // 8
+        rec_size = self.ring.record_dtype.itemsize
+        slot0 = HEADER_SIZE // 8
+        fence = self._fence
+        state = self._state
+
+        def put(payload: Any) -> int:
+            seq = state[0]
+            qi = slot0 + (seq & mask) * slot_words
+            q[qi] = BUSY
+            if fence is not None:
+                fence()
+            off = qi * 8 + 8
+            buf[off : off + rec_size] = payload
+            if fence is not None:
+                fence()
+            q[qi] = seq
+            if fence is not None:
+                fence()  # the stamp before write_seq: see the module docstring
+            seq += 1
+            q[W_WRITE_SEQ] = seq
+            state[0] = seq
+            return seq
+
+        return put
+
+    @property
+    def seq(self) -> int:
+        """Sequence number the next record gets (== the ring's ``write_seq``)."""
+        return self._state[0]
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._state[0] = value
 
     def write_bytes(self, payload: Any) -> int:
-        """Write one record given as its raw bytes (exactly the dtype's itemsize); returns its seq.
-
-        The hot path of the producer handle: four int64 stores and one memcpy.
-        """
-        seq = self.seq
-        qi = HEADER_SIZE // 8 + (seq & self._mask) * self._slot_words
-        q = self._q
-        fence = self._fence
-        q[qi] = BUSY
-        if fence is not None:
-            fence()
-        off = qi * 8 + 8
-        self._buf[off : off + self._rec_size] = payload
-        if fence is not None:
-            fence()
-        q[qi] = seq
-        q[W_WRITE_SEQ] = seq + 1
-        self.seq = seq + 1
-        return seq
+        """Write one record given as its raw bytes (the dtype's itemsize); returns its seq."""
+        return self.put(payload) - 1
 
     def write(self, record: Any) -> int:
         """Write one record (a tuple or ``np.void`` of the ring's dtype); returns its seq."""
@@ -438,7 +488,7 @@ class RingWriter:
         while pos < n:
             k = min(cap, n - pos)
             seq = self.seq
-            start = seq & self._mask
+            start = seq & ring.mask
             # Up to two contiguous runs of slots: [start, end) and [0, rest).
             end = min(cap, start + k)
             rest = k - (end - start)
@@ -456,7 +506,9 @@ class RingWriter:
             stamps[start:end] = np.arange(seq, seq + end - start, dtype=np.int64)
             if rest:
                 stamps[:rest] = np.arange(seq + end - start, seq + k, dtype=np.int64)
-            self._q[W_WRITE_SEQ] = seq + k
+            if self._fence is not None:
+                self._fence()
+            ring.q[W_WRITE_SEQ] = seq + k
             self.seq = seq + k
             pos += k
         return first
@@ -510,7 +562,10 @@ class RingConsumer:
         """
         ring = self.ring
         cap = ring.capacity
+        fence = self._fence
         w = ring.write_seq
+        if fence is not None:
+            fence()  # write_seq before the stamps: see the module docstring
         r = self.pos
         lost = 0
         if w - r > cap:
@@ -529,7 +584,6 @@ class RingConsumer:
         start = r & ring.mask
         end = min(cap, start + n)
         rest = n - (end - start)
-        fence = self._fence
         if rest:
             s1 = np.concatenate((ring.stamps[start:end], ring.stamps[:rest]))
             if fence is not None:

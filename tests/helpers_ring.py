@@ -260,16 +260,16 @@ def _writer(name: str, n_values: int, mode: str, total: int) -> int:
         p = Producer("/nonexistent", "t", names, ["y"], start=False)
         keep, _ = socket.socketpair()
         p._attach(keep, {"lane": name, **p.schema()})
-        seq = p._seq
+        seq = p._lane_seq()
         print(f"ready {os.getpid()} {seq}", flush=True)
-        while total < 0 or p._seq < total:
+        while total < 0 or p._lane_seq() < total:
             if mode == "producer_batch":
-                seq = p._seq
+                seq = p._lane_seq()
                 k = 1 + seq % 37
                 vals = np.repeat(np.arange(seq, seq + k, dtype=np.float64)[:, None], n_values, 1)
                 p.log_batch(vals[:, :-1], vals[:, -1:])
             else:
-                x = float(p._seq)
+                x = float(p._lane_seq())
                 p.log([x] * (n_values - 1), [x])
         return 0
     w = ring.writer()

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from edge_actors.producer import CLOSED_MESSAGE, Producer, ProducerClosedError
-from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR
+from edge_actors.records import KIND_INPUT, KIND_OUTPUT, KIND_PAIR, model_dtype
 from edge_actors.ring import Ring
 from tests.helpers_ring import (  # noqa: F401
     LANE_INPUTS,
@@ -559,9 +559,9 @@ def test_fork_child_does_not_write_into_parents_lane(segs: Segments, run_dir: Pa
                 detached = p.stats()["dropped"]["detached"]
                 ok = p.wait_attached(2.0)
                 p.log([7, 7, 7, 7], [7])
-                lane_name = p.stats()["lane"]
+                lane_name, written = p.stats()["lane"], p.stats()["written"]
                 p.close()
-                os.write(w, f"{detached} {ok} {lane_name}".encode())
+                os.write(w, f"{detached} {ok} {lane_name} {written}".encode())
                 code = 0
             finally:
                 os._exit(code)
@@ -572,14 +572,14 @@ def test_fork_child_does_not_write_into_parents_lane(segs: Segments, run_dir: Pa
         assert os.waitstatus_to_exitcode(status) == 0
         # The child's first record is held until its own lane arrives, whether
         # its attach thread or its first log() ran first: nothing dropped.
-        assert report == f"0 True {other.name}"
+        assert report == f"0 True {other.name} 2"
         assert ring.write_seq == 1, "the child wrote into the parent's lane"
         assert other.consumer(0).read().records["v"].tolist() == [[9] * 5, [7] * 5]
         reqs = server.wait_requests(2)
         assert reqs[0]["pid"] == os.getpid() and reqs[0]["prefer"] is None
         assert reqs[1]["pid"] == pid and reqs[1]["prefer"] is None
         p.log([2, 2, 2, 2], [2])  # the parent keeps its lane
-        assert ring.write_seq == 2
+        assert ring.write_seq == 2 == p.stats()["written"]
     finally:
         p.close()
         server.stop()
@@ -771,3 +771,21 @@ def test_producer_imports_nothing_heavy() -> None:
 
 # The connect() path (config loading included) is checked in
 # tests/test_supervisor.py::test_connect_imports_neither_scipy_nor_boto3.
+
+
+def test_packed_record_and_payload_head_are_the_ring_layouts() -> None:
+    """The struct the producer packs is the lane record byte for byte; the payload head too."""
+    from edge_actors.records import PAYLOAD_HEAD, model_struct, payload_dtype
+
+    st = model_struct(3)
+    raw = st.pack(123, 7, 2, 1.5, -2.0, 3.25)
+    rec = np.frombuffer(raw, dtype=model_dtype(3))[0]
+    assert (int(rec["t_ns"]), int(rec["id"]), int(rec["kind"])) == (123, 7, 2)
+    assert rec["v"].tolist() == [1.5, -2.0, 3.25]
+    dt = payload_dtype(64)
+    buf = bytearray(dt.itemsize)
+    PAYLOAD_HEAD.pack_into(buf, 0, 9, 8, 1, 2)
+    buf[PAYLOAD_HEAD.size : PAYLOAD_HEAD.size + 2] = b"{}"
+    p = np.frombuffer(bytes(buf), dtype=dt)[0]
+    assert [int(p[k]) for k in ("t_ns", "id", "kind", "len")] == [9, 8, 1, 2]
+    assert bytes(p["data"][:2]) == b"{}"
