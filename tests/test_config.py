@@ -447,7 +447,7 @@ def test_instance_rules(tmp_path: Path) -> None:
             "confirm_n, correction, nan_rate_threshold, out_of_range_threshold, "
             "min_expected_count, summary_interval_seconds, unknown_category_threshold, "
             "quality_hysteresis, worsened_factor, autocorrelation, discrete_max_values, "
-            "checkpoint_interval_seconds)",
+            "atom_min_share, checkpoint_interval_seconds)",
         ),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -259,6 +260,18 @@ def test_defaults_are_the_shipped_config() -> None:
     # A detector built without settings runs exactly what users run.
     assert DriftSettings() == DriftSettings.from_config(DriftConfig())
     assert DriftDetector(_features(np.random.default_rng(0), 1)).settings == DriftSettings()
+
+
+def test_every_drift_key_reaches_the_detector() -> None:
+    from edge_actors.config import ConfigError, parse_config
+
+    cfg = parse_config(
+        {"drift_detection": {"atom_min_share": 0, "discrete_max_values": 3}}, Path("."), "t.yaml"
+    )
+    s = DriftSettings.from_config(cfg.drift_detection)
+    assert (s.atom_min_share, s.discrete_max_values) == (0.0, 3)
+    with pytest.raises(ConfigError, match=r"drift_detection\.atom_min_share"):
+        parse_config({"drift_detection": {"atom_min_share": 1.5}}, Path("."), "t.yaml")
 
 
 def test_settings_refuse_what_the_detector_cannot_run() -> None:

@@ -401,6 +401,17 @@ class DriftConfig:
         conv=_integer(0, 1000),
         type_="integer",
     )
+    atom_min_share: float = _opt(
+        _DRIFT.ATOM_MIN_SHARE,
+        doc=(
+            "Other numeric fields whose most frequent reference value holds at least this "
+            "share (a sensor that reads 0 most of the time) are tested in two parts: that "
+            "value's share (chi-squared, events with test `atom_share`) and KS on the other "
+            "values; 0 disables it."
+        ),
+        conv=_number(0, hi=1),
+        type_="number",
+    )
     checkpoint_interval_seconds: float = _opt(
         _DRIFT.CHECKPOINT_INTERVAL_SECONDS,
         doc=(

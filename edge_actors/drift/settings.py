@@ -57,7 +57,6 @@ class DriftSettings:
         atom_min_share: other numeric features whose most frequent reference
             value holds at least this share are tested in two parts, that
             value's share (chi-squared) and KS on the other values (0: never).
-            Not a config key yet: the shipped default applies.
         long_check_frequency: records between long-window checks (``None``:
             ``max(check_frequency, long_window_size / 10)`` rounded up to a
             multiple of ``check_frequency``; see :attr:`long_cadence`).
@@ -152,4 +151,5 @@ class DriftSettings:
             worsened_factor=dc.worsened_factor,
             autocorrelation=dc.autocorrelation,
             discrete_max_values=dc.discrete_max_values,
+            atom_min_share=dc.atom_min_share,
         )
