@@ -708,7 +708,18 @@ def test_producer_floods_a_tiny_ring(make_config, agent, producers, short_dir, d
     a = agent(config(make_config, {"model_logging": {"buffer_size": 1024}}))
     tally = Tally("producer flood (16384-slot lane, the floor; bursts of 150000)")
     prod = producers(a, short_dir, rate=0, burst=150_000, pause=0.5)
-    sleep_until(time.monotonic() + duration)
+    end = time.monotonic() + duration
+    # The uploader keeps up with one producer at full speed (issue 17), so stall it
+    # now and then (a real SIGSTOP, as a swapped-out or throttled process): the
+    # bursts meanwhile are far larger than the lane and must be counted overrun.
+    while time.monotonic() < end:
+        pid = a.worker_pid("uploader")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.0)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        time.sleep(1.0)
     res = prod.stop()
     tally.add_producer(0, res)
     reader = LocalSinkReader(Path(a.cfg["data_dir"]) / "sink")
