@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from edge_actors.procmem import MemoryGauge
 from edge_actors.records import MAX_CORES, PROCESS_DTYPE, SYSTEM_DTYPE
 from edge_actors.ring import Ring, RingError, RingWriter
 from edge_actors.topology import RingSpec
@@ -57,6 +58,7 @@ class SamplerWorker(Worker):
         self._rings: list[Ring] = []
         self.processes: dict[str, int] = {}
         self._procs: dict[int, psutil.Process] = {}
+        self._memory = MemoryGauge()
         self.samples = 0
         self.errors = 0
         psutil.cpu_percent(None)
@@ -182,19 +184,21 @@ class SamplerWorker(Worker):
                     proc.cpu_percent(None)
                 with proc.oneshot():
                     cpu = proc.cpu_percent(None)
-                    mem = proc.memory_full_info()
                     threads = proc.num_threads()
+                # USS/PSS walked only when RSS moved or the last walk is old (procmem).
+                mem = self._memory.read(pid)
             except (psutil.Error, OSError):
                 continue
             alive.add(pid)
             r = recs[n]
             r["t_ns"], r["pid"], r["role"] = t_ns, pid, role.encode()[:16]
-            r["cpu_percent"], r["uss"], r["rss"] = cpu, getattr(mem, "uss", _NAN), mem.rss
+            r["cpu_percent"], r["uss"], r["rss"] = cpu, mem.uss, mem.rss
             r["num_threads"] = threads
             n += 1
         for pid in list(self._procs):
             if pid not in alive:
                 del self._procs[pid]
+        self._memory.forget(alive)
         if n:
             self.proc_writer.write_batch(recs[:n])
 
