@@ -37,6 +37,7 @@ from edge_actors import control, rundir, shm, spill, topology
 from edge_actors.config import Config
 from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry
 from edge_actors.loglimit import LogLimiter
+from edge_actors.procmem import MemoryGauge, rss_of
 from edge_actors.restart_policy import GiveUp, RestartPolicy, Stopped, StopReason, WorkerLife
 from edge_actors.ring import Ring
 from edge_actors.roster import WORKER_NAMES
@@ -152,7 +153,7 @@ class Supervisor:
         self._next_watchdog = 0.0
         self._next_mem_check = 0.0
         self._next_status_note = 0.0
-        self._procs: dict[int, psutil.Process] = {}
+        self._memory = MemoryGauge()
         self.state: SupervisorState = "starting"
         self._run_fd = -1
         self._accept_paused_until = 0.0
@@ -415,7 +416,7 @@ class Supervisor:
     def _on_exit(self, h: WorkerHandle, code: int) -> None:
         now = time.monotonic()
         self._drop_chan(h)
-        self._procs.pop(h.pid, None)
+        self._memory.drop(h.pid)
         h.pid = 0
         decision = self.policy.on_exit(h.life, code, now, shutting_down=self.state == "stopping")
         if isinstance(decision, Stopped):
@@ -472,22 +473,20 @@ class Supervisor:
                 log.error("%s did not stop within the grace period: SIGKILL", h.name)
                 self._kill(h, overdue.reason)
 
-    def _memory_of(self, pid: int) -> int:
-        proc = self._procs.get(pid)
-        if proc is None:
-            proc = self._procs[pid] = psutil.Process(pid)
+    def _memory_of(self, pid: int, limit_mb: float) -> int:
         metric = self.cfg.supervisor.memory_metric
         if metric == "rss":
-            return int(proc.memory_info().rss)
-        info = proc.memory_full_info()
-        return int(getattr(info, metric, info.rss))
+            return rss_of(pid)
+        # The gauge walks smaps_rollup (ms per worker) only when RSS cannot prove the budget.
+        mem = self._memory.read(pid, limit_mb * 2**20)
+        return mem.pss if metric == "pss" else mem.uss
 
     def _check_memory(self, now: float) -> None:
         for h in self.workers.values():
             if not h.pid or not h.life.live:
                 continue
             try:
-                h.memory_bytes = self._memory_of(h.pid)
+                h.memory_bytes = self._memory_of(h.pid, h.memory_limit_mb)
             except (psutil.Error, OSError):
                 continue
             if self.policy.check_memory(h.life, h.memory_bytes, h.memory_limit_mb, now):
@@ -502,9 +501,7 @@ class Supervisor:
                 self._send(h, {"cmd": "stop"})
         # Forget process handles of pids that are gone.
         live = {h.pid for h in self.workers.values()}
-        for pid in list(self._procs):
-            if pid not in live:
-                del self._procs[pid]
+        self._memory.forget(live)
 
     # ================================================================ clients
     def _accept(self) -> None:

@@ -828,6 +828,33 @@ def test_block_objects_carry_the_bytes_the_row_form_gives(tmp_path: Path) -> Non
     assert first["payload"] == {"_undecodable": "{bad"}
 
 
+@pytest.mark.parametrize("kinds", ["one kind", "mixed"])
+def test_block_objects_match_the_row_form_across_midnight(tmp_path: Path, kinds: str) -> None:
+    """A block of one kind (rendered as a constant) spanning two UTC days renders like rows."""
+    import numpy as np
+
+    from edge_actors.outbox import RecordBlock
+    from edge_actors.records import KIND_PAIR
+
+    recs, seqs, rows = _lane_block(300)
+    midnight = 1_795_046_400 * 10**9  # 2026-11-19T00:00:00Z
+    recs["t_ns"] = midnight - 150 * 997_001 + np.arange(300) * 997_001
+    if kinds == "one kind":
+        recs["kind"] = KIND_PAIR
+    bodies = []
+    for form in ("rows", "blocks"):
+        with Outbox.open(tmp_path / f"{form}{kinds}.db", max_bytes=1 << 26) as ob:
+            if form == "rows":
+                ob.append({"model": rows.rows("ea_l0", recs, seqs)})
+            else:
+                ob.append({}, blocks={"model": [RecordBlock(_lane_spec(rows), recs, seqs)]})
+            batch = ob.peek("model", 10_000)
+            assert batch is not None
+            bodies.append(batch.body)
+    assert bodies[0] == bodies[1]
+    assert b'"2026-11-18T23:59:59.' in bodies[1] and b'"2026-11-19T00:00:00.' in bodies[1]
+
+
 def test_block_batches_are_deterministic_and_split_chunks_exactly_once(tmp_path: Path) -> None:
     """Batches cutting through block chunks: same bytes until acked, every record once."""
     from edge_actors.outbox import RecordBlock

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,6 +131,25 @@ def test_encode_body_is_deterministic() -> None:
     assert encode_body(raw) == encode_body(raw)
     assert gzip.decompress(encode_body(raw)) == raw
     assert md5_b64(b"") == "1B2M2Y8AsgTpgAmY7PhCfg=="
+
+
+@pytest.mark.parametrize("isal", [True, False], ids=["isal", "zlib"])
+def test_encode_body_with_and_without_isal_is_plain_gzip(
+    isal: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Level 1 with or without the ``fast`` extra: a gzip stream any reader opens, stable bytes."""
+    from edge_actors.sinks import base
+
+    if not isal:
+        monkeypatch.setattr(base, "_igzip", None)  # the platform without an isal wheel
+    elif base._igzip is None:
+        pytest.skip("isal not installed")
+    raw = b"".join(orjson.dumps(r) + b"\n" for r in _records(2000))
+    body = encode_body(raw, 1)
+    assert body == encode_body(raw, 1)
+    assert gzip.decompress(body) == raw
+    assert zlib.decompress(body, 31) == raw  # what S3 clients and DuckDB use
+    assert len(body) < len(raw) / 3
 
 
 def test_make_sink_validates() -> None:

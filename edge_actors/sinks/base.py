@@ -18,9 +18,18 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+from types import ModuleType
 from typing import Protocol, runtime_checkable
 
 from edge_actors.redact import redact_urls
+
+_igzip: ModuleType | None
+try:  # ISA-L's gzip (the ``fast`` extra): ~3.5x zlib's level 1 speed, and smaller.
+    from isal import igzip as _isal_igzip
+
+    _igzip = _isal_igzip
+except ImportError:  # e.g. no wheel for the platform: zlib, same format
+    _igzip = None
 
 __all__ = [
     "DEFAULT_GZIP_LEVEL",
@@ -93,8 +102,12 @@ def encode_body(ndjson: bytes, level: int = DEFAULT_GZIP_LEVEL) -> bytes:
     """Gzip ``ndjson`` deterministically: same batch and level, same bytes, same ETag.
 
     ``mtime=0`` removes the only varying header field, so a retried upload
-    produces an identical object.
+    produces an identical object. Level 1 (fastest) uses ISA-L's level 1 where
+    the ``isal`` package is installed: a standard gzip stream, faster and
+    smaller than zlib's; other levels keep zlib's size/CPU trade-off.
     """
+    if level == 1 and _igzip is not None:
+        return bytes(_igzip.compress(ndjson, 1, mtime=0))
     return gzip.compress(ndjson, compresslevel=level, mtime=0)
 
 

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 import psutil
 
+from edge_actors.procmem import MemoryGauge
 from edge_actors.records import MAX_CORES, PROCESS_DTYPE, SYSTEM_DTYPE, SYSTEM_FIELDS
 from edge_actors.ring import Ring, RingError, RingWriter
 from edge_actors.topology import RingSpec
@@ -95,6 +96,7 @@ class SamplerWorker(Worker):
         self._rings: list[Ring] = []
         self.processes: dict[str, int] = {}
         self._procs: dict[int, psutil.Process] = {}
+        self._memory = MemoryGauge()
         self.samples = 0
         self.errors = 0
         #: Metric name -> why it is not collected (``status``: sampler ``unavailable``).
@@ -283,6 +285,7 @@ class SamplerWorker(Worker):
         for pid in list(self._procs):
             if pid not in alive:
                 del self._procs[pid]
+        self._memory.forget(alive)
         if n:
             self.proc_writer.write_batch(recs[:n])
 
@@ -301,11 +304,14 @@ class SamplerWorker(Worker):
             with proc.oneshot():
                 cpu = proc.cpu_percent(None)
                 threads = proc.num_threads()
-                full = self._read(_PROC_USS, proc.memory_full_info, gone=psutil.NoSuchProcess)
-                rss = full.rss if full is not None else proc.memory_info().rss
+            # USS/PSS walked only when RSS moved or the last walk is old (procmem).
+            mem = self._read(
+                _PROC_USS, functools.partial(self._memory.read, pid), gone=psutil.NoSuchProcess
+            )
+            rss = mem.rss if mem is not None else proc.memory_info().rss
         except psutil.NoSuchProcess:  # exited (ZombieProcess is one too): not an error
             return None
-        return cpu, getattr(full, "uss", _NAN), float(rss), threads
+        return cpu, float(mem.uss) if mem is not None else _NAN, float(rss), threads
 
     def stats(self) -> dict[str, Any]:
         """Samples taken, errors, the interval, and the metrics not collected and why."""
