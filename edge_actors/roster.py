@@ -34,6 +34,11 @@ class WorkerSpec:
     target: str
     #: One line for the configuration reference.
     doc: str
+    #: Niceness added in the worker's process. The drift worker yields the CPU
+    #: to the uploader: when both want more than the box has, a late drift check
+    #: costs nothing and a late ring read loses records (issue 10's seed loop
+    #: overran its lane while drift and uploader shared one core).
+    nice: int = 0
 
     def load(self) -> type:
         """Import and return the worker's class (call it in the worker's process only)."""
@@ -47,7 +52,7 @@ ROSTER: tuple[WorkerSpec, ...] = (
     WorkerSpec(
         "sampler", 40.0, "edge_actors.workers.sampler:SamplerWorker", "System-health sampler."
     ),
-    WorkerSpec("drift", 80.0, "edge_actors.workers.drift:DriftWorker", "Drift detector."),
+    WorkerSpec("drift", 80.0, "edge_actors.workers.drift:DriftWorker", "Drift detector.", nice=5),
     WorkerSpec(
         "uploader",
         80.0,

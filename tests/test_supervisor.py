@@ -45,6 +45,17 @@ def test_start_status_and_clean_sigterm(make_config, agent) -> None:
     assert "not running" in out.stdout
 
 
+def test_drift_worker_yields_the_cpu_to_the_uploader(make_config, agent) -> None:
+    # When both want more CPU than the box has, a late drift check costs nothing
+    # and a late ring read loses records: the drift worker runs 5 nicer.
+    a = agent(make_config())
+    a.wait_for(lambda s: all(s["workers"][w]["state"] == "running" for w in ("drift", "uploader")))
+    sup = psutil.Process(a.proc.pid).nice()
+    assert psutil.Process(a.worker_pid("drift")).nice() == min(sup + 5, 19)
+    assert psutil.Process(a.worker_pid("uploader")).nice() == sup
+    assert psutil.Process(a.worker_pid("sampler")).nice() == sup
+
+
 def test_sigkill_worker_is_restarted_and_ring_survives(make_config, agent) -> None:
     a = agent(make_config(ONLY_SAMPLER))
     before = a.wait_for(lambda s: _sys_written(s) >= 3)

@@ -255,8 +255,14 @@ def child_main(
         signal.signal(signal.SIGTERM, on_term)
         if cfg.supervisor.hard_memory_limit:
             _set_hard_memory_limit(cfg.workers.get(name).memory_limit_mb)
+        spec = worker_spec(name)
+        if spec.nice:
+            try:
+                os.nice(spec.nice)
+            except OSError as exc:  # a sandbox without setpriority: run at the same priority
+                log.warning("%s: cannot lower its priority: %s", name, exc)
         # Imported here, in the worker's own process only (edge_actors.roster).
-        worker: Worker = worker_spec(name).load()(cfg, chan)
+        worker: Worker = spec.load()(cfg, chan)
         worker_ref.append(worker)
         code = worker.run()
     except BaseException as exc:
