@@ -330,13 +330,7 @@ class LaneRegistry(Generic[OwnerT]):
         Otherwise they stay for the next start to adopt, records included.
         """
         for ring in [r for ln in self.lanes.values() for r in ln.rings()]:
-            if unlink:
-                try:
-                    ring.unlink()
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        log.warning("cannot unlink %s: %s", ring.name, exc)
-            ring.close()
+            discard(ring, unlink)
         self.lanes.clear()
 
     # ------------------------------------------------------------------ views
@@ -395,3 +389,14 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def discard(ring: Ring, unlink: bool) -> None:
+    """Close ``ring``, and remove its segment first if ``unlink`` (already gone is fine)."""
+    if unlink:
+        try:
+            ring.unlink()
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log.warning("cannot unlink %s: %s", ring.name, exc)
+    ring.close()

@@ -95,6 +95,7 @@ __all__ = [
     "OutboxReadError",
     "OutboxReader",
     "StoredChunk",
+    "decode_ndjson",
     "RecordBlock",
     "stored_ndjson",
 ]
@@ -2038,6 +2039,15 @@ class OutboxReader:
 def _read_chunk(stream: str, first: int, last: int, raw: bytes | None) -> StoredChunk:
     if raw is None:
         return StoredChunk(stream, first, last, (), 1)
+    records, bad = decode_ndjson(raw)
+    return StoredChunk(stream, first, last, tuple(records), bad)
+
+
+def decode_ndjson(raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The records of NDJSON lines, and how many lines were not a JSON object.
+
+    For tools reading what the agent wrote (outbox chunks, uploaded objects).
+    """
     records: list[dict[str, Any]] = []
     bad = 0
     for line in raw.split(b"\n"):
@@ -2052,4 +2062,4 @@ def _read_chunk(stream: str, first: int, last: int, raw: bytes | None) -> Stored
             records.append(rec)
         else:
             bad += 1
-    return StoredChunk(stream, first, last, tuple(records), bad)
+    return records, bad

@@ -35,7 +35,7 @@ import psutil
 
 from edge_actors import control, rundir, shm, spill, topology
 from edge_actors.config import Config
-from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry
+from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry, discard
 from edge_actors.loglimit import LogLimiter
 from edge_actors.procmem import MemoryGauge, rss_of
 from edge_actors.restart_policy import GiveUp, RestartPolicy, Stopped, StopReason, WorkerLife
@@ -932,13 +932,7 @@ class Supervisor:
             except FileNotFoundError:
                 pass
         for ring in self.rings.values():
-            if unlink_rings or ring.write_seq == 0:
-                try:
-                    ring.unlink()
-                except OSError as exc:
-                    if exc.errno != errno.ENOENT:
-                        log.warning("cannot unlink %s: %s", ring.name, exc)
-            ring.close()
+            discard(ring, unlink_rings or ring.write_seq == 0)
         self.rings.clear()
         self.lanes.close(unlink=unlink_rings)
         if self._pid_fd >= 0:

@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_actors.jsoncompat import orjson
 from edge_actors.keys import parse_key
 
 if TYPE_CHECKING:
@@ -147,18 +146,12 @@ class _Collector:
         self.seen: dict[str, set[int]] = {}
 
     def add_lines(self, stream: str, raw: bytes) -> None:
-        for line in raw.split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                self.data.unreadable += 1
-                continue
-            if isinstance(rec, dict):
-                self.add(stream, rec)
-            else:
-                self.data.unreadable += 1
+        from edge_actors.outbox import decode_ndjson
+
+        records, bad = decode_ndjson(raw)
+        self.data.unreadable += bad
+        for rec in records:
+            self.add(stream, rec)
 
     def add(self, stream: str, rec: dict[str, Any]) -> None:
         data = self.data
