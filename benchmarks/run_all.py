@@ -227,8 +227,10 @@ def _drift_cases(t: Table, c: dict[str, Any]) -> None:
     st, dl, pe = c.get("stationary", {}), c.get("delays", {}), c.get("peers", {})
     for phi in ("0.3", "0.5", "0.9", "0.99"):
         x = st.get(f"ar1_phi_{phi}", {})
-        naive = get(pe, f"stationary_ar1_phi_{phi}.naive_ks_2samp_p05_alarms_per_million")
-        kswin = get(pe, f"stationary_ar1_phi_{phi}.river_kswin_alarms_per_million")
+        # Keys hold a dot ("0.5"): no dotted path through get().
+        peer = pe.get(f"stationary_ar1_phi_{phi}", {})
+        naive = peer.get("naive_ks_2samp_p05_alarms_per_million")
+        kswin = peer.get("river_kswin_alarms_per_million")
         t.add(
             f"false `drift_started` per million, AR(1) phi = {phi} "
             f"(shown drifting {fmt(100 * x.get('share_drifting', 0))} % of checks)",
@@ -293,6 +295,29 @@ def _drift_cases(t: Table, c: dict[str, Any]) -> None:
         _ratio(ks.get("median"), chi.get("median")),
         unit="records",
     )
+    atom = st.get("atom_90pc", {})
+    t.add(
+        "false starts per million, 0 in 90 % of rows and a continuous rest (atom split)",
+        get(atom, "split.false_starts_per_million"),
+        "≤ 1",
+        _ok(get(atom, "split.false_starts_per_million"), lambda v: v <= 1),
+        f"whole-feature KS {fmt(get(atom, 'ks_whole.false_starts_per_million'))}",
+    )
+    for key, what in (
+        ("atom_rest_shift", "the continuous rest shifted 0.5 sd"),
+        ("atom_share_90_to_85pc", "the atom's share 90 -> 85 %"),
+    ):
+        sp, kw = get(dl, f"{key}.split") or {}, get(dl, f"{key}.ks_whole") or {}
+        t.add(
+            f"0 in 90 % of rows, {what}: delay with the atom split (median; missed "
+            f"{fmt(sp.get('missed'))} of {fmt(sp.get('runs'))})",
+            sp.get("median"),
+            "< KS",
+            _ok(_ratio(kw.get("median"), sp.get("median")), lambda v: v > 1),
+            f"whole-feature KS {fmt(kw.get('median'))}, missed {fmt(kw.get('missed'))}",
+            _ratio(kw.get("median"), sp.get("median")),
+            unit="records",
+        )
     ws = c.get("worst_step", {})
     t.add(
         f"drift step, {ws.get('features')} features drifting at once: longest heartbeat gap "
