@@ -280,16 +280,21 @@ def test_fleet_md_has_the_tested_duckdb_queries() -> None:
     assert set(_duckdb_blocks()) == set(EXPECTED)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_fleet_md_duckdb_query(name: str, fleet_tree: Path) -> None:
+def run_fleet_query(name: str, tree: Path) -> list[Any]:
+    """The rows of fleet.md's DuckDB query ``name`` over the sink tree ``tree``."""
     duckdb = pytest.importorskip("duckdb")
-    sql = _duckdb_blocks()[name].replace("'sink/", f"'{fleet_tree.as_posix()}/")
+    sql = _duckdb_blocks()[name].replace("'sink/", f"'{tree.as_posix()}/")
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        rows = con.execute(sql).fetchall()
+        return list(con.execute(sql).fetchall())
     finally:
         con.close()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_fleet_md_duckdb_query(name: str, fleet_tree: Path) -> None:
+    rows = run_fleet_query(name, fleet_tree)
     got = [_simplify(name, r) for r in rows]
     assert got == EXPECTED[name], f"fleet.md query {name!r} returned {rows}"
 

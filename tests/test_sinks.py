@@ -459,14 +459,7 @@ def test_fleet_md_queries_on_objects_built_from_numpy_blocks(
     name: str, block_fleet_tree: Path
 ) -> None:
     """The queries users run over the bucket give the same answers with the block storage."""
-    duckdb = pytest.importorskip("duckdb")
     from tests import test_docs as td
 
-    sql = td._duckdb_blocks()[name].replace("'sink/", f"'{block_fleet_tree.as_posix()}/")
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        rows = con.execute(sql).fetchall()
-    finally:
-        con.close()
+    rows = td.run_fleet_query(name, block_fleet_tree)
     assert [td._simplify(name, r) for r in rows] == td.EXPECTED[name]
