@@ -62,6 +62,20 @@ _OWN_RINGS = ("system", "procs", "events")
 ACCEPT_BACKOFF_SECONDS = 1.0
 #: File descriptors kept for workers, pipes and /proc reads when capping clients.
 FD_RESERVE = 64
+#: Commands a worker needs only the latest of (snapshots, states): a pending one
+#: is replaced by the next of the same key, so a worker that stops reading its
+#: channel never makes the supervisor queue, or block on, a growing backlog.
+LATEST_WINS = {
+    "rings": "rings",
+    "processes": "processes",
+    "pause": "paused",
+    "resume": "paused",
+    "flush": "flush",
+    "stop": "stop",
+}
+#: Other commands (the debug hooks) held for a worker that is not reading; the
+#: oldest is dropped past this.
+MAX_PENDING = 32
 
 
 #: ``starting`` until every enabled worker is ready, ``stopping`` once shutdown began.
@@ -88,6 +102,12 @@ class WorkerHandle:
     memory_bytes: int = 0
     crash_on_start: bool = False
     paused: bool = False  # by the pause op; survives a restart of the worker
+    #: (LATEST_WINS key or "", packet) the channel could not take yet, oldest first.
+    pending: list[tuple[str, bytes]] = field(default_factory=list)
+    #: Commands never delivered: replaced by a newer one while pending, or over MAX_PENDING.
+    commands_dropped: int = 0
+    #: SIGKILL sent to the current pid (its "killing" is logged once).
+    kill_sent: bool = False
 
 
 @dataclass
@@ -325,7 +345,7 @@ class Supervisor:
             child_main(h.name, self.cfg, child, close_fds, me)
         child.close()
         now = time.monotonic()
-        h.pid, h.chan, h.stats = pid, parent, {}
+        h.pid, h.chan, h.stats, h.kill_sent = pid, parent, {}, False
         h.life.started(now)
         self.sel.register(parent, selectors.EVENT_READ, ("worker", h))
         log.info("started %s (pid %d)", h.name, pid)
@@ -333,12 +353,36 @@ class Supervisor:
         self._send_processes()
 
     def _send(self, h: WorkerHandle, msg: dict[str, Any]) -> None:
+        """Queue ``msg`` for ``h`` and send what its channel takes now; never blocks."""
         if h.chan is None:
             return
-        try:
-            h.chan.send(json.dumps(msg).encode())
-        except OSError:
-            pass  # it is dying; the reaper will see it
+        key = LATEST_WINS.get(str(msg.get("cmd")), "")
+        before = len(h.pending)
+        if key:
+            h.pending = [p for p in h.pending if p[0] != key]
+        elif before >= MAX_PENDING:
+            del h.pending[0]
+        h.commands_dropped += before - len(h.pending)
+        h.pending.append((key, json.dumps(msg).encode()))
+        self._flush_chan(h)
+
+    def _flush_chan(self, h: WorkerHandle) -> None:
+        """Send pending commands until the channel is full; then wait for it to be writable."""
+        if h.chan is None:
+            return
+        was_waiting = bool(h.pending)
+        while h.pending:
+            try:
+                h.chan.send(h.pending[0][1], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                h.pending.clear()  # it is dying; the reaper will see it
+                break
+            del h.pending[0]
+        if was_waiting or h.pending:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if h.pending else 0)
+            self.sel.modify(h.chan, events, ("worker", h))
 
     def _ring_specs(self) -> list[RingSpec]:
         """The rings every worker should have attached."""
@@ -399,6 +443,7 @@ class Supervisor:
                 pass
             h.chan.close()
             h.chan = None
+        h.pending.clear()
 
     def _reap(self) -> None:
         while True:
@@ -444,6 +489,7 @@ class Supervisor:
 
     def _kill(self, h: WorkerHandle, reason: StopReason) -> None:
         if h.pid:
+            h.kill_sent = True
             h.life.killed(reason)
             try:
                 os.kill(h.pid, signal.SIGKILL)
@@ -460,7 +506,7 @@ class Supervisor:
                         f"start_{h.name}", logging.ERROR, "cannot start %s: %s", h.name, exc
                     )
                     self.policy.start_failed(h.life, now)
-            elif h.pid and (hung := self.policy.check_heartbeat(h.life, now)):
+            elif h.pid and not h.kill_sent and (hung := self.policy.check_heartbeat(h.life, now)):
                 log.error(
                     "%s (pid %d) silent for %.1fs (limit %.1fs): killing",
                     h.name,
@@ -752,6 +798,8 @@ class Supervisor:
                 "heartbeat_age_s": round(now - h.life.last_hb, 2) if h.pid else None,
                 "progress": h.progress,
                 "paused": h.paused,
+                "commands_pending": len(h.pending),
+                "commands_dropped": h.commands_dropped,
                 "stats": h.stats,
             }
         rings = []
@@ -813,7 +861,7 @@ class Supervisor:
             pass
 
     def _poll_once(self, timeout: float) -> None:
-        for key, _ in self.sel.select(timeout):
+        for key, events in self.sel.select(timeout):
             kind, obj = key.data
             if kind == "wake":
                 self._drain_wakeups()
@@ -822,7 +870,10 @@ class Supervisor:
             elif kind == "client":
                 self._on_client_readable(obj)
             elif kind == "worker":
-                self._on_worker_readable(obj)
+                if events & selectors.EVENT_READ:
+                    self._on_worker_readable(obj)
+                if events & selectors.EVENT_WRITE:
+                    self._flush_chan(obj)
         self._reap()
 
     def run(self) -> int:

@@ -318,3 +318,43 @@ def test_connect_imports_neither_scipy_nor_boto3(make_config) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[] 1"
+
+
+def test_a_stopped_worker_never_blocks_the_supervisor(make_config, agent) -> None:
+    # The app flushes each telemetry batch (EdgeMonitor.send_telemetry_batch)
+    # while the uploader has stopped reading its channel (SIGSTOP'd, hung):
+    # the channel's queue fills after a few hundred commands. The supervisor
+    # must keep answering, and still kill and restart the silent worker on time.
+    import socket as _socket
+
+    from edge_actors import control
+
+    a = agent(make_config({"workers": {"drift": {"enabled": False}}}))
+    old = a.worker_pid("uploader")
+    os.kill(old, signal.SIGSTOP)
+    n = 1000
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(control.socket_path(a.cfg["run_dir"], a.cfg["instance"])))
+        s.sendall(b"".join(control.encode({"op": "flush", "batch_id": f"b{i}"}) for i in range(n)))
+        replies = b""
+        try:
+            while replies.count(b"\n") < n:
+                chunk = s.recv(65536)
+                assert chunk, "the supervisor closed the connection"
+                replies += chunk
+        except TimeoutError:
+            got = replies.count(b"\n")
+            raise AssertionError(f"the supervisor stopped answering after {got} of {n}") from None
+    assert all(control.decode(line)["ok"] for line in replies.splitlines())
+    st = a.wait_for(
+        lambda s: (
+            s["workers"]["uploader"]["restart_reasons"].get("heartbeat") == 1
+            and s["workers"]["uploader"]["state"] == "running"
+        ),
+        timeout=15,
+    )
+    assert st["workers"]["uploader"]["pid"] != old
+    # Pending flushes were superseded by the latest one, not queued behind it.
+    assert st["workers"]["uploader"]["commands_dropped"] > 0
+    assert a.log().count("silent for") == 1, "logged once per kill"
