@@ -119,20 +119,26 @@ def test_memory_budget_leaves_other_workers_alone(make_config, agent) -> None:
     assert a.worker_pid("uploader") == up
 
 
+#: A short heartbeat limit, for the tests of what happens past it.
+SHORT_HEARTBEAT = {"supervisor": {"heartbeat_timeout_seconds": 2.0}}
+
+
 def test_sigstop_is_killed_after_heartbeat_timeout(make_config, agent) -> None:
-    a = agent(make_config(ONLY_SAMPLER))
+    a = agent(make_config({**ONLY_SAMPLER, **SHORT_HEARTBEAT}))
     old = a.worker_pid("sampler")
     os.kill(old, signal.SIGSTOP)
+    # ">= 1": on a loaded machine its successor may be late too; what counts is
+    # that the stopped one was killed for its silence and a new one runs.
     st = a.wait_for(
         lambda s: (
-            s["workers"]["sampler"]["restart_reasons"].get("heartbeat") == 1
+            s["workers"]["sampler"]["restart_reasons"].get("heartbeat", 0) >= 1
             and s["workers"]["sampler"]["state"] == "running"
         ),
         timeout=15,
     )
     assert st["workers"]["sampler"]["pid"] != old
     assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
-    assert "silent for" in a.log()
+    assert f"sampler (pid {old}) silent for" in a.log()
 
 
 def test_crash_loop_makes_the_supervisor_give_up(make_config, agent) -> None:
@@ -329,7 +335,7 @@ def test_a_stopped_worker_never_blocks_the_supervisor(make_config, agent) -> Non
 
     from edge_actors import control
 
-    a = agent(make_config({"workers": {"drift": {"enabled": False}}}))
+    a = agent(make_config({"workers": {"drift": {"enabled": False}}, **SHORT_HEARTBEAT}))
     old = a.worker_pid("uploader")
     os.kill(old, signal.SIGSTOP)
     n = 1000
@@ -349,7 +355,7 @@ def test_a_stopped_worker_never_blocks_the_supervisor(make_config, agent) -> Non
     assert all(control.decode(line)["ok"] for line in replies.splitlines())
     st = a.wait_for(
         lambda s: (
-            s["workers"]["uploader"]["restart_reasons"].get("heartbeat") == 1
+            s["workers"]["uploader"]["restart_reasons"].get("heartbeat", 0) >= 1
             and s["workers"]["uploader"]["state"] == "running"
         ),
         timeout=15,
@@ -357,4 +363,4 @@ def test_a_stopped_worker_never_blocks_the_supervisor(make_config, agent) -> Non
     assert st["workers"]["uploader"]["pid"] != old
     # Pending flushes were superseded by the latest one, not queued behind it.
     assert st["workers"]["uploader"]["commands_dropped"] > 0
-    assert a.log().count("silent for") == 1, "logged once per kill"
+    assert a.log().count(f"uploader (pid {old}) silent for") == 1, "logged once per kill"
