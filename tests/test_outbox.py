@@ -8,8 +8,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,43 +171,15 @@ def test_open_sets_wal_incremental_vacuum_and_synchronous(tmp_path: Path) -> Non
 
 # -------------------------------------------------------------- crash safety
 
-_CHILD = textwrap.dedent(
-    """
-    import random, sys
-    import numpy as np
-    from edge_actors.outbox import Cursor, Outbox, RecordBlock
-    from edge_actors.records import model_dtype
-    from edge_actors.rows import block_spec
-    from edge_actors.sinks import deliver_batch
-    from edge_actors.sinks.local import LocalSink
 
-    path, sink_dir, seed, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    spec = block_spec("lane", device_id="d", model="m", lane="l0", inputs=["v"], outputs=[])
-    ob = Outbox.open(path, max_bytes=1 << 30, chunk_records=37)
-    cur = ob.cursors().get("ring", Cursor(1, 0)).seq
-    sink = LocalSink(sink_dir)
-    rng = random.Random(seed)
-    print("ready", flush=True)
-    while True:
-        k = rng.randint(1, 80)
-        batch = {"system": [], "model": []}
-        for i in range(cur, cur + k):
-            # The "ring": record i is a pure function of i, as a re-read would give.
-            batch["model" if i % 3 else "system"].append({"ts": 1.7e9 + i, "i": i, "v": i / 7})
-        blocks = {}
-        if mode == "blocks":
-            # The model records as the uploader stores them: numpy, ring layout.
-            ids = np.array([r["i"] for r in batch.pop("model")], np.int64)
-            recs = np.zeros(len(ids), model_dtype(1))
-            recs["t_ns"], recs["id"], recs["v"][:, 0] = (1.7e9 + ids) * 1e9, ids, ids / 7
-            blocks = {"model": [RecordBlock(spec, recs, ids)]}
-        ob.append(batch, {"ring": Cursor(1, cur + k)}, blocks=blocks)
-        cur += k
-        if rng.random() < 0.3:
-            for s in ("system", "model"):
-                deliver_batch(ob, sink, s, device_id="d", max_records=50)
-    """
-)
+@pytest.fixture(scope="module")
+def crash_writers() -> Any:
+    """Processes from a fork server that loaded the crash writer's imports once."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["tests.outbox_child"])
+    return ctx
 
 
 def _sink_records(sink_dir: Path) -> dict[str, list[dict[str, Any]]]:
@@ -231,24 +201,28 @@ def _i(row: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["rows", "blocks"])
-def test_sigkill_at_random_points_loses_and_duplicates_nothing(tmp_path: Path, mode: str) -> None:
+def test_sigkill_at_random_points_loses_and_duplicates_nothing(
+    tmp_path: Path, mode: str, crash_writers: Any
+) -> None:
     """kill -9 at any moment: ring -> outbox -> sink exactly once, dict rows and numpy blocks."""
+    from tests import outbox_child
+
     path = tmp_path / "o.db"
     sink_dir = tmp_path / "sink"
     rng = random.Random(1234)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     for round_ in range(30):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, str(path), str(sink_dir), str(round_), mode],
-            stdout=subprocess.PIPE,
-            env=env,
+        ours, theirs = crash_writers.Pipe(duplex=False)
+        proc = crash_writers.Process(
+            target=outbox_child.run, args=(str(path), str(sink_dir), round_, mode, theirs)
         )
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
+        proc.start()
+        theirs.close()
+        assert ours.poll(60) and ours.recv() == "ready"
         time.sleep(rng.uniform(0.0, 0.25))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        proc.stdout.close()
+        proc.kill()  # SIGKILL
+        proc.join()
+        assert proc.exitcode == -signal.SIGKILL
+        ours.close()
 
         ob = Outbox.open(path, max_bytes=1 << 30, chunk_records=37)
         cursor = ob.cursors().get("ring", Cursor(1, 0)).seq
