@@ -59,8 +59,10 @@ test: $(STAMP)
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
 	echo "make test: lint, test-main and test313 passed"
 
+# One pytest worker per core, a test file per worker at a time (its module
+# fixtures, the demo and the fork server, are made once).
 test-main: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
 
 $(STAMP313): pyproject.toml
 	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)
