@@ -90,6 +90,8 @@ def make_config(short_dir: Path) -> Callable[..., Path]:
                 # can be seconds late, and a spurious kill fails unrelated tests.
                 # The heartbeat tests set their own short limit.
                 "heartbeat_timeout_seconds": 15.0,
+                # Tests wait on worker stats: fresh ones sooner than every 2 s.
+                "stats_interval_seconds": 0.5,
                 "memory_check_interval_seconds": 0.2,
                 "restart_backoff_initial_seconds": 0.05,
                 "restart_backoff_max_seconds": 0.5,

@@ -435,8 +435,8 @@ def test_instance_rules(tmp_path: Path) -> None:
             "supervisor.zzz: unknown key (allowed: restart_backoff_initial_seconds, "
             "restart_backoff_max_seconds, restart_stable_seconds, max_restarts, "
             "restart_period_seconds, heartbeat_interval_seconds, heartbeat_timeout_seconds, "
-            "memory_check_interval_seconds, memory_metric, stop_grace_seconds, "
-            "shutdown_timeout_seconds, hard_memory_limit, max_clients, "
+            "stats_interval_seconds, memory_check_interval_seconds, memory_metric, "
+            "stop_grace_seconds, shutdown_timeout_seconds, hard_memory_limit, max_clients, "
             "client_idle_timeout_seconds, shm_budget_mb)",
         ),
         (

@@ -288,7 +288,7 @@ def test_ring_overrun_is_counted_as_dropped_and_counts_add_up(make_config, agent
         os.kill(uploader, signal.SIGCONT)
 
     def drained(s: dict[str, Any]) -> bool:
-        # Worker stats ride heartbeats (up to 2 s old): wait until they agree with
+        # Worker stats ride heartbeats (stats_interval_seconds old): wait until they agree with
         # the live lane header, read to the end.
         lane = next(r for r in s["rings"] if r["kind"] == "lane")["consumers"][0]
         drops = s["workers"]["uploader"]["stats"].get("drops", {}).get("model/ring_overrun", 0)

@@ -638,6 +638,12 @@ class SupervisorConfig:
         conv=_positive(),
         type_="number",
     )
+    stats_interval_seconds: float = _opt(
+        2.0,
+        doc="Seconds between two worker stats reports (what `status` shows), on heartbeats.",
+        conv=_positive(),
+        type_="number",
+    )
     memory_check_interval_seconds: float = _opt(
         2.0, doc="Seconds between two memory measurements.", conv=_positive(), type_="number"
     )

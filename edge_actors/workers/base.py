@@ -30,8 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two stats reports riding on heartbeats.
-STATS_SECONDS = 2.0
 EXIT_OK = 0
 EXIT_CRASH = 70  # EX_SOFTWARE
 MAX_PACKET = 1 << 20
@@ -55,6 +53,7 @@ class Worker:
         self.progress = 0
         self.rings: dict[str, RingSpec] = {}
         self._hb_every = cfg.supervisor.heartbeat_interval_seconds
+        self._stats_every = cfg.supervisor.stats_interval_seconds
         self._next_hb = 0.0
         self._next_stats = 0.0
         self._ballast: list[bytearray] = []
@@ -95,13 +94,13 @@ class Worker:
         """Tell the supervisor we are alive and how far we got; stats every few seconds.
 
         Stats can cost a query (the uploader's outbox backlog), so they ride
-        along at most every ``STATS_SECONDS``; the bare heartbeat is cheap.
+        along at most every ``supervisor.stats_interval_seconds``; the bare heartbeat is cheap.
         """
         now = time.monotonic()
         msg: dict[str, Any] = {"type": "hb", "progress": self.progress}
         if now >= self._next_stats:
             msg["stats"] = self.stats()
-            self._next_stats = now + STATS_SECONDS
+            self._next_stats = now + self._stats_every
         self.send(msg)
         self._next_hb = now + self._hb_every
 
