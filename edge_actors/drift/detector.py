@@ -333,6 +333,9 @@ class _Feature:
                 raise ValueError(f"feature {name!r}: reference NaN rate {nan_rate} not in [0, 1]")
             self.ref_nan_rate = float(nan_rate)
         self.test = "ks" if self.ks is not None else "chi2"
+        #: KS on the whole feature against a reference without ties: a rank key is
+        #: then ``2 l + (r - l)`` with ``r - l`` in {0, 1} (see :meth:`init_ranks`).
+        self.plain_ks = self.ks is not None and self.ks_rest is None and not self.ks.ties
         #: Reference size of the KS that is tested (the rest's, for a feature with an atom).
         self.ks_n_ref = self.ks_rest.ref.n if self.ks_rest is not None else self.n_ref
         #: Per-check alpha of the atom's share test, per window.
@@ -406,11 +409,20 @@ class _Feature:
     def keys(self, values: FloatArray) -> npt.NDArray[np.intp]:
         """Rank keys of ``values`` (NaN: ``key_nan``)."""
         assert self.ks is not None
-        right, left = self.ks.ranks(values)
-        right += left
-        nan = np.isnan(values)
-        if nan.any():
-            right[nan] = self.key_nan
+        if self.ks.ties:
+            right, left = self.ks.ranks(values)
+            right += left
+        else:
+            # Distinct reference values: the key is 2 r, less one where v is one of
+            # them (ks.ranks' own shortcut; ref[-1] for r = 0 is never equal to v).
+            ref = self.ks.ref.values
+            right = ref.searchsorted(values, side="right")
+            equal = ref[right - 1] == values
+            right += right
+            right -= equal
+        # NaN sorts last in searchsorted: keys at 2 m (an equal NaN test is never true).
+        if right.shape[0] and values.max() != values.max():
+            right[np.isnan(values)] = self.key_nan
         return right
 
     def nominal_rest(self, size: int) -> int:
@@ -480,13 +492,13 @@ class DriftDetector:
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
         #: Columns tested with KS: their records' rank keys are kept in a ring too.
         self._ks_cols = [i for i, f in enumerate(self._features) if f.ks is not None]
-        #: Plain KS columns (no atom, uint16 keys): checked together, one 2-D
-        #: operation for all of them (:meth:`_evaluate_block`); their key rings
-        #: are the rows of one array.
+        #: Plain KS columns (no atom, no ties in the reference, uint16 keys):
+        #: checked together, one 2-D operation for all of them
+        #: (:meth:`_evaluate_block`); their key rings are the rows of one array.
         self._block_cols = [
             i
             for i in self._ks_cols
-            if self._features[i].ks_rest is None
+            if self._features[i].plain_ks
             and 2 * self._features[i].n_ref + 2 <= np.iinfo(np.uint16).max
         ]
         nb = len(self._block_cols)
@@ -530,25 +542,16 @@ class DriftDetector:
         cols = self._block_cols
         nb = len(cols)
         feats = [self._features[i] for i in cols]
-        sizes = [f.key_nan + 1 for f in feats]
-        #: Where each column's table starts in the flat tables (key + offset = index).
-        self._block_off = np.cumsum([0, *sizes], dtype=np.intp)[:nb].reshape(nb, 1)
-        # r / m and l / m per key: the very divisions statistic_from_ranks does.
-        rdiv, ldiv = [np.empty(0)], [np.empty(0)]
-        for f in feats:
-            assert f.right_of is not None and f.left_of is not None
-            rdiv.append(np.divide(f.right_of, f.n_ref))
-            ldiv.append(np.divide(f.left_of, f.n_ref))
-        self._block_rdiv = np.concatenate(rdiv)
-        self._block_ldiv = np.concatenate(ldiv)
+        #: Reference sizes: the divisor of statistic_from_ranks, as the float it casts to.
+        self._block_m = np.array([float(f.n_ref) for f in feats]).reshape(nb, 1)
         self._block_nan = np.array([f.key_nan for f in feats], dtype=np.uint16)
         #: Key ``2 m``: the value is above the reference's max (``#ref < v = m``).
         self._block_top = np.array([2 * f.n_ref for f in feats], dtype=np.uint16).reshape(nb, 1)
         self._block_qlo = np.array([f.q_lo for f in feats]).reshape(nb, 1)
         self._block_qhi = np.array([f.q_hi for f in feats]).reshape(nb, 1)
         self._block_rows = np.array(cols, dtype=np.intp)
-        #: Per window size: contiguous scratch (keys, table indexes, floats) and
-        #: the rank fractions; strided views of larger buffers cost twice as much.
+        #: Per window size: contiguous scratch (keys, ranks, floats) and the
+        #: rank fractions; strided views of larger buffers cost twice as much.
         self._block_work: dict[int, tuple[Any, ...]] = {}
 
     @property
@@ -776,12 +779,12 @@ class DriftDetector:
             idx = np.arange(size, dtype=np.float64)
             work = self._block_work[size] = (
                 np.empty((nb, size), dtype=np.uint16),
-                np.empty((nb, size), dtype=np.intp),
+                np.empty((nb, size), dtype=np.uint16),
                 np.empty((nb, size)),
                 (idx + 1.0) / size,  # as KSChecker._rank_fractions computes them
                 idx / size,
             )
-        buf, index, sc, hi, lo = work
+        buf, rank, sc, hi, lo = work
         pos = self._pos
         start = pos - size
         keys = self._block_keys
@@ -794,12 +797,17 @@ class DriftDetector:
         clean = (buf[:, -1] != self._block_nan).tolist()
         if not any(clean):
             return {}
-        np.add(buf, self._block_off, out=index)
-        # statistic_from_ranks on every row: F_w - F_r at each window value, and back.
-        np.take(self._block_rdiv, index, out=sc, mode="clip")
+        # statistic_from_ranks on every row: F_w - F_r at each window value, and
+        # back. Without ties in the reference a key is 2 l + (r - l), r - l in
+        # {0, 1}: both ranks by arithmetic, not by a table look-up (a gather
+        # from a table out of cache costs a memory access per value).
+        np.add(buf, 1, out=rank)
+        np.right_shift(rank, 1, out=rank)
+        np.divide(rank, self._block_m, out=sc)
         np.subtract(hi, sc, out=sc)
         d_plus = _MAX(sc, axis=1).tolist()
-        np.take(self._block_ldiv, index, out=sc, mode="clip")
+        np.right_shift(buf, 1, out=rank)
+        np.divide(rank, self._block_m, out=sc)
         np.subtract(sc, lo, out=sc)
         d_minus = _MAX(sc, axis=1).tolist()
         # Below the reference's min the key is 0, above its max 2 m: in sorted
