@@ -688,8 +688,10 @@ class DriftDetector:
     def _keys_of(self, rows: FloatArray) -> npt.NDArray[np.intp]:
         """Rank keys of ``rows`` (records x features), one row per KS column (``_ks_cols``)."""
         keys = np.empty((len(self._ks_cols), rows.shape[0]), dtype=np.intp)
+        # Columns made contiguous first: searchsorted on a strided column is 4x slower.
+        cols = np.ascontiguousarray(rows.T)
         for k, i in enumerate(self._ks_cols):
-            keys[k] = self._features[i].keys(rows[:, i])
+            keys[k] = self._features[i].keys(cols[i])
         return keys
 
     def _write(self, rows: FloatArray, keys: npt.NDArray[np.intp]) -> None:
