@@ -333,9 +333,15 @@ class _Feature:
                 raise ValueError(f"feature {name!r}: reference NaN rate {nan_rate} not in [0, 1]")
             self.ref_nan_rate = float(nan_rate)
         self.test = "ks" if self.ks is not None else "chi2"
-        #: KS on the whole feature against a reference without ties: a rank key is
-        #: then ``2 l + (r - l)`` with ``r - l`` in {0, 1} (see :meth:`init_ranks`).
-        self.plain_ks = self.ks is not None and self.ks_rest is None and not self.ks.ties
+        #: KS on the whole feature (no atom split): evaluated in the detector's block.
+        self.plain_ks = self.ks is not None and self.ks_rest is None
+        #: Keys of values equal to a reference value held more than once, and
+        #: their ranks: the only keys whose ranks are not ``((k + 1) // 2, k // 2)``.
+        self.tie_keys = np.empty(0, dtype=np.intp)
+        self.tie_right = np.empty(0, dtype=np.intp)
+        self.tie_left = np.empty(0, dtype=np.intp)
+        #: Per ``r``: where the block of ``ref[r - 1]``'s value starts (its values' ``l``).
+        self.block_start: npt.NDArray[np.intp] | None = None
         #: Reference size of the KS that is tested (the rest's, for a feature with an atom).
         self.ks_n_ref = self.ks_rest.ref.n if self.ks_rest is not None else self.n_ref
         #: Per-check alpha of the atom's share test, per window.
@@ -394,6 +400,11 @@ class _Feature:
         lo, hi = bounds[:-1], bounds[1:]
         right[lo + hi] = hi
         left[lo + hi] = lo
+        multi = hi - lo > 1
+        self.tie_keys, self.tie_right, self.tie_left = lo[multi] + hi[multi], hi[multi], lo[multi]
+        start = np.zeros(m + 1, dtype=np.intp)
+        start[hi] = lo  # r = hi for a value equal to ref[lo:hi]
+        self.block_start = start
         right.setflags(write=False)
         left.setflags(write=False)
         self.right_of, self.left_of = right, left
@@ -408,16 +419,18 @@ class _Feature:
 
     def keys(self, values: FloatArray) -> npt.NDArray[np.intp]:
         """Rank keys of ``values`` (NaN: ``key_nan``)."""
-        assert self.ks is not None
+        assert self.ks is not None and self.block_start is not None
+        # r + l: between reference values l = r; equal to one, l is where its block
+        # starts (r - 1 without ties). ref[-1] for r = 0 is never equal to v.
+        ref = self.ks.ref.values
+        right = ref.searchsorted(values, side="right")
+        equal = ref[right - 1] == values
         if self.ks.ties:
-            right, left = self.ks.ranks(values)
-            right += left
+            at = np.flatnonzero(equal)
+            r = right[at]
+            right += right
+            right[at] = r + self.block_start[r]
         else:
-            # Distinct reference values: the key is 2 r, less one where v is one of
-            # them (ks.ranks' own shortcut; ref[-1] for r = 0 is never equal to v).
-            ref = self.ks.ref.values
-            right = ref.searchsorted(values, side="right")
-            equal = ref[right - 1] == values
             right += right
             right -= equal
         # NaN sorts last in searchsorted: keys at 2 m (an equal NaN test is never true).
@@ -544,6 +557,12 @@ class DriftDetector:
         feats = [self._features[i] for i in cols]
         #: Reference sizes: the divisor of statistic_from_ranks, as the float it casts to.
         self._block_m = np.array([float(f.n_ref) for f in feats]).reshape(nb, 1)
+        #: Rows whose reference holds ties: (row, (keys, r, l)) in the keys' dtype.
+        self._block_ties = [
+            (b, (f.tie_keys.astype(np.uint16), f.tie_right, f.tie_left))
+            for b, f in enumerate(feats)
+            if f.tie_keys.shape[0]
+        ]
         self._block_nan = np.array([f.key_nan for f in feats], dtype=np.uint16)
         #: Key ``2 m``: the value is above the reference's max (``#ref < v = m``).
         self._block_top = np.array([2 * f.n_ref for f in feats], dtype=np.uint16).reshape(nb, 1)
@@ -782,11 +801,12 @@ class DriftDetector:
             work = self._block_work[size] = (
                 np.empty((nb, size), dtype=np.uint16),
                 np.empty((nb, size), dtype=np.uint16),
+                np.empty((nb, size), dtype=np.uint16),
                 np.empty((nb, size)),
                 (idx + 1.0) / size,  # as KSChecker._rank_fractions computes them
                 idx / size,
             )
-        buf, rank, sc, hi, lo = work
+        buf, rank, lrank, sc, hi, lo = work
         pos = self._pos
         start = pos - size
         keys = self._block_keys
@@ -800,16 +820,25 @@ class DriftDetector:
         if not any(clean):
             return {}
         # statistic_from_ranks on every row: F_w - F_r at each window value, and
-        # back. Without ties in the reference a key is 2 l + (r - l), r - l in
-        # {0, 1}: both ranks by arithmetic, not by a table look-up (a gather
-        # from a table out of cache costs a memory access per value).
+        # back. A key is 2 l + (r - l) with r - l in {0, 1} except for values equal
+        # to a reference value held more than once: ranks by arithmetic, those few
+        # runs of the sorted rows fixed after, no table look-up per value (a
+        # gather from a table out of cache costs a memory access per value).
         np.add(buf, 1, out=rank)
         np.right_shift(rank, 1, out=rank)
+        np.right_shift(buf, 1, out=lrank)
+        for b, ties in self._block_ties:
+            row = buf[b]
+            keys = ties[0]
+            first = row.searchsorted(keys, side="left")
+            last = row.searchsorted(keys, side="right")
+            for t in np.flatnonzero(last > first).tolist():
+                rank[b, first[t] : last[t]] = ties[1][t]
+                lrank[b, first[t] : last[t]] = ties[2][t]
         np.divide(rank, self._block_m, out=sc)
         np.subtract(hi, sc, out=sc)
         d_plus = _MAX(sc, axis=1).tolist()
-        np.right_shift(buf, 1, out=rank)
-        np.divide(rank, self._block_m, out=sc)
+        np.divide(lrank, self._block_m, out=sc)
         np.subtract(sc, lo, out=sc)
         d_minus = _MAX(sc, axis=1).tolist()
         # Below the reference's min the key is 0, above its max 2 m: in sorted
