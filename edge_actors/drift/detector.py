@@ -829,9 +829,8 @@ class DriftDetector:
         np.right_shift(buf, 1, out=lrank)
         for b, ties in self._block_ties:
             row = buf[b]
-            keys = ties[0]
-            first = row.searchsorted(keys, side="left")
-            last = row.searchsorted(keys, side="right")
+            first = row.searchsorted(ties[0], side="left")
+            last = row.searchsorted(ties[0], side="right")
             for t in np.flatnonzero(last > first).tolist():
                 rank[b, first[t] : last[t]] = ties[1][t]
                 lrank[b, first[t] : last[t]] = ties[2][t]
