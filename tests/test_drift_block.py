@@ -74,11 +74,13 @@ def _features(rng: np.random.Generator) -> list[tuple[str, FeatureKind, Any]]:
         ("few", "numeric", rng.integers(0, 5, size=10_000).astype(float)),
         ("cat", "categorical", {0: 500.0, 1: 300.0, 2: 200.0}),
         ("plain2", "numeric", rng.exponential(size=10_000)),
+        # A few hundred values held twice: windows hold one of them now and then.
+        ("fewties", "numeric", np.round(rng.normal(size=10_000), 4)),
     ]
 
 
 def _stream(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = np.empty((n, 7))
+    x = np.empty((n, 8))
     e = rng.normal(size=n)
     ar = np.empty(n)  # autocorrelated: n_eff below the window size
     ar[0] = 0.0
@@ -91,6 +93,8 @@ def _stream(rng: np.random.Generator, n: int) -> np.ndarray:
     x[:, 4] = rng.integers(0, 5, size=n)
     x[:, 5] = rng.integers(0, 4, size=n)
     x[:, 6] = rng.exponential(size=n)
+    x[:, 7] = np.round(rng.normal(size=n), 4)
+    x[n // 3 : n // 3 + 2500, 7] = np.round(rng.normal(size=2500), 6)  # none of them
     # A shift, out-of-range values and NaN bursts half way, then back.
     h = n // 2
     x[h : h + 3000, 0] += 0.7
@@ -133,6 +137,7 @@ def test_block_evaluation_equals_per_feature_evaluation(
         "plain1",
         "ties",
         "plain2",
+        "fewties",
     ]
     used: list[int] = []
     block = fast._evaluate_block
@@ -147,8 +152,8 @@ def test_block_evaluation_equals_per_feature_evaluation(
     monkeypatch.setattr(slow, "_evaluate_block", lambda size: {})
     batches = [500, 37, 1000, 3, 12_000, 250]
     a, b = _run(fast, x, batches), _run(slow, x, batches)
-    assert max(used) == 4  # every plain feature in one block ...
-    assert min(used) < 4  # ... and windows holding a NaN fell back to the per-feature path
+    assert max(used) == 5  # every plain feature in one block ...
+    assert min(used) < 5  # ... and windows holding a NaN fell back to the per-feature path
     assert a == b
     events = [e for step in a[::2] if isinstance(step, list) for e in step]
     assert any(e["state"] == "drift_started" and e["feature"] == "plain0" for e in events)

@@ -342,6 +342,8 @@ class _Feature:
         self.tie_left = np.empty(0, dtype=np.intp)
         #: Per ``r``: where the block of ``ref[r - 1]``'s value starts (its values' ``l``).
         self.block_start: npt.NDArray[np.intp] | None = None
+        #: Set by :meth:`keys`: the last value equal to a repeated reference value (-1: none).
+        self.last_tie_hit = -1
         #: Reference size of the KS that is tested (the rest's, for a feature with an atom).
         self.ks_n_ref = self.ks_rest.ref.n if self.ks_rest is not None else self.n_ref
         #: Per-check alpha of the atom's share test, per window.
@@ -425,11 +427,16 @@ class _Feature:
         ref = self.ks.ref.values
         right = ref.searchsorted(values, side="right")
         equal = ref[right - 1] == values
+        self.last_tie_hit = -1
         if self.ks.ties:
             at = np.flatnonzero(equal)
             r = right[at]
             right += right
-            right[at] = r + self.block_start[r]
+            start = self.block_start[r]
+            right[at] = r + start
+            hits = at[start < r - 1]
+            if hits.shape[0]:
+                self.last_tie_hit = int(hits[-1])
         else:
             right += right
             right -= equal
@@ -563,6 +570,10 @@ class DriftDetector:
             for b, f in enumerate(feats)
             if f.tie_keys.shape[0]
         ]
+        #: Per block row: the record count of the last value equal to a repeated
+        #: reference value (:meth:`_keys_of`), so that a check looks for their
+        #: keys only when one is in the window.
+        self._tie_last = [-(2**62)] * nb
         self._block_nan = np.array([f.key_nan for f in feats], dtype=np.uint16)
         #: Key ``2 m``: the value is above the reference's max (``#ref < v = m``).
         self._block_top = np.array([2 * f.n_ref for f in feats], dtype=np.uint16).reshape(nb, 1)
@@ -711,6 +722,11 @@ class DriftDetector:
         cols = np.ascontiguousarray(rows.T)
         for k, i in enumerate(self._ks_cols):
             keys[k] = self._features[i].keys(cols[i])
+        # The rows go in from the next record on: count of row j is _count + j + 1.
+        for b, i in enumerate(self._block_cols):
+            hit = self._features[i].last_tie_hit
+            if hit >= 0:
+                self._tie_last[b] = self._count + hit + 1
         return keys
 
     def _write(self, rows: FloatArray, keys: npt.NDArray[np.intp]) -> None:
@@ -828,6 +844,8 @@ class DriftDetector:
         np.right_shift(rank, 1, out=rank)
         np.right_shift(buf, 1, out=lrank)
         for b, ties in self._block_ties:
+            if self._tie_last[b] <= self._count - size:
+                continue  # no value of the window is equal to a repeated reference value
             row = buf[b]
             first = row.searchsorted(ties[0], side="left")
             last = row.searchsorted(ties[0], side="right")
@@ -1336,6 +1354,9 @@ class DriftDetector:
             raise ValueError(f"checkpoint ring shape {ring.shape} != {self._ring.shape}")
         self._ring[...] = ring
         self._rank(0, self._ring_len)
+        # Whether the restored windows hold values equal to a repeated reference
+        # value is not known: look for them until these records are out.
+        self._tie_last = [int(d["count"])] * len(self._block_cols)
         self._pos = int(d["pos"])
         self._count = int(d["count"])
         if int(d["check_frequency"]) != self._check_frequency:
