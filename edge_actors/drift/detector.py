@@ -441,7 +441,7 @@ class _Feature:
             right += right
             right -= equal
         # NaN sorts last in searchsorted: keys at 2 m (an equal NaN test is never true).
-        if right.shape[0] and values.max() != values.max():
+        if right.shape[0] and math.isnan(_MAX(values)):
             right[np.isnan(values)] = self.key_nan
         return right
 
