@@ -11,13 +11,18 @@ Windows
     by default ``max(c, long / 10)`` rounded up to a multiple of ``c``: it
     exists to see small shifts, which need many records, and checking it as
     often as the short window would cost 10x for little gain in delay.
-    For KS features a second ring holds each record's two reference ranks
-    (``#ref <= v``, ``#ref < v``, uint16 while the reference allows),
-    computed once when the record arrives: a check sorts the window's ranks
-    (a radix sort) instead of sorting its values and binary-searching each
-    of them in the reference again at every check it is part of. The
-    statistic is the same to the last bit
-    (:func:`~edge_actors.drift.ks.statistic_from_ranks`).
+    For KS features a second ring holds each record's rank key
+    ``#ref <= v + #ref < v`` (uint16 while the reference allows), computed
+    once per :meth:`~DriftDetector.update` call for the whole block: the key
+    is monotone in ``v`` and determines both ranks (lookup tables), so a
+    check sorts one row of keys (a radix sort) instead of sorting its values
+    and binary-searching each of them in the reference again at every check
+    it is part of. The plain KS features (no atom, uint16 keys) of a check
+    are evaluated together, one 2-D numpy operation per step for all of
+    them (:meth:`~DriftDetector._evaluate_block`). The statistic, the
+    autocorrelation and every other result are the same to the last bit as
+    the per-feature path (:func:`~edge_actors.drift.ks.statistic_from_ranks`;
+    ``tests/test_drift_block.py``).
 
 Tests
     Numeric features: two-sample KS against the reference (see
@@ -130,6 +135,7 @@ FloatArray = npt.NDArray[np.float64]
 FeatureKind = Literal["numeric", "categorical"]
 _STATE_VERSION = 2
 _MAX_STRETCH = 64
+_MAX = np.maximum.reduce
 _SHIPPED = DriftSettings()
 #: A feature with an atom (``DriftSettings.atom_min_share``) is split only when at
 #: least this many reference values are outside the atom.
@@ -272,15 +278,18 @@ class _Feature:
         #: The atom's positions ``[lo, hi)`` in the sorted reference.
         self.atom_block = (0, 0)
         self.ks_rest: KSChecker | None = None
-        #: KS features: each record's reference ranks ``(#ref <= v, #ref < v)``,
-        #: computed once when it arrives (see :meth:`DriftDetector._write`);
-        #: NaN is ``rank_nan`` (above every rank, so it sorts last).
+        #: KS features: each record's rank key ``#ref <= v + #ref < v``, computed
+        #: once when it arrives (see :meth:`DriftDetector._keys_of`); NaN is
+        #: ``key_nan`` (above every key, so it sorts last). ``right_of`` /
+        #: ``left_of`` give a key's two ranks back (``rank_nan`` for NaN).
         self.rank_nan = 0
-        self.rank_nan_key: np.unsignedinteger[Any] = np.uint16(0)
+        self.key_nan = 0
         self.rank_zero: np.unsignedinteger[Any] = np.uint16(0)
         self.rank_ref_n: np.unsignedinteger[Any] = np.uint16(0)
-        self.rank_ring: npt.NDArray[np.unsignedinteger[Any]] | None = None
-        self.rank_buf: npt.NDArray[np.unsignedinteger[Any]] | None = None
+        self.key_ring: npt.NDArray[np.unsignedinteger[Any]] | None = None
+        self.key_buf: npt.NDArray[np.unsignedinteger[Any]] | None = None
+        self.right_of: npt.NDArray[np.unsignedinteger[Any]] | None = None
+        self.left_of: npt.NDArray[np.unsignedinteger[Any]] | None = None
         if kind == "numeric":
             if isinstance(reference, KSReference):
                 ks_ref = reference
@@ -324,6 +333,17 @@ class _Feature:
                 raise ValueError(f"feature {name!r}: reference NaN rate {nan_rate} not in [0, 1]")
             self.ref_nan_rate = float(nan_rate)
         self.test = "ks" if self.ks is not None else "chi2"
+        #: KS on the whole feature (no atom split): evaluated in the detector's block.
+        self.plain_ks = self.ks is not None and self.ks_rest is None
+        #: Keys of values equal to a reference value held more than once, and
+        #: their ranks: the only keys whose ranks are not ``((k + 1) // 2, k // 2)``.
+        self.tie_keys = np.empty(0, dtype=np.intp)
+        self.tie_right = np.empty(0, dtype=np.intp)
+        self.tie_left = np.empty(0, dtype=np.intp)
+        #: Per ``r``: where the block of ``ref[r - 1]``'s value starts (its values' ``l``).
+        self.block_start: npt.NDArray[np.intp] | None = None
+        #: Set by :meth:`keys`: the last value equal to a repeated reference value (-1: none).
+        self.last_tie_hit = -1
         #: Reference size of the KS that is tested (the rest's, for a feature with an atom).
         self.ks_n_ref = self.ks_rest.ref.n if self.ks_rest is not None else self.n_ref
         #: Per-check alpha of the atom's share test, per window.
@@ -354,18 +374,76 @@ class _Feature:
         self.atom_counts = np.array([float(k), float(n - k)])
         self.ks_rest = KSChecker(KSReference(rest, assume_sorted=True), max_window)
 
-    def init_ranks(self, ring_len: int) -> None:
-        """Allocate the rank ring of a KS feature (all NaN) and its sort buffer."""
+    def init_ranks(
+        self, ring_len: int, key_ring: npt.NDArray[np.unsignedinteger[Any]] | None = None
+    ) -> None:
+        """Rank-key tables of a KS feature and its key ring (all NaN; ``key_ring`` if given).
+
+        A value's key ``r + l`` (``r = #ref <= v``, ``l = #ref < v``) is monotone
+        in ``v`` and determines ``(r, l)``: strictly between reference values
+        ``r = l = j`` (key ``2j``); equal to the block ``ref[lo:hi]`` of one
+        value, ``(hi, lo)`` (key ``lo + hi``, odd or strictly inside the block,
+        so never the key of a value between).
+        """
         assert self.ks is not None
-        self.rank_nan = self.ks.ref.n + 1
+        values = self.ks.ref.values
+        m = values.shape[0]
+        self.rank_nan = m + 1
         # uint16 while it fits: numpy sorts 16-bit integers with a radix sort.
-        dtype = np.uint16 if self.rank_nan <= np.iinfo(np.uint16).max else np.uint32
-        self.rank_ring = np.full((2, ring_len), self.rank_nan, dtype=dtype)
-        # Search keys of the ring's own type: a Python int would cast the window.
-        self.rank_nan_key = dtype(self.rank_nan)
-        self.rank_zero = dtype(0)
-        self.rank_ref_n = dtype(self.ks.ref.n)
-        self.rank_buf = np.empty((2, ring_len), dtype=dtype)
+        rdt = np.uint16 if self.rank_nan <= np.iinfo(np.uint16).max else np.uint32
+        self.key_nan = 2 * m + 2
+        kdt = np.uint16 if self.key_nan <= np.iinfo(np.uint16).max else np.uint32
+        j = np.arange(m + 1)
+        right = np.full(self.key_nan + 1, self.rank_nan, dtype=rdt)
+        left = right.copy()
+        right[2 * j] = j
+        left[2 * j] = j
+        bounds = np.concatenate(([0], np.flatnonzero(np.diff(values)) + 1, [m]))
+        lo, hi = bounds[:-1], bounds[1:]
+        right[lo + hi] = hi
+        left[lo + hi] = lo
+        multi = hi - lo > 1
+        self.tie_keys, self.tie_right, self.tie_left = lo[multi] + hi[multi], hi[multi], lo[multi]
+        start = np.zeros(m + 1, dtype=np.intp)
+        start[hi] = lo  # r = hi for a value equal to ref[lo:hi]
+        self.block_start = start
+        right.setflags(write=False)
+        left.setflags(write=False)
+        self.right_of, self.left_of = right, left
+        if key_ring is None:
+            key_ring = np.full(ring_len, self.key_nan, dtype=kdt)
+        assert key_ring.dtype == kdt and key_ring.shape == (ring_len,)
+        self.key_ring = key_ring
+        # Search keys of the rank type: a Python int would cast the window.
+        self.rank_zero = rdt(0)
+        self.rank_ref_n = rdt(m)
+        self.key_buf = np.empty(ring_len, dtype=kdt)
+
+    def keys(self, values: FloatArray) -> npt.NDArray[np.intp]:
+        """Rank keys of ``values`` (NaN: ``key_nan``)."""
+        assert self.ks is not None and self.block_start is not None
+        # r + l: between reference values l = r; equal to one, l is where its block
+        # starts (r - 1 without ties). ref[-1] for r = 0 is never equal to v.
+        ref = self.ks.ref.values
+        right = ref.searchsorted(values, side="right")
+        equal = ref[right - 1] == values
+        self.last_tie_hit = -1
+        if self.ks.ties:
+            at = np.flatnonzero(equal)
+            r = right[at]
+            right += right
+            start = self.block_start[r]
+            right[at] = r + start
+            hits = at[start < r - 1]
+            if hits.shape[0]:
+                self.last_tie_hit = int(hits[-1])
+        else:
+            right += right
+            right -= equal
+        # NaN sorts last in searchsorted: keys at 2 m (an equal NaN test is never true).
+        if right.shape[0] and math.isnan(_MAX(values)):
+            right[np.isnan(values)] = self.key_nan
+        return right
 
     def nominal_rest(self, size: int) -> int:
         """Values of a window of ``size`` expected outside the atom (the KS part's size)."""
@@ -432,10 +510,27 @@ class DriftDetector:
             for name, kind, ref in features
         ]
         self._ring = np.full((len(self._features), self._ring_len), np.nan)
-        #: Columns tested with KS: their records' reference ranks are kept in a ring too.
+        #: Columns tested with KS: their records' rank keys are kept in a ring too.
         self._ks_cols = [i for i, f in enumerate(self._features) if f.ks is not None]
+        #: Plain KS columns (no atom, no ties in the reference, uint16 keys):
+        #: checked together, one 2-D operation for all of them
+        #: (:meth:`_evaluate_block`); their key rings are the rows of one array.
+        self._block_cols = [
+            i
+            for i in self._ks_cols
+            if self._features[i].plain_ks
+            and 2 * self._features[i].n_ref + 2 <= np.iinfo(np.uint16).max
+        ]
+        nb = len(self._block_cols)
+        self._block_keys = np.empty((nb, self._ring_len), dtype=np.uint16)
+        for b, i in enumerate(self._block_cols):
+            f = self._features[i]
+            self._block_keys[b] = 2 * f.n_ref + 2
+            f.init_ranks(self._ring_len, self._block_keys[b])
         for i in self._ks_cols:
-            self._features[i].init_ranks(self._ring_len)
+            if i not in self._block_cols:
+                self._features[i].init_ranks(self._ring_len)
+        self._block_init()
         self._rho_buf = np.empty(self._ring_len)
         self._pos = 0
         self._count = 0
@@ -461,6 +556,33 @@ class DriftDetector:
         self._calibrate()
 
     # ------------------------------------------------------------------ setup
+
+    def _block_init(self) -> None:
+        """Per-column constants and scratch of :meth:`_evaluate_block`."""
+        cols = self._block_cols
+        nb = len(cols)
+        feats = [self._features[i] for i in cols]
+        #: Reference sizes: the divisor of statistic_from_ranks, as the float it casts to.
+        self._block_m = np.array([float(f.n_ref) for f in feats]).reshape(nb, 1)
+        #: Rows whose reference holds ties: (row, (keys, r, l)) in the keys' dtype.
+        self._block_ties = [
+            (b, (f.tie_keys.astype(np.uint16), f.tie_right, f.tie_left))
+            for b, f in enumerate(feats)
+            if f.tie_keys.shape[0]
+        ]
+        #: Per block row: the record count of the last value equal to a repeated
+        #: reference value (:meth:`_keys_of`), so that a check looks for their
+        #: keys only when one is in the window.
+        self._tie_last = [-(2**62)] * nb
+        self._block_nan = np.array([f.key_nan for f in feats], dtype=np.uint16)
+        #: Key ``2 m``: the value is above the reference's max (``#ref < v = m``).
+        self._block_top = np.array([2 * f.n_ref for f in feats], dtype=np.uint16).reshape(nb, 1)
+        self._block_qlo = np.array([f.q_lo for f in feats]).reshape(nb, 1)
+        self._block_qhi = np.array([f.q_hi for f in feats]).reshape(nb, 1)
+        self._block_rows = np.array(cols, dtype=np.intp)
+        #: Per window size: contiguous scratch (keys, ranks, floats) and the
+        #: rank fractions; strided views of larger buffers cost twice as much.
+        self._block_work: dict[int, tuple[Any, ...]] = {}
 
     @property
     def effective_correction(self) -> Correction:
@@ -571,9 +693,11 @@ class DriftDetector:
         events: list[DriftEvent] = []
         spent = 0.0
         i, n = 0, arr.shape[0]
+        # One rank look-up per feature for the whole block, not per check.
+        keys = self._keys_of(arr)
         while i < n:
             take = min(n - i, self._next_check - self._count)
-            self._write(arr[i : i + take])
+            self._write(arr[i : i + take], keys[:, i : i + take])
             i += take
             self._count += take
             self._last_seq = seq_first + i - 1
@@ -591,12 +715,27 @@ class DriftDetector:
                 self._eff_c = max(self._eff_c // 2, self._check_frequency)
         return events
 
-    def _write(self, rows: FloatArray) -> None:
+    def _keys_of(self, rows: FloatArray) -> npt.NDArray[np.intp]:
+        """Rank keys of ``rows`` (records x features), one row per KS column (``_ks_cols``)."""
+        keys = np.empty((len(self._ks_cols), rows.shape[0]), dtype=np.intp)
+        # Columns made contiguous first: searchsorted on a strided column is 4x slower.
+        cols = np.ascontiguousarray(rows.T)
+        for k, i in enumerate(self._ks_cols):
+            keys[k] = self._features[i].keys(cols[i])
+        # The rows go in from the next record on: count of row j is _count + j + 1.
+        for b, i in enumerate(self._block_cols):
+            hit = self._features[i].last_tie_hit
+            if hit >= 0:
+                self._tie_last[b] = self._count + hit + 1
+        return keys
+
+    def _write(self, rows: FloatArray, keys: npt.NDArray[np.intp]) -> None:
         r = rows.shape[0]
         if r == 0:
             return
         if r >= self._ring_len:
             rows = rows[-self._ring_len :]
+            keys = keys[:, -self._ring_len :]
             r = self._ring_len
             self._pos = 0
         pos = self._pos
@@ -604,24 +743,21 @@ class DriftDetector:
         self._ring[:, pos : pos + first] = rows[:first].T
         if first < r:
             self._ring[:, : r - first] = rows[first:].T
-        self._rank(pos, pos + first)
-        if first < r:
-            self._rank(0, r - first)
+        for k, i in enumerate(self._ks_cols):
+            ring = self._features[i].key_ring
+            assert ring is not None
+            ring[pos : pos + first] = keys[k, :first]
+            if first < r:
+                ring[: r - first] = keys[k, first:]
         self._pos = (pos + r) % self._ring_len
 
     def _rank(self, start: int, stop: int) -> None:
-        """Reference ranks of the ring's records ``start:stop`` for every KS feature."""
-        for i in self._ks_cols:
-            f = self._features[i]
-            assert f.ks is not None and f.rank_ring is not None
-            values = self._ring[i, start:stop]
-            right, left = f.ks.ranks(values)
-            nan = np.isnan(values)
-            if nan.any():
-                right[nan] = f.rank_nan
-                left[nan] = f.rank_nan
-            f.rank_ring[0, start:stop] = right
-            f.rank_ring[1, start:stop] = left
+        """Rank keys of the ring's records ``start:stop`` for every KS feature (from the values)."""
+        keys = self._keys_of(self._ring[:, start:stop].T)
+        for k, i in enumerate(self._ks_cols):
+            ring = self._features[i].key_ring
+            assert ring is not None
+            ring[start:stop] = keys[k]
 
     def _parts(self, f: int, size: int) -> tuple[FloatArray, FloatArray]:
         start = self._pos - size
@@ -663,24 +799,135 @@ class DriftDetector:
         en_eff = n_eff * n_ref / (n_eff + n_ref)
         return thr * math.sqrt(en_full / en_eff)
 
+    def _evaluate_block(self, size: int) -> dict[int, dict[str, float]]:
+        """:meth:`_evaluate` of every plain KS column whose window holds no NaN, at once.
+
+        One sort, one gather, one reduction ... for all of them (2-D arrays, a
+        row per column) instead of a dozen numpy calls per column; the same
+        operations on the same numbers, so the results are the same to the last
+        bit. Columns with a NaN in the window are left to :meth:`_evaluate`.
+        """
+        cols = self._block_cols
+        if not cols or size < 3:
+            return {}
+        work = self._block_work.get(size)
+        if work is None:
+            nb = len(cols)
+            idx = np.arange(size, dtype=np.float64)
+            work = self._block_work[size] = (
+                np.empty((nb, size), dtype=np.uint16),
+                np.empty((nb, size), dtype=np.uint16),
+                np.empty((nb, size), dtype=np.uint16),
+                np.empty((nb, size)),
+                (idx + 1.0) / size,  # as KSChecker._rank_fractions computes them
+                idx / size,
+            )
+        buf, rank, lrank, sc, hi, lo = work
+        pos = self._pos
+        start = pos - size
+        keys = self._block_keys
+        if start >= 0:
+            buf[...] = keys[:, start:pos]
+        else:
+            buf[:, :-start] = keys[:, start:]
+            buf[:, -start:] = keys[:, :pos]
+        buf.sort(axis=1, kind="stable")
+        clean = (buf[:, -1] != self._block_nan).tolist()
+        if not any(clean):
+            return {}
+        # statistic_from_ranks on every row: F_w - F_r at each window value, and
+        # back. A key is 2 l + (r - l) with r - l in {0, 1} except for values equal
+        # to a reference value held more than once: ranks by arithmetic, those few
+        # runs of the sorted rows fixed after, no table look-up per value (a
+        # gather from a table out of cache costs a memory access per value).
+        np.add(buf, 1, out=rank)
+        np.right_shift(rank, 1, out=rank)
+        np.right_shift(buf, 1, out=lrank)
+        for b, ties in self._block_ties:
+            if self._tie_last[b] <= self._count - size:
+                continue  # no value of the window is equal to a repeated reference value
+            row = buf[b]
+            first = row.searchsorted(ties[0], side="left")
+            last = row.searchsorted(ties[0], side="right")
+            for t in np.flatnonzero(last > first).tolist():
+                rank[b, first[t] : last[t]] = ties[1][t]
+                lrank[b, first[t] : last[t]] = ties[2][t]
+        np.divide(rank, self._block_m, out=sc)
+        np.subtract(hi, sc, out=sc)
+        d_plus = _MAX(sc, axis=1).tolist()
+        np.divide(lrank, self._block_m, out=sc)
+        np.subtract(sc, lo, out=sc)
+        d_minus = _MAX(sc, axis=1).tolist()
+        # Below the reference's min the key is 0, above its max 2 m: in sorted
+        # rows they are at either end, so most checks need only the end columns.
+        outside = [0] * len(cols)
+        low = (buf[:, 0] == 0).tolist()
+        high = (buf[:, -1] >= self._block_top[:, 0]).tolist()
+        for b in range(len(cols)):
+            if low[b] or high[b]:
+                row = buf[b]
+                outside[b] = int(row.searchsorted(row.dtype.type(0), side="right")) + (
+                    size - int(row.searchsorted(self._block_top[b, 0], side="left"))
+                )
+        rhos = [0.0] * len(cols)
+        if self.settings.autocorrelation:
+            ring = self._ring
+            if start >= 0:
+                w = ring[self._block_rows, start:pos]
+            else:
+                w = np.concatenate(
+                    (ring[self._block_rows, start:], ring[self._block_rows, :pos]), axis=1
+                )
+            # _lag1_autocorrelation's no-NaN path, row by row in one call each.
+            np.minimum(np.maximum(w, self._block_qlo, out=w), self._block_qhi, out=w)
+            w -= (np.add.reduce(w, axis=1) / size).reshape(-1, 1)
+            var = np.matmul(w[:, None, :], w[:, :, None]).ravel().tolist()
+            cov = np.matmul(w[:, None, 1:], w[:, :-1, None]).ravel().tolist()
+            for b in range(len(cols)):
+                v = var[b] / size
+                rhos[b] = 0.0 if v <= 0.0 else float(min(max(cov[b] / (size - 1) / v, 0.0), 0.999))
+        out: dict[int, dict[str, float]] = {}
+        n = float(size)
+        for b, i in enumerate(cols):
+            if not clean[b]:
+                continue
+            stat = max(d_plus[b], d_minus[b], 0.0)
+            rho = rhos[b]
+            out[i] = {
+                "window": n,
+                "nan_rate": 0 / size,
+                "n": n,
+                "unknown_rate": math.nan,
+                "out_of_range_rate": outside[b] / size,
+                "statistic": stat,
+                "autocorrelation": rho,
+                "n_eff": effective_size(size, rho),
+                "effect": stat,
+            }
+        return out
+
     def _evaluate(self, fi: int, size: int) -> dict[str, float]:
         """Run the test of one feature on one window; return its results."""
         f = self._features[fi]
         a, b = self._parts(fi, size)
         res: dict[str, float] = {"window": float(size)}
         if f.ks is not None:
-            assert f.rank_ring is not None and f.rank_buf is not None
-            # The window's ranks, sorted: no values sorted, no searchsorted per check.
+            assert f.key_ring is not None and f.key_buf is not None
+            assert f.right_of is not None and f.left_of is not None
+            # The window's rank keys, sorted: no values sorted, no searchsorted per check.
             start = self._pos - size
-            buf = f.rank_buf[:, :size]
+            buf = f.key_buf[:size]
             if start >= 0:
-                buf[...] = f.rank_ring[:, start : self._pos]
+                buf[...] = f.key_ring[start : self._pos]
             else:
-                buf[:, :-start] = f.rank_ring[:, start:]
-                buf[:, -start:] = f.rank_ring[:, : self._pos]
-            buf.sort(axis=1, kind="stable")
-            right, left = buf[0], buf[1]
-            n_valid = size if right[-1] != f.rank_nan else int(right.searchsorted(f.rank_nan_key))
+                buf[:-start] = f.key_ring[start:]
+                buf[-start:] = f.key_ring[: self._pos]
+            buf.sort(kind="stable")
+            n_valid = (
+                size if buf[-1] != f.key_nan else int(buf.searchsorted(buf.dtype.type(f.key_nan)))
+            )
+            # Sorted keys give both rank rows sorted (each rank is monotone in the key).
+            right, left = f.right_of[buf], f.left_of[buf]
             n_nan = size - n_valid
             res["nan_rate"] = n_nan / size
             res["n"] = float(n_valid)
@@ -841,11 +1088,21 @@ class DriftDetector:
         )
         if do_long:
             self._next_long = self._count + self.long_check_frequency
+        size = self.settings.window_size
+        block = self._evaluate_block(size)
+        if block and tick is not None:
+            tick()
         short = []
         for i in range(len(self._features)):
-            short.append(self._evaluate(i, self.settings.window_size))
-            if tick is not None:
-                tick()
+            res = block.get(i)
+            if res is None:
+                res = self._evaluate(i, size)
+                if tick is not None:
+                    tick()
+            short.append(res)
+        long_block = self._evaluate_block(self.settings.long_window_size) if do_long else {}
+        if long_block and tick is not None:
+            tick()
         for f, res in zip(self._features, short, strict=True):
             f.last = res
         if self.settings.mode == "per_check":
@@ -854,11 +1111,13 @@ class DriftDetector:
             for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
                 events.extend(self._calibrated_step(i, f, res, "short", f.thr_short))
                 if do_long:
-                    lres = self._evaluate(i, self.settings.long_window_size)
+                    lres = long_block.get(i)
+                    if lres is None:
+                        lres = self._evaluate(i, self.settings.long_window_size)
+                        if tick is not None:
+                            tick()
                     f.last_long = lres
                     events.extend(self._calibrated_step(i, f, lres, "long", f.thr_long))
-                    if tick is not None:
-                        tick()
         for i, (f, res) in enumerate(zip(self._features, short, strict=True)):
             events.extend(self._quality_step(i, f, res))
         return events
@@ -1095,6 +1354,9 @@ class DriftDetector:
             raise ValueError(f"checkpoint ring shape {ring.shape} != {self._ring.shape}")
         self._ring[...] = ring
         self._rank(0, self._ring_len)
+        # Whether the restored windows hold values equal to a repeated reference
+        # value is not known: look for them until these records are out.
+        self._tie_last = [int(d["count"])] * len(self._block_cols)
         self._pos = int(d["pos"])
         self._count = int(d["count"])
         if int(d["check_frequency"]) != self._check_frequency:

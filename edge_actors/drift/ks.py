@@ -220,6 +220,11 @@ class KSChecker:
         self._ranks: dict[int, tuple[FloatArray, FloatArray]] = {}
         self._ties = bool(ref.n > 1 and np.any(ref.values[1:] == ref.values[:-1]))
 
+    @property
+    def ties(self) -> bool:
+        """Whether the reference holds a value more than once."""
+        return self._ties
+
     def _sorted(self) -> FloatArray:
         if self._sorted_buf is None:
             self._sorted_buf = np.empty(self.max_window)
