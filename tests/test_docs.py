@@ -697,7 +697,10 @@ def test_data_tree_is_what_the_demo_writes(demo: Demo) -> None:
     assert set(keys) >= real and "model" in real, real
 
 
-KEY_RE = r"var/sink/model/device=([\w-]+)/date=(\d{4}-\d\d-\d\d)/(\d{20})-(\d{20})\.ndjson\.gz"
+KEY_RE = (
+    r"var/sink/model/device=([\w-]+)/date=(\d{4}-\d\d-\d\d)/model=([\w.-]+)/"
+    r"(\d{20})-(\d{20})\.ndjson\.gz"
+)
 
 
 def test_zcat_example_is_a_real_object(demo: Demo) -> None:
@@ -718,7 +721,8 @@ def test_zcat_example_is_a_real_object(demo: Demo) -> None:
     real = json.loads(r.stdout)
     assert list(real) == list(doc)
     # The key names the first and last seq of the object, 20 digits each.
-    assert doc["seq"] == int(m[4]) and real["seq"] == int(real_m[3])
+    assert doc["seq"] == int(m[5]) and real["seq"] == int(real_m[4])
+    assert doc["model"] == m[4] and real["model"] == real_m[3]
     assert len(str(doc["seq"])) == len(str(real["seq"])), (doc["seq"], real["seq"])
     assert doc["device_id"] == m[2] and real["device_id"] == real_m[1]
     assert doc["lane"].startswith("ea_demo") and real["lane"].startswith("ea_demo")
