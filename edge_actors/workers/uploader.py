@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from edge_actors import spill
+from edge_actors.lanemodel import LaneModel, default_model, from_label
 from edge_actors.outbox import Cursor, Outbox, OutboxFull, RecordBlock
 from edge_actors.redact import redact_urls
 from edge_actors.retry import RetryPolicy, RetrySchedule
@@ -100,6 +101,22 @@ class _Source:
     spec: RingSpec
     ring: Ring
     cons: RingConsumer
+    #: A lane's (or payload ring's) model, from its label.
+    model: LaneModel | None = None
+
+    @property
+    def stream(self) -> str:
+        """The outbox stream its records go to: ``model/<name>`` for a model's lane."""
+        if self.model is None:
+            return self.spec.stream
+        return f"{self.spec.stream}/{self.model.name}"
+
+
+def upload_order(streams: list[str]) -> list[str]:
+    """The outbox's streams in :data:`UPLOAD_ORDER` of their kind (``model/x`` is a ``model``)."""
+    rank = {kind: i for i, kind in enumerate(UPLOAD_ORDER)}
+    known = [s for s in streams if s.split("/")[0] in rank]
+    return sorted(known, key=lambda s: (rank[s.split("/")[0]], s))
 
 
 @dataclass
@@ -187,7 +204,7 @@ class Shipper(threading.Thread):
                     self.wake.clear()
                     continue
                 failed = False
-                for stream in UPLOAD_ORDER:
+                for stream in upload_order(outbox.stream_names()):
                     while not self.stop_event.is_set():
                         try:
                             batch = deliver_batch(
@@ -265,6 +282,7 @@ class UploaderWorker(Worker):
         self.sources: dict[str, _Source] = {}
         m = self.cfg.model
         self.model_rows = ModelRows(self.cfg.device_id, m.name, m.inputs, m.outputs)
+        self._model_fields = (m.inputs, m.outputs)
         self.sample_rate = self.cfg.telemetry.model_sample_rate
         self.rng = np.random.default_rng()
         # When records were first seen waiting in the rings (None: none waiting).
@@ -380,6 +398,8 @@ class UploaderWorker(Worker):
                 log.error("uploader cannot attach %s: %s", spec.name, exc)
                 continue
             src = _Source(spec, ring, ring.consumer(UPLOADER))
+            if spec.kind in ("lane", "payload"):
+                src.model = from_label(self.cfg, ring.label()) or default_model(self.cfg)
             self._resume(src)
             self.sources[spec.name] = src
 
@@ -407,6 +427,9 @@ class UploaderWorker(Worker):
         """Model and payload records as a numpy block (see the module doc); else None."""
         kind = src.spec.kind
         mr = self.model_rows
+        lm = src.model or default_model(self.cfg)
+        if (lm.name, lm.inputs, lm.outputs) != (mr.model, *self._model_fields):
+            mr = ModelRows(mr.device_id, lm.name, lm.inputs, lm.outputs)
         if kind == "lane":
             if self.sample_rate < 1.0:
                 keep = self.rng.random(len(records)) < self.sample_rate
@@ -417,6 +440,7 @@ class UploaderWorker(Worker):
                 "lane",
                 device_id=mr.device_id,
                 model=mr.model,
+                model_version=lm.version,
                 lane=src.ring.name,
                 inputs=mr.in_names,
                 outputs=mr.out_names,
@@ -425,7 +449,13 @@ class UploaderWorker(Worker):
             return RecordBlock(spec, records, seqs)
         if kind == "payload":
             lane = ring_name(self.cfg.instance, "lane", src.spec.index)
-            spec = block_spec("payload", device_id=mr.device_id, model=mr.model, lane=lane)
+            spec = block_spec(
+                "payload",
+                device_id=mr.device_id,
+                model=mr.model,
+                model_version=lm.version,
+                lane=lane,
+            )
             return RecordBlock(spec, records, seqs)
         return None
 
@@ -506,7 +536,11 @@ class UploaderWorker(Worker):
             if len(b):
                 block = self._block(src, b.records, b.seqs)
                 if block is not None:
-                    blocks.setdefault(src.spec.stream, []).append(block)
+                    blocks.setdefault(src.stream, []).append(block)
+                elif src.spec.kind == "events":
+                    # One outbox stream per model: each object holds one model's events.
+                    for row in self._rows(src, b.records, b.seqs):
+                        batches.setdefault(f"events/{row['model']}", []).append(row)
                 else:
                     batches.setdefault(src.spec.stream, []).extend(
                         self._rows(src, b.records, b.seqs)
