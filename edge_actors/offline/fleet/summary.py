@@ -359,7 +359,7 @@ def render_text(summary: Mapping[str, Any]) -> str:
         "models: "
         + (
             ", ".join(
-                f"{m['model']}@{m['model_version'] or '?'} on {m['devices']}"
+                f"{m['model']} {m['model_version'] or '(no version)'} on {m['devices']}"
                 for m in t["model_versions"]
             )
             or "none"
