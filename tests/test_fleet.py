@@ -317,3 +317,41 @@ def test_bad_durations_are_refused_by_the_parser() -> None:
     r = _run("-m", "edge_actors", "fleet", "summary", "--source", ".", "--since", "yesterday")
     assert r.returncode == 2
     assert "expected a positive duration like 30m, 24h or 7d" in r.stderr
+
+
+def test_an_unreadable_object_is_left_out_and_named(
+    tmp_path: Path, fleet: dict[str, Any], default: dict[str, Any]
+) -> None:
+    """Not gzip, or a malformed line: the rest of the fleet is still summarized."""
+    sink = tmp_path / "sink"
+    shutil.copytree(fleet["sink"], sink)
+    healthy = "dev-00004"
+    events = sorted((sink / "events" / f"device={healthy}").rglob("*.ndjson.gz"))
+    system = sorted((sink / "system" / f"device={healthy}").rglob("*.ndjson.gz"))
+    events[-1].write_bytes(b"not gzip")
+    system[-1].write_bytes(gzip.compress(b'{"ts": 1795766000.0}\n{broken\n'))
+    out = tmp_path / "summary.json"
+    r = _run(
+        "-m",
+        "edge_actors",
+        "fleet",
+        "summary",
+        "--source",
+        str(sink),
+        "--as-of",
+        fleet["end"],
+        "--format",
+        "json",
+        "-o",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    doc = json.loads(out.read_text())
+    rel = sorted(p.relative_to(sink).as_posix() for p in (events[-1], system[-1]))
+    assert doc["unreadable"] == rel
+    for p in rel:
+        assert p in r.stderr  # the warning names it
+    assert [(a["device"], a["reason"]) for a in doc["attention"]] == [
+        (a["device"], a["reason"]) for a in default["attention"]
+    ]
