@@ -205,31 +205,41 @@ def test_since_reads_only_the_dates_it_needs(fleet: dict[str, Any]) -> None:
 
 
 def test_summary_reads_s3_by_partition(
-    fleet: dict[str, Any], default: dict[str, Any], s3_server: str, s3_bucket: str
+    tmp_path: Path, fleet: dict[str, Any], s3_server: str, s3_bucket: str
 ) -> None:
-    """The same fleet uploaded to S3 under a prefix: the same summary as from the directory."""
+    """Part of the fleet uploaded to S3 under a prefix: the summary of the same directory."""
     import boto3
 
+    planted = fleet["planted"]
+    chosen = sorted(planted[r][0] for r in ("drifting", "silent", "losing_data", "hot"))
+    chosen.append(fleet["intended_drops"][0])
+    sink = tmp_path / "sink"
+    for path in sorted(Path(fleet["sink"]).rglob("*.ndjson.gz")):
+        rel = path.relative_to(fleet["sink"])
+        if rel.parts[1].split("=", 1)[1] in chosen:
+            (sink / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, sink / rel)
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    sink = Path(fleet["sink"])
     for path in sorted(sink.rglob("*.ndjson.gz")):
         client.put_object(
             Bucket=s3_bucket,
             Key="edge-fleet/" + path.relative_to(sink).as_posix(),
             Body=path.read_bytes(),
         )
-    local = default
+    local = summary(str(sink), "--as-of", fleet["end"])
     remote = summary(
         f"s3://{s3_bucket}/edge-fleet", "--as-of", fleet["end"], "--endpoint-url", s3_server
     )
     assert remote["source"] == f"s3://{s3_bucket}/edge-fleet/"
     assert {**remote, "source": None} == {**local, "source": None}
+    assert sorted(a["device"] for a in remote["attention"]) == sorted(chosen[:4])
     # Listing by level: a 1 h window fetches no object of the first day.
     store = S3Store(f"s3://{s3_bucket}/edge-fleet/", endpoint_url=s3_server)
     end = dt.datetime.fromisoformat(fleet["end"].replace("Z", "+00:00")).timestamp()
     sel = select(store, end - 3600)
     paths = sel.all_paths()
     assert paths and not [p for p in paths if "date=2026-11-26" in p]
+    assert sel.devices == set(chosen)
     store.close()
 
 
