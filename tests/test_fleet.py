@@ -365,3 +365,21 @@ def test_an_unreadable_object_is_left_out_and_named(
     assert [(a["device"], a["reason"]) for a in doc["attention"]] == [
         (a["device"], a["reason"]) for a in default["attention"]
     ]
+
+
+def test_the_definitions_are_sql_both_engines_read() -> None:
+    """No DuckDB-only syntax in the shared SQL; engine differences only through the dialect."""
+    from edge_actors.offline.fleet.definitions import DUCKDB, SPARK, Window, queries, tables
+
+    w = Window(since=1.0e9, until=1.0e9 + 86400, drift_since=1.0e9 - 86400)
+    for dialect in (DUCKDB, SPARK):
+        for name, sql in {**tables(dialect, w), **queries(dialect, w)}.items():
+            upper = sql.upper()
+            for construct in ("QUALIFY", "::", " FILTER (", "EPOCH(", "TO_TIMESTAMP", "LIST("):
+                assert construct not in upper, (dialect.name, name, construct)
+    duck = {**tables(DUCKDB, w), **queries(DUCKDB, w)}
+    spark = {**tables(SPARK, w), **queries(SPARK, w)}
+    assert duck["health"] != spark["health"] and "quantile_cont" in duck["health"]
+    assert "percentile(" in spark["health"] and "percentile_approx" not in spark["health"]
+    differ = [k for k in duck if duck[k] != spark[k]]
+    assert differ == ["health"], differ

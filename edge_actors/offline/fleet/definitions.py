@@ -203,7 +203,9 @@ def tables(d: Dialect, w: Window) -> dict[str, str]:
 def queries(d: Dialect, w: Window) -> dict[str, str]:
     """Name -> SQL of every metric of the summary, over the ``t_*`` tables of :func:`tables`.
 
-    Every query orders its rows fully, so both engines return the same list.
+    Every query orders its rows fully, so both engines return the same list
+    (``NULLS LAST`` spelled out where a key may be null: DuckDB puts NULL
+    last by default, Spark first).
     """
     health = ",\n".join(
         f"  {d.quantile(m, 0.5)} AS {m}_p50, {d.quantile(m, 0.95)} AS {m}_p95, "
@@ -258,13 +260,13 @@ FROM (
   WHERE state IN {_in(DRIFT_STATES)}
 ) AS e
 WHERE rn = 1 AND state <> 'drift_resolved'
-ORDER BY device, model, model_version, feature, test""",
+ORDER BY device, model NULLS LAST, model_version NULLS LAST, feature, test""",
         # Episode transitions in the window, for the drift timeline.
         "drift_events": f"""
 SELECT device, model, model_version, feature, test, state, ts, statistic, threshold
 FROM t_events
 WHERE state IN {_in(DRIFT_STATES)} AND {window}
-ORDER BY device, ts, model, model_version, feature, test, state""",
+ORDER BY device, ts, model NULLS LAST, model_version NULLS LAST, feature, test, state""",
         # Records lost before upload, by the stream they belonged to and why.
         "drops": """
 SELECT device, stream, reason, sum(dropped) AS dropped
@@ -284,5 +286,5 @@ SELECT device, model, model_version, sum(records) AS records, min(first_ts) AS f
        max(last_ts) AS last_seen
 FROM t_model
 GROUP BY device, model, model_version
-ORDER BY device, model, model_version""",
+ORDER BY device, model NULLS LAST, model_version NULLS LAST""",
     }
