@@ -170,8 +170,14 @@ def tables(d: Dialect, w: Window) -> dict[str, str]:
     out: dict[str, str] = {}
     for stream in STREAMS:
         cols = STREAM_COLUMNS[stream]
-        lower = w.drift_since if stream == "events" else w.since
-        where = f"ts >= {lower!r} AND ts < {w.until!r}"
+        where = f"ts >= {w.since!r} AND ts < {w.until!r}"
+        if stream == "events":
+            # Before the window only the episode transitions matter: the periodic
+            # 'check' summaries of a week of lookback would be most of the table.
+            where = (
+                f"({where}) OR (ts >= {w.drift_since!r} AND ts < {w.since!r} "
+                f"AND state IN {_in(DRIFT_STATES)})"
+            )
         if stream in HOURLY_STREAMS:
             keys = [c for c in ("model", "model_version") if c in cols]
             by = ", ".join(["src", *keys, _hour()])
