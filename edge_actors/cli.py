@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_actors import __version__
+from edge_actors.offline.fleet.cli import add_fleet_parser
 from edge_actors.offline.reference_cli import add_reference_parser
 from edge_actors.offline.report import add_report_parser
 
@@ -259,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_check_config)
     add_reference_parser(sub)
     add_report_parser(sub)
+    add_fleet_parser(sub)
     return p
 
 

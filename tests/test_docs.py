@@ -353,6 +353,60 @@ def _simplify(name: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(row)
 
 
+def test_fleet_md_summary_is_what_it_prints(tmp_path: Path) -> None:
+    """The morning command's output and the JSON excerpt: the simulated fleet they came from.
+
+    Regenerate with ``benchmarks/fleet_sim.py --devices 10 --days 2`` and
+    ``edge-actors fleet summary --source DIR/sink --as-of END`` (text and json).
+    """
+    pytest.importorskip("duckdb")
+    sim = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "fleet_sim.py"),
+            "--devices",
+            "10",
+            "--days",
+            "2",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert sim.returncode == 0, sim.stderr
+    manifest = json.loads(sim.stdout)
+    command, *shown = _one_block_of("$ edge-actors fleet summary ").splitlines()
+    source = "s3://my-telemetry-bucket/edge-fleet/"
+    assert command == f"$ edge-actors fleet summary --source {source} --since 24h"
+    args = [
+        "fleet",
+        "summary",
+        "--source",
+        manifest["sink"],
+        "--since",
+        "24h",
+        "--as-of",
+        manifest["end"],
+    ]
+    text = _cli(*args)
+    assert text.returncode == 0, text.stderr
+    real = text.stdout.replace(f"({manifest['sink']})", f"({source})").splitlines()
+    assert real == shown
+    js = _cli(*args, "--format", "json")
+    assert js.returncode == 0, js.stderr
+    doc = json.loads(js.stdout)
+    excerpt = json.loads(_one_block_of('{"attention": ['))
+    assert excerpt == {"attention": doc["attention"][:2], "totals": doc["totals"]}
+
+
+def _one_block_of(first_line: str) -> str:
+    blocks = [b for md in WALKED for _lang, b in _fenced(md) if b.startswith(first_line)]
+    assert len(blocks) == 1, first_line
+    return blocks[0]
+
+
 # ------------------------------------------------- README and docs, block by block
 #
 # Every fenced block of README.md and docs/*.md (but the generated reference
@@ -397,6 +451,8 @@ CLAIMS = {
     "docker run -d --name edge-agent": "test_operations_md_docker_commands_are_consistent",
     "from edge_mlops_monitor import": "test_operations_md_upgrade_imports_work",
     # docs/fleet.md
+    "$ edge-actors fleet summary ": "test_fleet_md_summary_is_what_it_prints",
+    '{"attention": [': "test_fleet_md_summary_is_what_it_prints",
     "{prefix}{stream}/device=": "test_fleet_md_key_layout_is_object_key",
     "SELECT device, date, count(*)": "test_fleet_md_duckdb_query",
     "SELECT device, feature, test, time AS since": "test_fleet_md_duckdb_query",
