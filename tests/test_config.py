@@ -440,6 +440,30 @@ def test_instance_rules(tmp_path: Path) -> None:
             "client_idle_timeout_seconds, shm_budget_mb)",
         ),
         (
+            "performance: {zzz: 1}",
+            "performance.zzz: unknown key (allowed: window_size, check_every, min_labels, "
+            "expected_labels_to_false_alarm, tolerance, confirm_m, confirm_n, recover_p, "
+            "prediction_index_size, truth_wait_seconds)",
+        ),
+        (
+            "model: {outputs: [y], task: classification, reference_performance: 0.9}",
+            "model.task: classification scores a categorical output; 'y' is numeric",
+        ),
+        (
+            "model: {outputs: [y], task: regression}",
+            "model.reference_performance: required with task regression (accuracy or MAE "
+            "on the reference data)",
+        ),
+        (
+            "model: {outputs: [y], task: regression, target: z, reference_performance: 1}",
+            "model.target: must name an output (declared: y), got 'z'",
+        ),
+        (
+            "model: {outputs: [{name: c, type: categorical, categories: [a, b]}], "
+            "task: classification, reference_performance: 1.5}",
+            "model.reference_performance: an accuracy must be in (0, 1], got 1.5",
+        ),
+        (
             "drift_detection: {seed_defaults: true}",
             "drift_detection.seed_defaults: unknown key (allowed: enabled, algorithm, "
             "threshold, reference_data_path, max_reference_mb, check_frequency, mode, window_size, "

@@ -177,7 +177,43 @@ def _parse_model(p: _Parser, raw: object) -> ModelConfig:
         lists[which] = tuple(specs)
     if total > MAX_MODEL_FIELDS:
         p.issue("model", f"at most {MAX_MODEL_FIELDS} fields (inputs + outputs), got {total}")
+    _check_task(p, values, lists["outputs"], "model")
     return ModelConfig(**values, inputs=lists["inputs"], outputs=lists["outputs"])
+
+
+def _check_task(
+    p: _Parser, values: dict[str, Any], outputs: tuple[FieldSpec, ...], where: str
+) -> None:
+    """``task``, ``target`` and ``reference_performance`` against the declared outputs."""
+    task = values.get("task", "none")
+    if task == "none" or task is None:
+        return
+    target = values.get("target")
+    by_name = {f.name: f for f in outputs}
+    if target is not None and target not in by_name:
+        p.issue(
+            f"{where}.target",
+            f"must name an output (declared: {', '.join(by_name) or 'none'}), got {target!r}",
+        )
+        return
+    if not outputs:
+        p.issue(f"{where}.task", f"{task} needs a declared output to score ({where}.outputs)")
+        return
+    spec = by_name[target] if target is not None else outputs[0]
+    want = "categorical" if task == "classification" else "numeric"
+    if spec.kind != want:
+        p.issue(
+            f"{where}.target" if target is not None else f"{where}.task",
+            f"{task} scores a {want} output; {spec.name!r} is {spec.kind}",
+        )
+    ref = values.get("reference_performance")
+    if ref is None:
+        p.issue(
+            f"{where}.reference_performance",
+            f"required with task {task} (accuracy or MAE on the reference data)",
+        )
+    elif task == "classification" and not 0 < ref <= 1:
+        p.issue(f"{where}.reference_performance", f"an accuracy must be in (0, 1], got {ref}")
 
 
 def _strip_keys(raw: object, keys: tuple[str, ...]) -> object:

@@ -42,7 +42,12 @@ def _worker_lines(name: str, stats: dict[str, Any]) -> list[str]:
     features = stats.get("features") if name == "drift" else None
     if isinstance(features, dict):
         errors = [f"error: {stats['error']}"] if stats.get("error") else []
-        return errors + [drift_line(n, f) for n, f in features.items() if isinstance(f, dict)]
+        perf = stats.get("performance_lines")
+        return (
+            errors
+            + [drift_line(n, f) for n, f in features.items() if isinstance(f, dict)]
+            + (list(perf) if isinstance(perf, list) else [])
+        )
     extra = stats.get("summary_lines")
     return list(extra) if isinstance(extra, list) else []
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -211,6 +212,7 @@ class DriftWorker(Worker):
         self.max_step_seconds = 0.0
         self.ckpt_path = Path(self.cfg.data_dir) / f"{self.cfg.instance}.drift-checkpoint.npz"
         self._remove_legacy_checkpoint()
+        self._build_performance()
         try:
             self._build()
         except Exception as exc:  # any bad reference leaves the worker idle
@@ -393,8 +395,11 @@ class DriftWorker(Worker):
         if ev and ev["epoch"] == self.events_ring.epoch and self.ev_writer.seq > ev["seq"]:
             return  # written before the kill
         from edge_actors.drift.detector import DriftEvent
+        from edge_actors.drift.performance import PerfEvent
 
-        self._write_events([DriftEvent(**e) for e in pending])
+        self._write_events(
+            [PerfEvent(**e) if "coverage" in e else DriftEvent(**e) for e in pending]
+        )
 
     def _write_events(self, events: list[Any]) -> None:
         if not events or self.ev_writer is None:
@@ -404,13 +409,15 @@ class DriftWorker(Worker):
             r["t_ns"] = int(e.t * 1e9)
             r["feature"] = e.feature.encode()[:64]
             r["test"] = e.test.encode()[:16]
-            r["state"] = e.state.encode()[:16]
+            r["state"] = e.state.encode()[:24]
             r["correction"] = e.correction.encode()[:16]
             r["ref_hash"] = e.reference_hash.encode()[:16]
             r["statistic"], r["p_value"], r["threshold"] = e.statistic, e.p_value, e.threshold
             r["window_size"], r["n_ref"] = e.window_size, e.n_ref
             r["seq_first"], r["seq_last"] = e.seq_first, e.seq_last
             r["n_eff"] = e.n_eff
+            r["coverage"] = getattr(e, "coverage", math.nan)
+            r["label_delay_s"] = getattr(e, "label_delay_s", math.nan)
         self.ev_writer.write_batch(recs)
         self.events_written += len(events)
         for e in events:
@@ -429,6 +436,8 @@ class DriftWorker(Worker):
     # ------------------------------------------------------------------ work
     def _drain(self) -> int:
         """Idle (no reference): move the cursors to the end so retired lanes count as drained."""
+        if self.perf:
+            return self._drain_performance()
         done = 0
         for cons in self.consumers.values():
             end = cons.ring.write_seq
@@ -492,6 +501,7 @@ class DriftWorker(Worker):
                     if len(rows):
                         events += g.det.update(rows, g.seq, budget=budget, tick=self._tick)
                         g.seq += len(rows)
+                events += self._feed_performance(cons, recs)
                 # The header shows progress (status, lane reclaim); a restart resumes
                 # from the checkpoint's own cursors, which may be a little behind.
                 cons.commit()
@@ -512,6 +522,7 @@ class DriftWorker(Worker):
             self._next_summary_event = now + self.cfg.drift_detection.summary_interval_seconds
             for g in self.groups:
                 events += g.det.summary_events()
+            events += self._performance_summary_events()
         if events:
             self._pending = events
             self._save_checkpoint()
@@ -576,6 +587,7 @@ class DriftWorker(Worker):
             "lost": {n: c.lost for n, c in self.consumers.items()},
             "features": self._summary,
             "summary_lines": ([f"error: {self.error}"] if self.error else []) + lines,
+            **self._performance_stats(),
         }
 
     def close(self) -> None:
@@ -588,6 +600,124 @@ class DriftWorker(Worker):
             self.ev_writer = None
             self.events_ring.close()
             self.events_ring = None
+
+    # ------------------------------------------------------- performance (ground truth)
+    def _build_performance(self) -> None:
+        self.perf: dict[tuple[str, str], Any] = {}
+        self.perf_error = ""
+        try:
+            self.perf = build_performance(self.cfg)
+        except ValueError as exc:  # settings the config parser could not see (confirm_m > n)
+            self.perf_error = str(exc)
+            log.error("model performance is off: %s", exc)
+
+    def _feed_performance(self, cons: RingConsumer, recs: Any) -> list[Any]:
+        """Index the slice's predictions and join its feedback (ground truth)."""
+        mp = self.perf.get(_perf_key(self.cfg))
+        if mp is None or not len(recs):
+            return []
+        events: list[Any] = mp.feed(recs["kind"], recs["id"], recs["t_ns"], recs["v"][:, mp.column])
+        return events
+
+    def _drain_performance(self) -> int:
+        """No drift reference but performance to keep: read the lanes (not only seek), feed it."""
+        done = 0
+        events: list[Any] = []
+        for cons in self.consumers.values():
+            batch = cons.read(READ_BATCH)
+            if len(batch):
+                events += self._feed_performance(cons, batch.records)
+                done += len(batch)
+        now = time.monotonic()
+        if now >= self._next_summary_event and any(mp.tracker.states for mp in self.perf.values()):
+            self._next_summary_event = now + self.cfg.drift_detection.summary_interval_seconds
+            events += self._performance_summary_events()
+        self._write_events(events)
+        self.records += done
+        self.idle_wait = 0.05 if done else 0.2
+        return done
+
+    def _performance_summary_events(self) -> list[Any]:
+        out = []
+        for mp in self.perf.values():
+            ev = mp.summary_event(time.time())
+            if ev is not None:
+                out.append(ev)
+        return out
+
+    def _performance_stats(self) -> dict[str, Any]:
+        """``performance`` per ``model@version`` for ``status``, and its human lines."""
+        if not self.perf and not self.perf_error:
+            return {}
+        perf: dict[str, Any] = {}
+        lines = [f"performance error: {self.perf_error}"] if self.perf_error else []
+        for (model, version), mp in self.perf.items():
+            s = mp.summary()
+            name = f"{model}@{version}" if version else model
+            perf[name] = {k: (_num(v) if isinstance(v, float) else v) for k, v in s.items()}
+            metric = s["metric"]
+            value = s.get(metric)
+            cov, delay = s["coverage"], s["median_delay_s"]
+            lines.append(
+                f"{name}: performance {s['state']} ({metric} {_sig(value)} / reference "
+                f"{_sig(s['reference'])}, {s['window']} labels in window, coverage "
+                + (f"{cov:.1%}" if cov == cov else "-")
+                + ", median label delay "
+                + (f"{delay:.3g}s" if delay == delay else "-")
+                + ")"
+            )
+        return {"performance": perf, "performance_lines": lines}
+
+
+# ------------------------------------------------------------------ performance
+# Rolling performance from late ground truth (edge_actors.drift.performance):
+# kept apart from the detectors above; it runs with or without a reference.
+
+
+def _perf_key(cfg: Config) -> tuple[str, str]:
+    """The (model, version) a lane's records belong to (one model per agent for now)."""
+    return cfg.model.name, str(getattr(cfg.model, "version", "") or "")
+
+
+def build_performance(cfg: Config, reference_hash: str = "") -> dict[tuple[str, str], Any]:
+    """A :class:`~edge_actors.drift.performance.ModelPerformance` per model with a ``task``."""
+    model = cfg.model
+    if model.task == "none" or model.reference_performance is None or not model.outputs:
+        return {}
+    from edge_actors.drift.performance import ModelPerformance, PerformanceSettings
+
+    names = [f.name for f in model.outputs]
+    target = model.target or names[0]
+    spec = model.outputs[names.index(target)]
+    pc = cfg.performance
+    settings = PerformanceSettings(
+        model.task,
+        float(model.reference_performance),
+        window_size=pc.window_size,
+        check_every=pc.check_every,
+        expected_labels_to_false_alarm=pc.expected_labels_to_false_alarm,
+        tolerance=pc.tolerance,
+        confirm_m=pc.confirm_m,
+        confirm_n=pc.confirm_n,
+        recover_p=pc.recover_p,
+        n_classes=len(spec.categories),
+        min_labels=pc.min_labels,
+    )
+    key = _perf_key(cfg)
+    mp = ModelPerformance(
+        key,
+        settings,
+        index_size=pc.prediction_index_size,
+        feature=target,
+        reference_hash=reference_hash,
+        truth_wait_seconds=pc.truth_wait_seconds,
+        column=len(model.inputs) + names.index(target),
+    )
+    return {key: mp}
+
+
+def _sig(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) and v == v else "-"
 
 
 def _num(v: Any) -> float | None:
