@@ -28,7 +28,7 @@ import yaml
 
 from edge_actors.config import FieldSpec, load_config
 from edge_actors.outbox import Outbox
-from edge_actors.records import EVENT_DTYPE, KIND_PAIR, SYSTEM_DTYPE, model_dtype
+from edge_actors.records import EVENT_DTYPE, KIND_FEEDBACK, KIND_PAIR, SYSTEM_DTYPE, model_dtype
 from edge_actors.ring import Ring
 from edge_actors.rows import ModelRows, event_rows, iso, system_rows
 from edge_actors.sinks import deliver_batch
@@ -190,6 +190,18 @@ def _model(device: str, day: int, hour: int, n: int, sqft: float) -> list[dict[s
     return rows.rows("ea_default_l0", recs, np.arange(n, dtype=np.int64))
 
 
+def _feedback(device: str, day: int, hour: int, ids: range, price: float) -> list[dict[str, Any]]:
+    """Ground truth for the predictions ``ids`` of :func:`_model`, a minute after each."""
+    n = len(ids)
+    recs = np.zeros(n, dtype=model_dtype(6))
+    recs["t_ns"] = [_ns(day, hour, i + 60) for i in ids]
+    recs["id"] = list(ids)
+    recs["kind"] = KIND_FEEDBACK
+    recs["v"] = [np.nan, np.nan, np.nan, np.nan, price, np.nan]
+    rows = ModelRows(device, "house", INPUTS, OUTPUTS)
+    return rows.rows("ea_default_l0", recs, np.arange(n, dtype=np.int64))
+
+
 def _events(device: str, items: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
     recs = np.zeros(len(items), dtype=EVENT_DTYPE)
     for i, (t_ns, feature, state) in enumerate(items):
@@ -225,7 +237,7 @@ def _device(
         outbox.append(streams, drops=drops)
         outbox.append_drop_report({"device_id": device, "time": iso(_ns(28, 12))})
         sink = LocalSink(root)
-        for stream in ("model", "events", "system", "drops"):
+        for stream in ("model", "feedback", "events", "system", "drops"):
             while deliver_batch(outbox, sink, stream, device_id=device, max_records=100):
                 pass
 
@@ -250,6 +262,7 @@ def fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _device(root, base / "pi1.db", "pi-01", pi1, {("model", "ring_overrun"): 7})
     pi2 = {
         "model": _model("pi-02", 28, 11, 150, 1200.0),
+        "feedback": _feedback("pi-02", 28, 11, range(50), 310_000.0),
         "events": _events("pi-02", [(_ns(28, 11, 100), "sqft", "check")]),
         "system": _system("pi-02", 28, [60.0, 61.0, 62.5]),
     }
@@ -267,6 +280,7 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
     "hourly": [(10, 300, 1500.0, 375000.0), (9, 200, 1800.0, 450000.0)],
     "drops": [("pi-01", "model", "ring_overrun", 7), ("pi-02", "model", "sampled", 5)],
     "last-system": [("pi-01", 41.0, 20.0, 53.5), ("pi-02", 42.0, 20.0, 62.5)],
+    "ground-truth": [("pi-02", "house", 50, 10_000.0, 60.0)],
 }
 
 
@@ -360,6 +374,7 @@ CLAIMS = {
     "SELECT date_trunc('hour', time)": "test_fleet_md_duckdb_query",
     "SELECT device, stream, reason": "test_fleet_md_duckdb_query",
     "SELECT device, time, mem_percent": "test_fleet_md_duckdb_query",
+    "SELECT m.device, m.model, count(*) AS labelled": "test_fleet_md_duckdb_query",
     "SELECT p.payload.input_id": "tests/test_compat.py (fleet_caller_id_query)",
     "CREATE EXTERNAL TABLE edge_model": "test_fleet_md_athena_tables_match_the_records",
     "SELECT device, feature, test, max(": "test_fleet_md_athena_tables_match_the_records",
