@@ -117,3 +117,49 @@ def test_log_feedback_checks_its_arguments(make_config: Any) -> None:
     assert p.log_feedback(5, "a") == 5 and p.log_feedback(6, {"label": "b"}) == 6
     assert p.stats()["pending"] == 2
     p.close()
+
+
+def test_edge_monitor_ground_truth_by_caller_id_next_to_drift_detection(
+    make_config: Any, agent: Any, short_dir: Path
+) -> None:
+    """Regression (MAE/RMSE) on the house model, with a drift reference: both run."""
+    from edge_actors import EdgeMonitor
+    from tests.conftest import MODEL, deep_merge
+    from tests.test_pipeline import _drift_config
+
+    perf = {
+        "model": {**MODEL, "task": "regression", "target": "price", "reference_performance": 40e3},
+        "performance": {"min_labels": 10, "check_every": 10},
+    }
+    a = agent(_drift_config(lambda extra: make_config(deep_merge(extra, perf)), short_dir))
+    mon = EdgeMonitor(config_path=str(a.config))
+    rng = np.random.default_rng(3)
+    try:
+        for i in range(300):
+            x = {"bedrooms": 3, "bathrooms": 2, "sqft": float(rng.normal(1800, 400)), "age": 9.0}
+            mon.log_model_input(x)
+            truth = float(rng.normal(400_000, 50_000))
+            mon.log_model_output(
+                f"req-{i}", {"price": truth + rng.normal(0, 50e3), "confidence": 1}
+            )
+            if i % 2 == 0:
+                mon.log_ground_truth(f"req-{i}", {"price": truth, "note": "operator"})
+        st = a.wait_for(
+            lambda s: (
+                s["workers"]["drift"]["stats"]
+                .get("performance", {})
+                .get("house", {})
+                .get("labelled", 0)
+                == 150
+            ),
+            timeout=30,
+        )
+        drift = st["workers"]["drift"]["stats"]
+        p = drift["performance"]["house"]
+        assert p["task"] == "regression" and p["metric"] == "mae" and p["state"] == "ok"
+        assert 30e3 < p["mae"] < 50e3 and 40e3 < p["rmse"] < 65e3
+        assert p["coverage"] == 0.5 and p["dropped"]["unknown_id"] == 0
+        assert drift["features"]["price"]["state"] == "ok"  # the detectors ran on the same lane
+        assert mon.get_status()["dropped"] == {}
+    finally:
+        mon.stop()

@@ -185,8 +185,8 @@ def _check_task(
     p: _Parser, values: dict[str, Any], outputs: tuple[FieldSpec, ...], where: str
 ) -> None:
     """``task``, ``target`` and ``reference_performance`` against the declared outputs."""
-    task = values.get("task", "none")
-    if task == "none" or task is None:
+    task = values.get("task")
+    if task is None:
         return
     target = values.get("target")
     by_name = {f.name: f for f in outputs}

@@ -126,14 +126,14 @@ class ModelConfig:
         doc="Model outputs to monitor, in the same form as `inputs`.",
         type_="list",
     )
-    task: str = _opt(
-        "none",
+    task: str | None = _opt(
+        None,
         doc=(
             "What the model does, for its performance against late ground truth "
             "(`log_feedback`, `log_ground_truth`): `classification` (accuracy and macro-F1 of "
-            "a categorical output), `regression` (MAE and RMSE of a numeric output) or `none`."
+            "a categorical output) or `regression` (MAE and RMSE of a numeric output)."
         ),
-        conv=_choice(("none", "classification", "regression")),
+        conv=_nullable(_choice(("classification", "regression"))),
         type_="string",
     )
     target: str | None = _opt(

@@ -682,7 +682,7 @@ def _perf_key(cfg: Config) -> tuple[str, str]:
 def build_performance(cfg: Config, reference_hash: str = "") -> dict[tuple[str, str], Any]:
     """A :class:`~edge_actors.drift.performance.ModelPerformance` per model with a ``task``."""
     model = cfg.model
-    if model.task == "none" or model.reference_performance is None or not model.outputs:
+    if not model.task or model.reference_performance is None or not model.outputs:
         return {}
     from edge_actors.drift.performance import ModelPerformance, PerformanceSettings
 
