@@ -83,6 +83,13 @@ def test_accuracy_drop_raises_performance_degraded_through_the_agent(
     assert ev["statistic"] < ev["threshold"] == 0.9 and ev["window_size"] == 500
     assert 0.15 < ev["coverage"] < 0.25 and ev["label_delay_s"] >= 0
     assert ev["correction"] == "2of3" and ev["p_value"] < 25 / 1e8
+    # The periodic summary carries the window's figures, coverage and label delay.
+    a.wait_for(
+        lambda s: any(e["state"] == "performance" for e in sink_records(sink, "events")),
+        timeout=30,
+    )
+    summ = next(e for e in sink_records(sink, "events") if e["state"] == "performance")
+    assert summ["test"] == "accuracy" and 0 < summ["coverage"] < 1 and summ["label_delay_s"] >= 0
     # The truth is uploaded as its own stream, joinable on id with the model stream.
     labelled = p.stats()["written"] - 14000
     a.wait_for(

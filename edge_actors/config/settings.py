@@ -519,11 +519,12 @@ class PerformanceConfig:
         type_="number",
     )
     prediction_index_size: int = _opt(
-        65536,
+        32768,
         doc=(
             "Recent predictions kept per model and version to join late truth to "
-            "(about 120 bytes each); older ones without truth are counted "
-            "`evicted_unlabelled`."
+            "(about 170 bytes each in the drift worker: 5.6 MB by default); older ones "
+            "without truth are counted `evicted_unlabelled`. Size it to the predictions "
+            "made during the longest label delay you expect."
         ),
         conv=_integer(16, 10_000_000),
         type_="integer",
