@@ -170,3 +170,37 @@ def test_edge_monitor_ground_truth_by_caller_id_next_to_drift_detection(
         assert mon.get_status()["dropped"] == {}
     finally:
         mon.stop()
+
+
+def test_feedback_blocks_carry_the_bytes_the_row_form_gives(tmp_path: Path) -> None:
+    """The uploader stores truth as numpy blocks: the NDJSON equals the dict rows' (``truth``)."""
+    from edge_actors.outbox import Outbox, RecordBlock
+    from edge_actors.records import KIND_FEEDBACK
+    from edge_actors.rows import block_spec
+    from tests.test_outbox import _lane_block
+
+    recs, seqs, rows = _lane_block(200)
+    recs["kind"] = KIND_FEEDBACK
+    spec = block_spec(
+        "feedback",
+        device_id=rows.device_id,
+        model=rows.model,
+        lane="ea_l0",
+        inputs=rows.in_names,
+        outputs=rows.out_names,
+        cats={str(i): c for i, c in rows.cats.items()},
+    )
+    bodies = []
+    for form in ("rows", "blocks"):
+        with Outbox.open(tmp_path / f"{form}.db", max_bytes=1 << 26, seq_base=0) as ob:
+            if form == "rows":
+                ob.append({"feedback": rows.rows("ea_l0", recs, seqs)})
+            else:
+                ob.append({}, blocks={"feedback": [RecordBlock(spec, recs, seqs)]})
+            batch = ob.peek("feedback", 10_000)
+            assert batch is not None
+            bodies.append(batch.body)
+    assert bodies[0] == bodies[1]
+    first = json.loads(bodies[1].splitlines()[0])
+    assert first["kind"] == "feedback" and set(first["truth"]) == {"price"}
+    assert "inputs" not in first and "outputs" not in first
