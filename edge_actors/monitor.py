@@ -33,6 +33,10 @@ What happens underneath:
   string, e.g. ``"request-42"``) is accepted: the output record gets a stable
   numeric id derived from it (bit 62 set) and its payload row carries the
   string as ``input_id``, so fleet queries can join on it.
+* Ground truth: :meth:`EdgeMonitor.log_ground_truth` takes the same ids (ours
+  or the caller's) and the true outputs, any time later; the agent joins it
+  to the prediction (model performance in ``status``, ``performance_*``
+  events) and uploads it as the ``feedback`` stream.
 * If no agent runs for the config's instance, :meth:`EdgeMonitor.start` (or
   ``start_system_monitoring`` / ``start_telemetry_upload``) starts one as a
   child process (``python -m edge_actors run -c CONFIG``) and :meth:`stop`
