@@ -195,3 +195,18 @@ def test_model_performance_joins_lane_records_in_any_order() -> None:
     )
     d = mp.summary()["dropped"]
     assert d["unknown_id"] == 1 and d["missing_truth"] == 1
+
+
+def test_batch_join_counts_duplicates_and_never_joins_an_evicted_id() -> None:
+    idx = PredictionIndex(4)
+    idx.add(np.array([1, 2, 3, 4]), np.zeros(4, np.int64), np.array([1.0, 2, 3, 4]))
+    idx.add(np.array([5, 6, 7, 8, 9]), np.ones(5, np.int64), np.array([5.0, 6, 7, 8, 9]))
+    assert idx.counts["evicted_unlabelled"] == 5  # 1-4, and 5 at once (only 4 fit)
+    for _ in range(3):  # past the dict rebuild: stale ids stay unjoinable
+        idx.add(np.array([10, 11]), np.full(2, 2, np.int64), np.array([1.0, 1]))
+    got = idx.take_many(
+        np.array([3, 11, 11, 10]), np.full(4, 9, np.int64), np.array([0.0, 1, 1, 2])
+    )
+    assert got[0].tolist() == [11, 10] and got[1].tolist() == [7, 7] and got[2].tolist() == [1, 1]
+    assert idx.counts["duplicate_truth"] == 1 and 3 in idx.waiting
+    assert len(idx.slot) <= 5

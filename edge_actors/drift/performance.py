@@ -42,7 +42,7 @@ between overlapping windows.
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -57,6 +57,7 @@ __all__ = [
     "PerformanceTracker",
     "PredictionIndex",
     "binom_sf",
+    "binom_sf_table",
     "normal_sf",
 ]
 
@@ -93,6 +94,11 @@ def binom_sf(k: int, n: int, p: float) -> float:
     terms = np.concatenate(([head], head + np.cumsum(steps)))
     top = float(terms.max())
     return float(min(1.0, math.exp(top) * float(np.exp(terms - top).sum())))
+
+
+def binom_sf_table(n: int, p: float) -> npt.NDArray[np.float64]:
+    """``P(X >= k)`` for ``k = 0..n``, ``X ~ Binomial(n, p)`` (one exact tail per k)."""
+    return np.array([binom_sf(k, n, p) for k in range(n + 1)], np.float64)
 
 
 def normal_sf(z: float) -> float:
@@ -203,7 +209,9 @@ class PredictionIndex:
         self.slot: dict[int, int] = {}
         self.pos = 0
         #: Truth for ids not (yet) seen: id -> (t_ns, truth), oldest first.
-        self.waiting: dict[int, tuple[int, float]] = {}
+        # An OrderedDict: dropping the oldest is O(1) (a dict's first key after many
+        # deletions from the front costs a scan of the dead entries).
+        self.waiting: OrderedDict[int, tuple[int, float]] = OrderedDict()
         self.wait_capacity = max(16, capacity // 16) if wait_capacity is None else wait_capacity
         self.counts: dict[str, int] = {
             "predictions": 0,
@@ -228,45 +236,90 @@ class PredictionIndex:
             ids, t_ns, pred = ids[-self.capacity :], t_ns[-self.capacity :], pred[-self.capacity :]
             n = self.capacity
         slots = (self.pos + np.arange(n)) % self.capacity
-        old = self.ids[slots]
         gone = ~self.labelled[slots]
         self.counts["evicted_unlabelled"] += int(gone.sum())
-        slot = self.slot
-        for old_id, s in zip(old[old >= 0].tolist(), slots[old >= 0].tolist(), strict=True):
-            if slot.get(old_id) == s:
-                del slot[old_id]
         self.ids[slots] = ids
         self.t_ns[slots] = t_ns
         self.pred[slots] = pred
         self.labelled[slots] = False
-        slot.update(zip(ids.tolist(), slots.tolist(), strict=True))
+        # Evicted ids are not deleted one by one (a Python loop per record): a
+        # mapping whose slot now holds another id is stale (see _join), and the
+        # dict is rebuilt from the ring once it holds a quarter more than that.
+        self.slot.update(zip(ids.tolist(), slots.tolist(), strict=True))
         self.pos = int((self.pos + n) % self.capacity)
+        if len(self.slot) > self.capacity + self.capacity // 4:
+            self._rebuild()
         joins: list[tuple[int, int, float, float]] = []
         if self.waiting:
-            for rid in ids.tolist():
-                w = self.waiting.pop(rid, None)
-                if w is not None:
-                    got = self._join(rid, w[0], w[1])
-                    if got is not None:
-                        joins.append(got)
+            for rid in self.waiting.keys() & set(ids.tolist()):
+                w = self.waiting.pop(rid)
+                got = self._join(rid, w[0], w[1])
+                if got is not None:
+                    joins.append(got)
         return joins
+
+    def _rebuild(self) -> None:
+        """The id -> slot dict from the ring, oldest first (an id logged twice: its newest)."""
+        order = (np.arange(self.capacity) + self.pos) % self.capacity
+        order = order[self.ids[order] >= 0]
+        self.slot = dict(zip(self.ids[order].tolist(), order.tolist(), strict=True))
 
     def take(self, rid: int, t_ns: int, truth: float) -> tuple[int, int, float, float] | None:
         """Join truth to its prediction: (id, delay_ns, pred, truth), or None (waiting/counted)."""
         got = self._join(rid, t_ns, truth)
-        if got is None and rid not in self.slot:
+        if got is None and not self._holds(rid):
             if rid in self.waiting:
                 self.counts["duplicate_truth"] += 1
                 return None
             self.waiting[rid] = (t_ns, truth)
             if len(self.waiting) > self.wait_capacity:
-                del self.waiting[next(iter(self.waiting))]
+                self.waiting.popitem(last=False)
                 self.counts["unknown_id"] += 1
         return got
 
+    def take_many(
+        self,
+        ids: npt.NDArray[np.int64],
+        t_ns: npt.NDArray[np.int64],
+        truth: npt.NDArray[np.float64],
+    ) -> tuple[npt.NDArray[Any], ...]:
+        """:meth:`take` for a batch, vectorized; returns (ids, delay_ns, pred, truth) arrays.
+
+        One dict lookup per truth, the rest in numpy; only truth that cannot be
+        joined now (unknown ids, a second truth for one prediction in the
+        batch) goes through :meth:`take` one by one.
+        """
+        get = self.slot.get
+        slots = np.array([get(r, -1) for r in ids.tolist()], np.int64)
+        ok = slots >= 0
+        ok[ok] = self.ids[slots[ok]] == ids[ok]
+        s = np.where(ok, slots, 0)
+        fresh = ok & ~self.labelled[s]
+        # The first truth of a slot in this batch wins; later ones are duplicates.
+        if fresh.any():
+            _, first = np.unique(s[fresh], return_index=True)
+            keep = np.zeros(int(fresh.sum()), np.bool_)
+            keep[first] = True
+            fresh[np.flatnonzero(fresh)[~keep]] = False
+        js = s[fresh]
+        self.labelled[js] = True
+        self.counts["duplicate_truth"] += int((ok & ~fresh).sum())
+        for k in np.flatnonzero(~ok).tolist():
+            self.take(int(ids[k]), int(t_ns[k]), float(truth[k]))
+        return (
+            ids[fresh],
+            np.maximum(0, t_ns[fresh] - self.t_ns[js]),
+            self.pred[js],
+            truth[fresh],
+        )
+
+    def _holds(self, rid: int) -> bool:
+        s = self.slot.get(rid)
+        return s is not None and int(self.ids[s]) == rid
+
     def _join(self, rid: int, t_ns: int, truth: float) -> tuple[int, int, float, float] | None:
         s = self.slot.get(rid)
-        if s is None:
+        if s is None or int(self.ids[s]) != rid:
             return None
         if self.labelled[s]:
             self.counts["duplicate_truth"] += 1
@@ -277,11 +330,12 @@ class PredictionIndex:
     def expire_waiting(self, now_ns: int, max_age_ns: int) -> None:
         """Count truth that waited longer than ``max_age_ns`` for its prediction as unknown."""
         limit = now_ns - max_age_ns
-        while self.waiting:
-            rid = next(iter(self.waiting))
-            if self.waiting[rid][0] >= limit:
+        waiting = self.waiting
+        while waiting:
+            _rid, (t_ns, _truth) = next(iter(waiting.items()))
+            if t_ns >= limit:
                 break
-            del self.waiting[rid]
+            waiting.popitem(last=False)
             self.counts["unknown_id"] += 1
 
     def nbytes(self) -> int:
@@ -358,6 +412,8 @@ class _State:
         self.predictions = 0
         self.last: dict[str, float] = {}
         self.checks = 0
+        #: ``P(X >= k)`` for k = 0..window_size at the reference bound (built at first use).
+        self.sf_table: npt.NDArray[np.float64] | None = None
 
 
 class PerformanceTracker:
@@ -436,6 +492,10 @@ class PerformanceTracker:
         n = int(m["n"])
         s = st.s
         if s.task == "classification":
+            if n == s.window_size:  # a full window: one table for every error count
+                if st.sf_table is None:
+                    st.sf_table = binom_sf_table(n, 1.0 - s.bound)
+                return float(st.sf_table[int(m["errors"])])
             return binom_sf(int(m["errors"]), n, 1.0 - s.bound)
         sd = m["ae_sd"]
         if not sd > 0:
@@ -579,6 +639,8 @@ class ModelPerformance:
         is_fb = kinds == self._feedback
         is_pred = np.isin(kinds, self._pred_kinds)
         joins: list[tuple[int, int, float, float]] = []
+        delay = np.zeros(0)
+        pred = truth = np.zeros(0)
         if is_pred.any():
             v = values[is_pred]
             ok = ~np.isnan(v)
@@ -588,21 +650,20 @@ class ModelPerformance:
                 joins += self.index.add(ids[is_pred][ok], t_ns[is_pred][ok], v[ok])
         if is_fb.any():
             v = values[is_fb]
-            for rid, t, truth in zip(
-                ids[is_fb].tolist(), t_ns[is_fb].tolist(), v.tolist(), strict=True
-            ):
-                if truth != truth:
-                    self.counts["missing_truth"] += 1
-                    continue
-                got = self.index.take(rid, t, truth)
-                if got is not None:
-                    joins.append(got)
+            ok = ~np.isnan(v)
+            self.counts["missing_truth"] += int(len(v) - ok.sum())
+            _, d, pred, truth = self.index.take_many(ids[is_fb][ok], t_ns[is_fb][ok], v[ok])
+            delay = d.astype(np.float64)
             self.index.expire_waiting(int(t_ns[is_fb].max()), self.truth_wait_ns)
-        if not joins:
+        if joins:  # truth that waited for its prediction first (label order)
+            arr = np.array([j[1:] for j in joins], np.float64)
+            delay = np.concatenate([arr[:, 0], delay])
+            pred = np.concatenate([arr[:, 1], pred])
+            truth = np.concatenate([arr[:, 2], truth])
+        if not len(pred):
             return []
-        arr = np.array([j[1:] for j in joins], np.float64)
         t_last = float(t_ns.max()) / 1e9
-        return self.tracker.update(self.key, arr[:, 1], arr[:, 2], arr[:, 0] / 1e9, t_last)
+        return self.tracker.update(self.key, pred, truth, delay / 1e9, t_last)
 
     def summary(self) -> dict[str, Any]:
         """Status figures: the tracker's, plus the join's counters by reason."""
