@@ -94,6 +94,43 @@ def _settings(window: int) -> PerformanceSettings:
     return s if not window else dataclasses.replace(s, window_size=window)
 
 
+def feed_cost(seed: int = 0, slices: int = 40, n: int = 20_000) -> dict[str, float]:
+    """CPU per lane record of the join + tracker, against a baseline in the same run.
+
+    A slice of ``n`` records like the drift worker reads at full speed: 5/6
+    predictions, 1/6 truth for predictions of the slice before. The baseline
+    is the cheapest thing any per-record index must do: a dict update of the
+    slice's ids (``dict.update(zip(ids.tolist(), ...))``).
+    """
+    import time
+
+    rng = np.random.default_rng(seed)
+    mp = ModelPerformance(("m", ""), _settings(0), index_size=32768, feature="label")
+    m = n * 5 // 6
+    batches = []
+    for k in range(1, slices + 1):
+        ids = np.arange(k * n, k * n + m, dtype=np.int64)
+        fb = rng.choice(np.arange((k - 1) * n, (k - 1) * n + m), n - m, replace=False)
+        kinds = np.r_[np.full(m, KIND_PAIR), np.full(n - m, KIND_FEEDBACK)]
+        all_ids = np.r_[ids, fb]
+        batches.append((kinds, all_ids, all_ids * 1000, rng.integers(0, CLASSES, n).astype(float)))
+    t0 = time.process_time()
+    for b in batches:
+        mp.feed(*b)
+    feed = time.process_time() - t0
+    t0 = time.process_time()
+    d: dict[int, int] = {}
+    for _, ids, _, _ in batches:
+        d.update(zip(ids.tolist(), range(len(ids)), strict=True))
+    base = time.process_time() - t0
+    total = slices * n
+    return {
+        "feed_us_per_record": feed / total * 1e6,
+        "baseline_dict_update_us_per_record": base / total * 1e6,
+        "ratio": feed / base if base else float("nan"),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=25)
@@ -139,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_to_detect": {"median": pct(secs, 50), "p10": pct(secs, 10), "p90": pct(secs, 90)},
         "missed": missed,
         "false_alarms_without_change": false_alarms,
+        "cost": feed_cost(args.seed),
         "example_event": {
             k: example.get(k)
             for k in (
