@@ -3,6 +3,15 @@
 One batch of one stream becomes one object::
 
     {prefix}{stream}/device={device_id}/date=YYYY-MM-DD/{first_seq:020d}-{last_seq:020d}.ndjson.gz
+    {prefix}{stream}/device={device_id}/date=YYYY-MM-DD/model={model}/{first}-{last}.ndjson.gz
+
+The second form is for the streams of one model (``model``, ``events``,
+``payload``): the outbox keeps one stream per model (``model/detector``), whose
+sequence numbers are its own. ``model=`` comes after ``date=`` so that the
+listings a tool makes stay one prefix each: a device's objects since a date
+(``StartAfter=.../device=X/date=D``) without knowing its models first, and a
+device's day. Agents before multi-model support wrote the first form for
+every stream; :func:`parse_key` reads both.
 
 The key is a pure function of the batch (stream, sequence range, date of its
 oldest record), so a retried upload overwrites the same object instead of
@@ -27,9 +36,11 @@ __all__ = [
     "MAX_PREFIX_BYTES",
     "MAX_PREFIX_CHARS",
     "MAX_SEQ",
+    "key_model",
     "object_key",
     "parse_key",
     "prefix_problem",
+    "split_stream",
     "validate_prefix",
 ]
 
@@ -49,7 +60,7 @@ _STREAM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _KEY_RE = re.compile(
     r"^(?P<prefix>.*?)(?P<stream>[^/]+)/device=(?P<device>[^/]+)/date=(?P<date>\d{4}-\d{2}-\d{2})/"
-    r"(?P<first>\d{20})-(?P<last>\d{20})\.ndjson\.gz$"
+    r"(?:model=(?P<model>[^/]+)/)?(?P<first>\d{20})-(?P<last>\d{20})\.ndjson\.gz$"
 )
 
 
@@ -149,6 +160,7 @@ def object_key(
     date_utc: datetime.date,
     first_seq: int,
     last_seq: int,
+    model: str | None = None,
 ) -> str:
     """Return the object key of the batch ``first_seq..last_seq`` of ``stream``.
 
@@ -160,6 +172,7 @@ def object_key(
         date_utc: UTC date of the oldest record of the batch (the ``date=`` partition).
         first_seq: outbox sequence number of the first record (inclusive).
         last_seq: outbox sequence number of the last record (inclusive).
+        model: the model of a model's stream (the ``model=`` partition), or ``None``.
 
     Raises:
         ValueError: naming the component that is invalid, or ``key`` when the
@@ -183,13 +196,33 @@ def object_key(
     _check_seq("last_seq", last_seq)
     if last_seq < first_seq:
         raise ValueError(f"last_seq: must be >= first_seq ({first_seq}), got {last_seq}")
+    part = ""
+    if model is not None:
+        _check_text("model", model)
+        if not _STREAM_RE.match(model) or ".." in model:
+            raise ValueError(f"model: must match [A-Za-z0-9][A-Za-z0-9_.-]*, got {model!r}")
+        part = f"model={model}/"
     key = (
-        f"{prefix}{stream}/device={device_id}/date={date_utc.isoformat()}/"
+        f"{prefix}{stream}/device={device_id}/date={date_utc.isoformat()}/{part}"
         f"{first_seq:020d}-{last_seq:020d}.ndjson.gz"
     )
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise ValueError(f"key: longer than {MAX_KEY_BYTES} bytes in UTF-8: {key[:80]!r}...")
     return key
+
+
+def key_model(key: str) -> str | None:
+    """The ``model=`` partition of a key made by :func:`object_key` (``None``: none)."""
+    match = _KEY_RE.match(key)
+    if match is None:
+        raise ValueError(f"key: not an edge-actors object key: {key!r}")
+    return match["model"]
+
+
+def split_stream(outbox_stream: str) -> tuple[str, str | None]:
+    """``("model", "detector")`` for the outbox stream ``model/detector``; ``(s, None)`` else."""
+    stream, sep, model = outbox_stream.partition("/")
+    return stream, (model if sep else None)
 
 
 def parse_key(key: str) -> tuple[str, str, str, datetime.date, int, int]:

@@ -27,6 +27,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from edge_actors import shm, topology
 from edge_actors.config import Config
+from edge_actors.lanemodel import LaneModel, default_model, from_label
 from edge_actors.loglimit import LogLimiter
 from edge_actors.ring import Ring, RingError
 from edge_actors.topology import RingSpec
@@ -71,6 +72,8 @@ class Lane(Generic[OwnerT]):
     since: float = 0.0
     #: Its payload ring (non-numeric values as JSON), created on request.
     payload: Ring | None = None
+    #: The model (and version) its producer logs; ``None`` until known.
+    model: LaneModel | None = None
 
     def rings(self) -> list[Ring]:
         """The lane and its payload ring, if any."""
@@ -149,7 +152,8 @@ class LaneRegistry(Generic[OwnerT]):
                 continue
             ring.adopted = True
             pid = ring.producer_pid if 0 < ring.producer_pid <= PID_MAX else 0
-            self.lanes[name] = Lane(ring, parsed[1], "orphaned", pid=pid)
+            model = from_label(self.cfg, ring.label()) or default_model(self.cfg)
+            self.lanes[name] = Lane(ring, parsed[1], "orphaned", pid=pid, model=model)
             self.lanes[name].since = time.monotonic()
             log.info(
                 "adopted lane %s (producer pid %d, %d records written)",
@@ -172,17 +176,27 @@ class LaneRegistry(Generic[OwnerT]):
                 shm.unlink(name)
 
     def give(
-        self, owner: OwnerT, pid: int, prefer: str | None, payload: bool
+        self,
+        owner: OwnerT,
+        pid: int,
+        prefer: str | None,
+        payload: bool,
+        model: LaneModel | None = None,
     ) -> tuple[Lane[OwnerT] | None, str, Changed]:
         """A lane for ``owner``: its orphaned ``prefer`` if there is one, else a new one.
 
         Returns the lane, an error ('' if none) and what changed. On a
         re-attach whose payload ring cannot be made, the lane is ``owner``'s
-        and the error is returned too.
+        and the error is returned too. A new lane is labelled with ``model``
+        (default: the config's first) before anyone else sees it; an orphan is
+        given back only to a producer of the same model and version.
         """
         if owner.lane is not None:
             return None, "this connection already has a lane", "nothing"
+        model = model or default_model(self.cfg)
         lane = self.lanes.get(prefer) if prefer else None
+        if lane is not None and lane.model is not None and lane.model.key != model.key:
+            lane = None  # its records are another model's: a new lane
         if lane is not None and lane.state == "orphaned":
             lane.state, lane.client, lane.pid = "active", owner, pid
             owner.lane = lane.ring.name
@@ -204,7 +218,8 @@ class LaneRegistry(Generic[OwnerT]):
         ring = self._create("lane", index)
         if isinstance(ring, str):
             return None, ring, "nothing"
-        lane = Lane(ring, index, "active", owner, pid, time.monotonic())
+        ring.set_label(model.label())
+        lane = Lane(ring, index, "active", owner, pid, time.monotonic(), model=model)
         if payload:
             err = self._add_payload(lane)
             if err:
@@ -226,6 +241,8 @@ class LaneRegistry(Generic[OwnerT]):
         ring = self._create("payload", lane.index)
         if isinstance(ring, str):
             return ring
+        if lane.model is not None:
+            ring.set_label(lane.model.label())
         lane.payload = ring
         return ""
 
@@ -372,7 +389,13 @@ class LaneRegistry(Generic[OwnerT]):
     def producers(self) -> list[dict[str, Any]]:
         """The ``producers`` entries of ``status``: every lane not retired."""
         return [
-            {"lane": name, "pid": lane.pid, "state": lane.state}
+            {
+                "lane": name,
+                "pid": lane.pid,
+                "state": lane.state,
+                "model": lane.model.name if lane.model else None,
+                "model_version": lane.model.version if lane.model else None,
+            }
             for name, lane in self.lanes.items()
             if lane.state != "retired"
         ]

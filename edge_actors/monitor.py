@@ -72,6 +72,7 @@ from typing import Any
 from edge_actors import control, topology
 from edge_actors.config import Config, load_config, parse_config
 from edge_actors.jsoncompat import orjson
+from edge_actors.lanemodel import resolve as resolve_model
 from edge_actors.producer import Producer, ProducerClosedError
 from edge_actors.records import KIND_FEEDBACK, KIND_INPUT, KIND_OUTPUT
 from edge_actors.schema import with_reference_fields
@@ -236,6 +237,9 @@ class EdgeMonitor:
         config: an already loaded :class:`~edge_actors.config.Config` instead
             of ``config_path`` (an agent started for it runs on a copy written
             under ``data_dir``).
+        model, model_version: which of the config's ``models`` this monitor
+            logs (``None``: the only one) and its version (``None``: the
+            entry's). A model the config does not declare raises ``ValueError``.
 
     Thread-safe: the ``log_model_*`` methods may be called from several threads.
     """
@@ -247,6 +251,8 @@ class EdgeMonitor:
         *,
         strict: bool = False,
         config: Config | None = None,
+        model: str | None = None,
+        model_version: str | None = None,
     ) -> None:
         self.config_path = Path(config_path) if config_path is not None else None
         if config is not None:
@@ -270,11 +276,19 @@ class EdgeMonitor:
         self.strict = strict
         # Only explicit model fields can raise (strict mode); fields derived from a
         # seed reference file never do (see the module docstring).
-        self._declared = bool(cfg.model.inputs or cfg.model.outputs)
+        # Which of the config's models this monitor logs (refused here if undeclared).
+        found = resolve_model(cfg, model, model_version)
+        if isinstance(found, str):
+            raise ValueError(found)
+        self._model = found
+        self._declared = bool(found.inputs or found.outputs)
         # The agent derives a seed config's fields the same way: deriving them here too
         # lets the producer validate (and keep) records before it ever talked to it.
         fields_cfg = cfg if self._declared else with_reference_fields(cfg)
-        self._fields = (fields_cfg.model.inputs, fields_cfg.model.outputs)
+        if self._declared:
+            self._fields = (found.inputs, found.outputs)
+        else:
+            self._fields = (fields_cfg.model.inputs, fields_cfg.model.outputs)
         self._in = self._out = _FieldSplit("inputs", (), False)
         self._lock = threading.RLock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -319,6 +333,8 @@ class EdgeMonitor:
             self._fields[1],
             payload=True,
             pending_records=cfg.model_logging.pending_records,
+            model=self._model.name,
+            version=self._model.version or None,
         )
         self._refresh_sides(p)
         return p

@@ -1463,7 +1463,12 @@ class Outbox:
         streams = [
             str(s) for (s,) in self._conn.execute("SELECT stream FROM streams WHERE rows > 0")
         ]
-        return sorted(streams, key=lambda s: (self.priorities.get(s, 0), s))
+        # A model's stream ("model/detector") drops with its kind ("model").
+        return sorted(streams, key=lambda s: (self.priorities.get(s.split("/")[0], 0), s))
+
+    def stream_names(self) -> list[str]:
+        """Every stream this outbox has records of, or had (``model/detector``...)."""
+        return [str(s) for (s,) in self._conn.execute("SELECT stream FROM streams")]
 
     def _drop(self, need: int, reason: str) -> tuple[int, dict[str, list[int]]]:
         """Delete chunks until ``need`` bytes are freed; call inside a transaction.

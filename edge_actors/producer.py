@@ -177,6 +177,8 @@ class Producer:
         payload: bool = False,
         pending_records: int = DEFAULT_PENDING_RECORDS,
         attach_timeout: float = 0.0,
+        model: str | None = None,
+        version: str | None = None,
     ) -> None:
         """Args (besides the supervisor's ``run_dir`` / ``instance`` and the model fields):
 
@@ -188,10 +190,18 @@ class Producer:
             attach attempt to finish, so records logged right after the
             constructor reach the lane; returns at once when no agent's
             socket exists or the agent refuses.
+        model, version: the model this producer logs (``None``: the config's
+            only one) and its version (``None``: the one the config gives);
+            the agent refuses a model its config does not declare unless
+            ``model_logging.allow_undeclared_models`` is set.
         """
         if pending_records < 0:
             raise ValueError(f"pending_records must be >= 0, got {pending_records}")
         self.run_dir = Path(run_dir)
+        #: The model this producer logs and its version, as the agent resolved them
+        #: once attached (before: as asked, ``None`` for "the config's").
+        self.model = model
+        self.model_version = version
         #: Ask for a payload ring with the lane (for non-numeric values, see log_payload).
         self.want_payload = payload
         self._payload_ring: Ring | None = None
@@ -263,8 +273,9 @@ class Producer:
         self._out = _SideConverter("outputs", outputs)
         n = self._in.n + self._out.n
         self._schema_known = n > 0
-        self.dtype = model_dtype(max(n, 1))
-        self._struct = model_struct(max(n, 1))
+        self._n_values = max(n, 1)
+        self.dtype = model_dtype(self._n_values)
+        self._struct = model_struct(self._n_values)
         self._scratch = bytearray(self._struct.size)
         self._pack_into = self._struct.pack_into
         self._nan_in = (_NAN,) * self._in.n
@@ -272,6 +283,29 @@ class Producer:
         # Length a plain list/tuple must have to take the fast path (-1: never).
         self._in_plain = self._in.n if not self._in.cats else -1
         self._out_plain = self._out.n if not self._out.cats else -1
+
+    def _set_width(self, width: int) -> None:
+        """Records of ``width`` value slots (the agent's lanes; lock held).
+
+        The struct still packs this model's values at the front of the scratch
+        record; the slots after them (a wider model's) stay NaN. Held records
+        are widened the same way.
+        """
+        if width == self.dtype["v"].shape[0] or width < self._n_values:
+            return
+        wide = model_dtype(width)
+        if self._pending_n:
+            old = np.frombuffer(bytes(self._pending), dtype=self.dtype)
+            new = np.zeros(len(old), dtype=wide)
+            for name in ("t_ns", "id", "kind"):
+                new[name] = old[name]
+            new["v"][:] = _NAN
+            new["v"][:, : old["v"].shape[1]] = old["v"]
+            self._pending = bytearray(new.tobytes())
+        self.dtype = wide
+        scratch = np.zeros(1, dtype=wide)
+        scratch["v"][:] = _NAN
+        self._scratch = bytearray(scratch.tobytes())
 
     def schema(self) -> dict[str, list[dict[str, Any]]]:
         """The declared fields, as the supervisor sees them."""
@@ -456,6 +490,8 @@ class Producer:
             raise ValueError(f"inputs has {n} rows but outputs has {m}")
         recs = np.empty(n, dtype=self.dtype)
         recs["kind"] = KIND_PAIR
+        if recs["v"].shape[1] > self._n_values:
+            recs["v"][:, self._n_values :] = _NAN  # a wider model's slots
         with self._lock:
             if self._closed:
                 raise ProducerClosedError(CLOSED_MESSAGE)
@@ -541,6 +577,9 @@ class Producer:
                         "pid": os.getpid(),
                         "prefer": prefer,
                         "payload": self.want_payload,
+                        "model": self.model,
+                        "version": self.model_version,
+                        **self.schema(),
                     }
                 )
             )
@@ -568,6 +607,9 @@ class Producer:
         with self._lock:
             if not self._schema_known:
                 self._set_schema(theirs_in, theirs_out)
+            if isinstance(reply.get("model"), str):
+                self.model = reply["model"]
+                self.model_version = str(reply.get("version") or "")
             elif signature(theirs_in, theirs_out) != signature(self._in.fields, self._out.fields):
                 # Neither what was dropped nor what is held can ever go to this agent.
                 self._dropped["schema_mismatch"] += self._dropped["detached"] + self._pending_n
@@ -597,6 +639,7 @@ class Producer:
                 # supervisor vanished went into a ring nobody reads.
                 self._dropped["lane_lost"] += self._lane_seq() - self._orphan_seq
                 self._detach_locked("lane not adopted by the new supervisor")
+            self._set_width(int(reply.get("width") or self._n_values))
             ring = Ring.attach(str(reply["lane"]), self.dtype)
             self._ring = ring
             w = self._writer = ring.writer()
@@ -904,6 +947,10 @@ def connect(
     *,
     attach_timeout: float | None = None,
     pending_records: int | None = None,
+    model: str | None = None,
+    version: str | None = None,
+    inputs: Sequence[Any] | None = None,
+    outputs: Sequence[Any] | None = None,
 ) -> Producer:
     """A producer for the supervisor of ``instance`` (from the config, default ``default``).
 
@@ -912,16 +959,28 @@ def connect(
     when no agent is reachable it returns at once, and records logged until
     one comes up are held (``pending_records``, default
     ``model_logging.pending_records``) and written to it: see :class:`Producer`.
+
+    ``model`` / ``version``: which of the config's ``models`` this process logs
+    (``None``: the only one) and its version (``None``: the entry's). A model
+    the config does not declare raises ``ValueError`` here, unless
+    ``model_logging.allow_undeclared_models`` is set and ``inputs``/``outputs``
+    give its fields.
     """
     from edge_actors.config import load_config
+    from edge_actors.lanemodel import resolve
 
     cfg = load_config(config_path)
     ml = cfg.model_logging
+    found = resolve(cfg, model, version, inputs or (), outputs or ())
+    if isinstance(found, str):
+        raise ValueError(found)
     return Producer(
         cfg.run_dir,
         instance or cfg.instance,
-        cfg.model.inputs,
-        cfg.model.outputs,
+        found.inputs,
+        found.outputs,
         pending_records=ml.pending_records if pending_records is None else pending_records,
         attach_timeout=ml.attach_timeout_seconds if attach_timeout is None else attach_timeout,
+        model=found.name,
+        version=found.version if version is not None or found.version else None,
     )

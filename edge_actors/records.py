@@ -114,6 +114,9 @@ EVENT_DTYPE = np.dtype(
         ("seq_last", "<i8"),
         # Effective sample size of the tested window (dependence and NaNs removed).
         ("n_eff", "<f8"),
+        # The model and version the event is about (empty in a ring of an older agent).
+        ("model", "S64"),
+        ("model_version", "S64"),
         # Performance events: share of predictions with truth, median label delay (s).
         ("coverage", "<f8"),
         ("label_delay_s", "<f8"),

@@ -72,6 +72,12 @@ C_READ_SEQ, C_PID, C_LOST, C_INCARNATION, C_HEARTBEAT_NS = 0, 1, 2, 3, 4
 #: are. Lets the producer see a loss the moment it happens (see ``overrun``).
 C_CLAIM = 5
 MAX_CONSUMERS = HEADER_SIZE // 8 // LINE_WORDS - 2
+#: The label: the second half of the header (lines 16..31, free in a ring of at
+#: most 14 consumers), a length word then bytes. The supervisor writes what a lane
+#: is for (its model and version) before anyone else attaches; a reader that
+#: attaches later, or a supervisor that adopts the lane after a restart, reads it.
+LABEL_OFFSET = HEADER_SIZE // 2
+LABEL_MAX = HEADER_SIZE - LABEL_OFFSET - 8
 
 #: Flag bit: the producer is gone for good; consumers drain it, the owner unlinks it.
 FLAG_RETIRED = 1
@@ -318,6 +324,23 @@ class Ring:
             if now[i] != self._fixed[i]
         ]
         return "header changed under the supervisor: " + "; ".join(diffs)
+
+    def set_label(self, data: bytes) -> None:
+        """Write the ring's label (at most :data:`LABEL_MAX` bytes); before it is shared."""
+        if len(data) > LABEL_MAX:
+            raise ValueError(f"ring label: at most {LABEL_MAX} bytes, got {len(data)}")
+        if int(self.words[W_NCONS]) > (LABEL_OFFSET // 8 - 2 * LINE_WORDS) // LINE_WORDS:
+            raise ValueError("ring label: this ring's consumer lines use the label's space")
+        end = LABEL_OFFSET + 8 + len(data)
+        self.buf[LABEL_OFFSET + 8 : end] = data
+        self.q[LABEL_OFFSET // 8] = len(data)
+
+    def label(self) -> bytes:
+        """The ring's label (``b""`` if none was written)."""
+        n = int(self.q[LABEL_OFFSET // 8])
+        if not 0 < n <= LABEL_MAX:
+            return b""
+        return bytes(self.buf[LABEL_OFFSET + 8 : LABEL_OFFSET + 8 + n])
 
     @property
     def producer_pid(self) -> int:

@@ -31,10 +31,16 @@ class ModelRows:
     """Decodes model lane records with the config's field names and categories."""
 
     def __init__(
-        self, device_id: str, model: str, inputs: Sequence[Any], outputs: Sequence[Any]
+        self,
+        device_id: str,
+        model: str,
+        inputs: Sequence[Any],
+        outputs: Sequence[Any],
+        model_version: str = "",
     ) -> None:
         self.device_id = device_id
         self.model = model
+        self.model_version = model_version
         self.in_names = [f.name for f in inputs]
         self.out_names = [f.name for f in outputs]
         self.n_in = len(self.in_names)
@@ -73,6 +79,7 @@ class ModelRows:
                 "ts": t_ns / 1e9,
                 "device_id": self.device_id,
                 "model": self.model,
+                "model_version": self.model_version,
                 "id": rid,
                 "kind": KIND_NAMES.get(kind, str(kind)),
                 "lane": lane,
@@ -125,16 +132,18 @@ def process_rows(device_id: str, records: npt.NDArray[Any]) -> list[dict[str, An
 
 
 def event_rows(device_id: str, model: str, records: npt.NDArray[Any]) -> list[dict[str, Any]]:
-    """One row per drift event."""
+    """One row per drift event; ``model`` for an event that names none (an older agent's)."""
     out = []
     for r in records:
         t_ns = int(r["t_ns"])
+        own = bytes(r["model"]).decode(errors="replace")
         out.append(
             {
                 "time": iso(t_ns),
                 "ts": t_ns / 1e9,
                 "device_id": device_id,
-                "model": model,
+                "model": own or model,
+                "model_version": bytes(r["model_version"]).decode(errors="replace"),
                 "feature": bytes(r["feature"]).decode(errors="replace"),
                 "test": bytes(r["test"]).decode(),
                 "state": bytes(r["state"]).decode(),
@@ -156,7 +165,7 @@ def event_rows(device_id: str, model: str, records: npt.NDArray[Any]) -> list[di
 
 
 def payload_rows(
-    device_id: str, model: str, lane: str, records: npt.NDArray[Any]
+    device_id: str, model: str, lane: str, records: npt.NDArray[Any], model_version: str = ""
 ) -> list[dict[str, Any]]:
     """One row per payload record: the non-numeric values logged with a model record."""
     from edge_actors.jsoncompat import orjson
@@ -176,6 +185,7 @@ def payload_rows(
                 "ts": t_ns / 1e9,
                 "device_id": device_id,
                 "model": model,
+                "model_version": model_version,
                 "id": int(r["id"]),
                 "kind": KIND_NAMES.get(int(r["kind"]), str(int(r["kind"]))),
                 "lane": lane,
@@ -306,11 +316,13 @@ def _const(text: bytes, n: int, keep: npt.NDArray[np.bool_] | None) -> list[byte
 def block_spec(kind: str, **fields: Any) -> dict[str, Any]:
     """The render parameters of a block: ``kind`` (``lane``, ``feedback`` or ``payload``) and names.
 
-    ``lane``: ``device_id``, ``model``, ``lane``, ``inputs``, ``outputs`` (names),
-    ``cats`` (``{index: [category, ...]}``). ``feedback`` (lane records of
-    kind feedback): the same; the output slots render as ``truth``.
-    ``payload``: ``device_id``, ``model``, ``lane``. Stored with the blocks,
-    so a batch rebuilt after a config change renders the same bytes.
+    ``lane``: ``device_id``, ``model``, ``model_version``, ``lane``, ``inputs``,
+    ``outputs`` (names), ``cats`` (``{index: [category, ...]}``). ``feedback``
+    (lane records of kind feedback): the same; the output slots render as
+    ``truth``. ``payload``: ``device_id``, ``model``, ``model_version``,
+    ``lane``. A spec stored by an older agent has no ``model_version``:
+    rendered as ``""``. Stored with the blocks, so a batch rebuilt after a
+    config change renders the same bytes.
     """
     if kind not in ("lane", "payload", "feedback"):
         raise ValueError(f"block kind: must be 'lane', 'feedback' or 'payload', got {kind!r}")
@@ -338,6 +350,8 @@ def render_block(
         + _json(spec["device_id"])
         + b',"model":'
         + _json(spec["model"])
+        + b',"model_version":'
+        + _json(spec.get("model_version", ""))
         + b',"id":',
         _tokens(records["id"]),
         b',"kind":',

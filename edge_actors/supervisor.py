@@ -35,6 +35,8 @@ import psutil
 
 from edge_actors import control, rundir, shm, spill, topology
 from edge_actors.config import Config
+from edge_actors.lanemodel import LaneModel, default_model
+from edge_actors.lanemodel import resolve as resolve_model
 from edge_actors.lanes import PID_MAX, Changed, Lane, LaneRegistry, discard
 from edge_actors.loglimit import LogLimiter
 from edge_actors.procmem import MemoryGauge, rss_of
@@ -636,11 +638,21 @@ class Supervisor:
             # SO_PEERCRED's pid first: it is the kernel's word, in our pid namespace.
             pid = c.pid or msg.get("pid")
             prefer = msg.get("prefer")
+            model = resolve_model(
+                self.cfg,
+                msg.get("model"),
+                msg.get("version"),
+                _list(msg.get("inputs")),
+                _list(msg.get("outputs")),
+            )
+            if isinstance(model, str):
+                return {"ok": False, "error": model, "permanent": True}
             return self._give_lane(
                 c,
                 pid if isinstance(pid, int) and 0 < pid <= PID_MAX else 0,
                 prefer if isinstance(prefer, str) else None,
                 msg.get("payload") is True,
+                model,
             )
         if op == "restart":
             h = self.workers.get(str(msg.get("worker")))
@@ -692,20 +704,25 @@ class Supervisor:
 
     # ================================================================== lanes
     def _lane_reply(self, lane: Lane[Client]) -> dict[str, Any]:
-        model = self.cfg.model
+        model = lane.model or default_model(self.cfg)
         return {
             "ok": True,
             "lane": lane.ring.name,
             "capacity": lane.ring.capacity,
             "epoch": lane.ring.epoch,
+            "model": model.name,
+            "version": model.version,
+            "width": topology.n_model_values(self.cfg),
             "inputs": [f.to_wire() for f in model.inputs],
             "outputs": [f.to_wire() for f in model.outputs],
             "payload": lane.payload.name if lane.payload is not None else None,
             "payload_slot_bytes": self.cfg.model_logging.payload_slot_bytes,
         }
 
-    def _give_lane(self, c: Client, pid: int, prefer: str | None, payload: bool) -> dict[str, Any]:
-        lane, error, changed = self.lanes.give(c, pid, prefer, payload)
+    def _give_lane(
+        self, c: Client, pid: int, prefer: str | None, payload: bool, model: LaneModel | None = None
+    ) -> dict[str, Any]:
+        lane, error, changed = self.lanes.give(c, pid, prefer, payload, model)
         self._announce(changed)
         if error or lane is None:
             return {"ok": False, "error": error}
@@ -951,3 +968,8 @@ class Supervisor:
             os.close(self._wake_w)
             self._wake_r = self._wake_w = -1
         self.sel.close()
+
+
+def _list(value: object) -> list[Any]:
+    """A lane request's field list (anything else: none given)."""
+    return value if isinstance(value, list) else []

@@ -102,8 +102,10 @@ class RingSpec:
 
 
 def n_model_values(cfg: Config) -> int:
-    """Values per model record: inputs then outputs (at least one slot)."""
-    return max(1, len(cfg.model.inputs) + len(cfg.model.outputs))
+    """Values per model record: inputs then outputs of the widest model (at least one slot)."""
+    from edge_actors.lanemodel import lane_width
+
+    return lane_width(cfg)
 
 
 def dtype_for(kind: str, cfg: Config) -> np.dtype[Any]:

@@ -180,14 +180,21 @@ INPUTS = [FieldSpec(n) for n in ("bedrooms", "bathrooms", "sqft", "age")]
 OUTPUTS = [FieldSpec(n) for n in ("price", "confidence")]
 
 
-def _model(device: str, day: int, hour: int, n: int, sqft: float) -> list[dict[str, Any]]:
+def _model(
+    device: str, day: int, hour: int, n: int, sqft: float, version: str | None = ""
+) -> list[dict[str, Any]]:
+    """House-model rows; ``version`` ``None``: as an agent before multi-model support wrote them."""
     recs = np.zeros(n, dtype=model_dtype(6))
     recs["t_ns"] = [_ns(day, hour, i) for i in range(n)]
     recs["id"] = np.arange(n)
     recs["kind"] = KIND_PAIR
     recs["v"] = [3.0, 2.0, sqft, 10.0, sqft * 250.0, 0.9]
-    rows = ModelRows(device, "house", INPUTS, OUTPUTS)
-    return rows.rows("ea_default_l0", recs, np.arange(n, dtype=np.int64))
+    rows = ModelRows(device, "house", INPUTS, OUTPUTS, model_version=version or "")
+    out = rows.rows("ea_default_l0", recs, np.arange(n, dtype=np.int64))
+    if version is None:
+        for r in out:
+            del r["model_version"]
+    return out
 
 
 def _feedback(device: str, day: int, hour: int, ids: range, price: float) -> list[dict[str, Any]]:
@@ -198,11 +205,24 @@ def _feedback(device: str, day: int, hour: int, ids: range, price: float) -> lis
     recs["id"] = list(ids)
     recs["kind"] = KIND_FEEDBACK
     recs["v"] = [np.nan, np.nan, np.nan, np.nan, price, np.nan]
-    rows = ModelRows(device, "house", INPUTS, OUTPUTS)
+    rows = ModelRows(device, "house", INPUTS, OUTPUTS, "1.0")
     return rows.rows("ea_default_l0", recs, np.arange(n, dtype=np.int64))
 
 
-def _events(device: str, items: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
+def _counter(device: str, day: int, hour: int, n: int) -> list[dict[str, Any]]:
+    """A second model on the same device, with other fields."""
+    recs = np.zeros(n, dtype=model_dtype(2))
+    recs["t_ns"] = [_ns(day, hour, i) for i in range(n)]
+    recs["id"] = np.arange(n)
+    recs["kind"] = KIND_PAIR
+    recs["v"] = [7.0, 1.0]
+    rows = ModelRows(device, "counter", [FieldSpec("pixels")], [FieldSpec("people")], "2")
+    return rows.rows("ea_default_l1", recs, np.arange(n, dtype=np.int64))
+
+
+def _events(
+    device: str, items: list[tuple[int, str, str]], old: bool = False
+) -> list[dict[str, Any]]:
     recs = np.zeros(len(items), dtype=EVENT_DTYPE)
     for i, (t_ns, feature, state) in enumerate(items):
         recs[i]["t_ns"] = t_ns
@@ -213,7 +233,11 @@ def _events(device: str, items: list[tuple[int, str, str]]) -> list[dict[str, An
         recs[i]["threshold"] = 0.0836
         recs[i]["window_size"] = 1000
         recs[i]["n_ref"] = 5000
-    return event_rows(device, "house", recs)
+    rows = event_rows(device, "house", recs)
+    if old:  # an agent before multi-model support wrote no version
+        for r in rows:
+            del r["model_version"]
+    return rows
 
 
 def _system(device: str, day: int, temps: list[float]) -> list[dict[str, Any]]:
@@ -237,7 +261,9 @@ def _device(
         outbox.append(streams, drops=drops)
         outbox.append_drop_report({"device_id": device, "time": iso(_ns(28, 12))})
         sink = LocalSink(root)
-        for stream in ("model", "feedback", "events", "system", "drops"):
+        # The uploader's outbox streams: "model/house" for a model's (new key layout),
+        # plain "model" in an outbox an older agent wrote (old layout).
+        for stream in outbox.stream_names():
             while deliver_batch(outbox, sink, stream, device_id=device, max_records=100):
                 pass
 
@@ -246,9 +272,17 @@ def _device(
 def fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("fleet")
     root = base / "sink"
+    # pi-00 still runs an agent from before multi-model support: the old key layout.
+    pi0 = {
+        "model": _model("pi-00", 26, 8, 40, 1000.0, version=None),
+        "events": _events("pi-00", [(_ns(26, 8, 10), "sqft", "drift_started")], old=True),
+    }
+    _device(root, base / "pi0.db", "pi-00", pi0, {})
     pi1 = {
-        "model": _model("pi-01", 27, 10, 300, 1500.0) + _model("pi-01", 28, 9, 200, 1800.0),
-        "events": _events(
+        "model/house": _model("pi-01", 27, 10, 300, 1500.0, "1.0")
+        + _model("pi-01", 28, 9, 150, 1800.0, "1.0")
+        + _model("pi-01", 28, 9, 50, 1800.0, "1.1"),
+        "events/house": _events(
             "pi-01",
             [
                 (_ns(28, 9, 50), "sqft", "drift_started"),
@@ -261,9 +295,10 @@ def fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     _device(root, base / "pi1.db", "pi-01", pi1, {("model", "ring_overrun"): 7})
     pi2 = {
-        "model": _model("pi-02", 28, 11, 150, 1200.0),
-        "feedback": _feedback("pi-02", 28, 11, range(50), 310_000.0),
-        "events": _events("pi-02", [(_ns(28, 11, 100), "sqft", "check")]),
+        "model/house": _model("pi-02", 28, 11, 150, 1200.0),
+        "feedback/house": _feedback("pi-02", 28, 11, range(50), 310_000.0),
+        "model/counter": _counter("pi-02", 28, 11, 30),
+        "events/house": _events("pi-02", [(_ns(28, 11, 100), "sqft", "check")]),
         "system": _system("pi-02", 28, [60.0, 61.0, 62.5]),
     }
     _device(root, base / "pi2.db", "pi-02", pi2, {("model", "sampled"): 5})
@@ -272,11 +307,19 @@ def fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 EXPECTED: dict[str, list[tuple[Any, ...]]] = {
     "per-device": [
+        ("pi-00", dt.date(2026, 11, 26), 40),
         ("pi-01", dt.date(2026, 11, 27), 300),
         ("pi-01", dt.date(2026, 11, 28), 200),
-        ("pi-02", dt.date(2026, 11, 28), 150),
+        ("pi-02", dt.date(2026, 11, 28), 180),
     ],
-    "open-drift": [("pi-01", "sqft", "ks")],
+    "per-model": [
+        ("pi-00", "house", "", 40),
+        ("pi-01", "house", "1.0", 450),
+        ("pi-01", "house", "1.1", 50),
+        ("pi-02", "counter", "2", 30),
+        ("pi-02", "house", "", 150),
+    ],
+    "open-drift": [("pi-00", "house", "sqft", "ks"), ("pi-01", "house", "sqft", "ks")],
     "hourly": [(10, 300, 1500.0, 375000.0), (9, 200, 1800.0, 450000.0)],
     "drops": [("pi-01", "model", "ring_overrun", 7), ("pi-02", "model", "sampled", 5)],
     "last-system": [("pi-01", 41.0, 20.0, 53.5), ("pi-02", 42.0, 20.0, 62.5)],
@@ -316,7 +359,7 @@ def test_fleet_md_duckdb_query(name: str, fleet_tree: Path) -> None:
 def _simplify(name: str, row: tuple[Any, ...]) -> tuple[Any, ...]:
     """Keep the columns the expectation checks, in a comparable form."""
     if name == "open-drift":
-        return row[:3]
+        return row[:4]
     if name == "hourly":
         return (row[0].hour, row[1], round(row[2], 6), round(row[3], 6))
     if name == "last-system":
@@ -374,7 +417,7 @@ CLAIMS = {
     "SELECT date_trunc('hour', time)": "test_fleet_md_duckdb_query",
     "SELECT device, stream, reason": "test_fleet_md_duckdb_query",
     "SELECT device, time, mem_percent": "test_fleet_md_duckdb_query",
-    "SELECT m.device, m.model, count(*) AS labelled": "test_fleet_md_duckdb_query",
+    "SELECT m.device_id AS device, m.model, count(*)": "test_fleet_md_duckdb_query",
     "SELECT p.payload.input_id": "tests/test_compat.py (fleet_caller_id_query)",
     "CREATE EXTERNAL TABLE edge_model": "test_fleet_md_athena_tables_match_the_records",
     "SELECT device, feature, test, max(": "test_fleet_md_athena_tables_match_the_records",
@@ -929,20 +972,23 @@ def test_fleet_md_key_layout_is_object_key() -> None:
     from edge_actors.keys import object_key
     from edge_actors.workers.uploader import UPLOAD_ORDER
 
-    (template,) = _one_block("test_fleet_md_key_layout_is_object_key").splitlines()
-    made = template.replace("YYYY-MM-DD", "{date}").format(
-        prefix="edge-fleet/",
-        stream="model",
-        device_id="pi-01",
-        date="2026-11-28",
-        first_seq=5,
-        last_seq=1764331091000000000,
-    )
-    assert made == object_key(
-        "edge-fleet/", "model", "pi-01", dt.date(2026, 11, 28), 5, 1764331091000000000
-    )
+    # A model's streams (model=), then the others (and every stream of an older agent).
+    with_model, without = _one_block("test_fleet_md_key_layout_is_object_key").splitlines()
+    for template, model in ((with_model, "house"), (without, None)):
+        made = template.replace("YYYY-MM-DD", "{date}").format(
+            prefix="edge-fleet/",
+            stream="model",
+            device_id="pi-01",
+            date="2026-11-28",
+            model=model,
+            first_seq=5,
+            last_seq=1764331091000000000,
+        )
+        assert made == object_key(
+            "edge-fleet/", "model", "pi-01", dt.date(2026, 11, 28), 5, 1764331091000000000, model
+        )
     text = (DOCS / "fleet.md").read_text(encoding="utf-8")
-    line = re.search(r"^- `stream`: (.*)\.$", text, flags=re.M)
+    line = re.search(r"^- `stream`: (.*?)\.$", text, flags=re.M | re.S)
     assert line is not None
     assert sorted(re.findall(r"`(\w+)`", line[1])) == sorted(UPLOAD_ORDER)
 

@@ -80,7 +80,15 @@ def test_give_makes_a_lane_and_its_payload_ring(cfg: Config, registry: LaneRegis
         (lane.ring.name, "lane"),
         (lane.payload.name, "payload"),
     ]
-    assert registry.producers() == [{"lane": lane.ring.name, "pid": os.getpid(), "state": "active"}]
+    assert registry.producers() == [
+        {
+            "lane": lane.ring.name,
+            "pid": os.getpid(),
+            "state": "active",
+            "model": cfg.model.name,
+            "model_version": "",
+        }
+    ]
     # One lane per connection; the next producer gets the next index.
     assert registry.give(conn, os.getpid(), None, payload=False) == (
         None,

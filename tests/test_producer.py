@@ -610,12 +610,18 @@ def test_attaches_by_itself_once_a_supervisor_is_up(segs: Segments, run_dir: Pat
             ring.name,
             1,
         )
-        assert server.requests[0] == {
+        req = server.requests[0]
+        assert {k: req[k] for k in ("op", "pid", "prefer", "payload", "model", "version")} == {
             "op": "lane",
             "pid": os.getpid(),
             "prefer": None,
             "payload": False,
+            "model": None,  # the config's only model
+            "version": None,
         }
+        # The fields it logs go along: the agent checks them, or takes them for an
+        # undeclared model (model_logging.allow_undeclared_models).
+        assert [f["name"] for f in req["inputs"]] == ["a", "b", "c", "d"]
     finally:
         p.close()
         if server is not None:

@@ -254,6 +254,24 @@ def _device_name() -> _Conv:
     return conv
 
 
+def _version() -> _Conv:
+    """Converter for a model version: a name as for devices; an integer is taken as text.
+
+    A YAML float (``1.4``) is refused: ``1.10`` would silently become ``1.1``.
+    """
+    base = _device_name()
+
+    def conv(value: object, ctx: _Ctx) -> str:
+        if isinstance(value, float):
+            raise _Invalid(f"must be a string (quote it: '{value}'), got the number {value}")
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        result: str = base(value, ctx)
+        return result
+
+    return conv
+
+
 def _bucket() -> _Conv:
     """Converter applying the S3 bucket naming rules, reporting the first broken one."""
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from edge_actors.config.settings import SECTIONS, Config, ModelConfig
@@ -37,6 +38,8 @@ def _default_text(f: dataclasses.Field[Any], value: Any) -> str:
         return ""
     if isinstance(value, tuple):
         value = list(value)
+    if isinstance(value, Mapping):
+        value = dict(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return json.dumps(value)
@@ -76,6 +79,8 @@ def schema_rows() -> list[tuple[str, str, str, str]]:
             if cls is ModelConfig and f.name in ("inputs", "outputs"):
                 for key, type_, default, doc in _FIELD_ROWS:
                     rows.append((path + key, type_, default, doc))
+            if cls is Config and f.name == "models":
+                walk(ModelConfig, f"{path}[].", ModelConfig())
 
     walk(Config, "", None)
     return rows

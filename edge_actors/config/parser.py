@@ -14,6 +14,7 @@ import difflib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from edge_actors.config.converters import _FIELD_NAME_RE, _Ctx, _key_text, _show
@@ -22,6 +23,7 @@ from edge_actors.config.settings import (
     SECTIONS,
     TOP_KEYS,
     Config,
+    DriftConfig,
     ModelConfig,
     WorkerConfig,
     WorkersConfig,
@@ -39,6 +41,10 @@ class _Parser(Issues):
     def __init__(self, base_dir: Path) -> None:
         super().__init__()
         self.ctx = _Ctx(base_dir=base_dir)
+        #: The top-level keys of the file.
+        self.given: set[object] = set()
+        #: The key path of each entry of ``Config.models``.
+        self.model_wheres: list[str] = []
 
     def unknown(self, path: str, key: object, allowed: list[str]) -> None:
         name = _key_text(key)
@@ -149,9 +155,11 @@ def _field_spec(p: _Parser, raw: object, where: str) -> FieldSpec | None:
     return FieldSpec(name, "categorical" if kind == "categorical" else "numeric", tuple(categories))
 
 
-def _parse_model(p: _Parser, raw: object) -> ModelConfig:
-    values, _ = p.section(ModelConfig, _strip_keys(raw, ("inputs", "outputs")), "model")
+def _parse_model(p: _Parser, raw: object, where: str = "model") -> ModelConfig:
+    hand = ("inputs", "outputs", "drift_detection")
+    values, _ = p.section(ModelConfig, _strip_keys(raw, hand), where)
     data = raw if isinstance(raw, Mapping) else {}
+    overrides, _ = p.section(DriftConfig, data.get("drift_detection"), f"{where}.drift_detection")
     lists: dict[str, tuple[FieldSpec, ...]] = {}
     seen: dict[str, str] = {}
     total = 0
@@ -159,26 +167,80 @@ def _parse_model(p: _Parser, raw: object) -> ModelConfig:
         items = data.get(which)
         specs: list[FieldSpec] = []
         if items is not None and not isinstance(items, list):
-            p.issue(f"model.{which}", f"must be a list, got {_show(items)}")
+            p.issue(f"{where}.{which}", f"must be a list, got {_show(items)}")
             items = None
         for i, item in enumerate(items or []):
-            where = f"model.{which}[{i}]"
+            at = f"{where}.{which}[{i}]"
             total += 1
-            spec = _field_spec(p, item, where)
+            spec = _field_spec(p, item, at)
             if spec is None:
                 continue
             if spec.name in seen:
                 p.issue(
-                    f"{where}.name", f"duplicate field name {spec.name!r} (also {seen[spec.name]})"
+                    f"{at}.name", f"duplicate field name {spec.name!r} (also {seen[spec.name]})"
                 )
                 continue
-            seen[spec.name] = where
+            seen[spec.name] = at
             specs.append(spec)
         lists[which] = tuple(specs)
     if total > MAX_MODEL_FIELDS:
-        p.issue("model", f"at most {MAX_MODEL_FIELDS} fields (inputs + outputs), got {total}")
-    _check_task(p, values, lists["outputs"], "model")
-    return ModelConfig(**values, inputs=lists["inputs"], outputs=lists["outputs"])
+        p.issue(where, f"at most {MAX_MODEL_FIELDS} fields (inputs + outputs), got {total}")
+    _check_task(p, values, lists["outputs"], where)
+    return ModelConfig(
+        **values,
+        inputs=lists["inputs"],
+        outputs=lists["outputs"],
+        drift_detection=MappingProxyType(overrides),
+    )
+
+
+def _parse_models(p: _Parser, raw: object) -> tuple[ModelConfig, ...]:
+    """The ``models`` list: each entry a ``model`` section; ``(name, version)`` unique."""
+    if not isinstance(raw, list) or not raw:
+        got = "an empty list" if raw == [] else _show(raw)
+        p.issue("models", f"must be a non-empty list of model entries, got {got}")
+        return ()
+    models: list[ModelConfig] = []
+    seen: dict[tuple[str, str | None], str] = {}
+    for i, item in enumerate(raw):
+        where = f"models[{i}]"
+        if not isinstance(item, Mapping):
+            p.issue(where, f"must be a mapping with name, inputs, outputs..., got {_show(item)}")
+            continue
+        if "name" not in item:
+            p.issue(f"{where}.name", "required")
+        m = _parse_model(p, item, where)
+        key = (m.name, m.version)
+        if "name" in item and key in seen:
+            what = f"model {m.name!r}" + (f" version {m.version!r}" if m.version else "")
+            p.issue(where, f"duplicate {what} (also {seen[key]})")
+            continue
+        seen[key] = where
+        models.append(m)
+        p.model_wheres.append(where)
+    return tuple(models)
+
+
+def _check_model_drift(p: _Parser, cfg: Config) -> None:
+    """Each model's drift settings (the section with its overrides) obey the section's rules."""
+    if len(cfg.models) == 1 and not cfg.model.drift_detection:
+        return
+    wheres = p.model_wheres or ["model"]
+    for where, m in zip(wheres, cfg.models, strict=False):
+        dc = m.drift(cfg.drift_detection)
+        over = m.drift_detection
+        mn = "confirm_m" in over or "confirm_n" in over
+        if mn and dc.confirm_m > dc.confirm_n:
+            p.issue(
+                f"{where}.drift_detection.confirm_m",
+                f"must be <= confirm_n ({dc.confirm_n}), got {dc.confirm_m}",
+            )
+        windows = "long_window_size" in over or "window_size" in over
+        if windows and dc.long_window_size and dc.long_window_size <= dc.window_size:
+            p.issue(
+                f"{where}.drift_detection.long_window_size",
+                f"must be 0 or > window_size ({dc.window_size}), got {dc.long_window_size}",
+            )
 
 
 def _check_task(
@@ -207,12 +269,8 @@ def _check_task(
             f"{task} scores a {want} output; {spec.name!r} is {spec.kind}",
         )
     ref = values.get("reference_performance")
-    if ref is None:
-        p.issue(
-            f"{where}.reference_performance",
-            f"required with task {task} (accuracy or MAE on the reference data)",
-        )
-    elif task == "classification" and not 0 < ref <= 1:
+    # Without reference_performance the task only labels the model (no performance events).
+    if ref is not None and task == "classification" and not 0 < ref <= 1:
         p.issue(f"{where}.reference_performance", f"an accuracy must be in (0, 1], got {ref}")
 
 
@@ -264,6 +322,7 @@ def parse_config(data: object, base_dir: Path, source: str) -> Config:
     p = _Parser(Path(os.path.abspath(base_dir)))
     if data is None:
         data = {}
+    p.given = set(data) if isinstance(data, Mapping) else set()
     if not isinstance(data, Mapping):
         p.issue("", f"top level must be a mapping of sections, got {_show(data)}")
         raise ConfigError(source, p.issues)
@@ -271,7 +330,7 @@ def parse_config(data: object, base_dir: Path, source: str) -> Config:
     for key in data:
         if key not in allowed:
             p.unknown("", key, allowed)
-    top_raw = {k: v for k, v in data.items() if k in TOP_KEYS}
+    top_raw = {k: v for k, v in data.items() if k in TOP_KEYS and k != "models"}
     top, failed = p.section(Config, top_raw, "")
     data_dir: Path = top.get("data_dir", p.ctx.base_dir / "var")
     top["data_dir"] = data_dir
@@ -280,7 +339,15 @@ def parse_config(data: object, base_dir: Path, source: str) -> Config:
     order = [k for k in data if k in SECTIONS] + [k for k in SECTIONS if k not in data]
     sections: dict[str, Any] = {name: _parse_section(p, name, data.get(name)) for name in order}
 
-    cfg = Config(**top, **sections)
+    models: tuple[ModelConfig, ...] = ()
+    if "models" in data:
+        if "model" in data:
+            p.issue("models", "give either `model` (one model) or `models`, not both")
+        models = _parse_models(p, data["models"])
+        if models:
+            sections["model"] = models[0]
+    cfg = Config(**top, **sections, models=models)
+    _check_model_drift(p, cfg)
     if not failed & {"run_dir", "instance"}:
         check_socket_path(p, cfg)
     if p.issues:

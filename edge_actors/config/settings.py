@@ -37,6 +37,7 @@ from edge_actors.config.converters import (
     _prefix,
     _text,
     _url,
+    _version,
 )
 from edge_actors.drift import defaults as _DRIFT
 from edge_actors.roster import WORKER_NAMES, worker_spec
@@ -126,6 +127,17 @@ class ModelConfig:
         doc="Model outputs to monitor, in the same form as `inputs`.",
         type_="list",
     )
+    version: str | None = _opt(
+        None,
+        doc=(
+            'Model version this entry is for (e.g. `"1.4.2"`). Without it the entry '
+            "covers every version of the model that has no entry of its own; a version "
+            "no entry names uses that entry (or the model's last entry) and starts with "
+            "fresh detectors."
+        ),
+        conv=_nullable(_version()),
+        type_="string",
+    )
     task: str | None = _opt(
         None,
         doc=(
@@ -147,16 +159,42 @@ class ModelConfig:
         doc=(
             "The model's performance on the reference data: accuracy (0-1) for "
             "`classification`, MAE for `regression`. `performance_degraded` fires when the "
-            "rolling window is significantly worse (section `performance`). Required with a `task`."
+            "rolling window is significantly worse (section `performance`); without it "
+            "no performance is tracked."
         ),
         conv=_nullable(_number(0)),
         type_="number",
+    )
+    reference_data_path: Path | None = _opt(
+        None,
+        doc=(
+            "This model's (or version's) reference data; default "
+            "`drift_detection.reference_data_path`. Entries of one model without their "
+            "own reference share the model's."
+        ),
+        conv=_nullable(_path()),
+        type_="path",
+    )
+    drift_detection: Mapping[str, Any] = _opt(
+        factory=lambda: MappingProxyType({}),
+        doc=(
+            "Overrides of `drift_detection` keys for this model (e.g. `{threshold: 0.01, "
+            "window_size: 500}`); `enabled: false` turns drift off for it."
+        ),
+        type_="mapping",
     )
 
     @property
     def fields(self) -> tuple[FieldSpec, ...]:
         """Inputs then outputs."""
         return self.inputs + self.outputs
+
+    def drift(self, base: DriftConfig) -> DriftConfig:
+        """The drift settings of this model: ``base`` with its overrides and reference."""
+        values = dict(self.drift_detection)
+        if self.reference_data_path is not None:
+            values["reference_data_path"] = self.reference_data_path
+        return dataclasses.replace(base, **values) if values else base
 
 
 @dataclass(frozen=True)
@@ -228,6 +266,16 @@ class ModelLoggingConfig:
         doc="Bytes per slot of the payload ring (raw inputs/outputs larger than this are cut).",
         conv=_integer(256, 65536),
         type_="integer",
+    )
+    allow_undeclared_models: bool = _opt(
+        False,
+        doc=(
+            "Accept a producer of a model the config does not declare, with the fields it "
+            "gives in code (`connect(..., model=, inputs=, outputs=)`); its records are "
+            "uploaded, drift is not tested (no reference). Off: such a producer is refused."
+        ),
+        conv=_boolean(),
+        type_="boolean",
     )
     payload_capacity: int = _opt(
         8192,
@@ -838,6 +886,16 @@ class Config:
         type_="path",
         default_doc="<config file folder>/var (cwd/var without a file)",
     )
+    models: tuple[ModelConfig, ...] = _opt(
+        (),
+        doc=(
+            "Several monitored models (and versions), each entry with the keys of `model`; "
+            "`(name, version)` pairs are unique. `model:` is the shorthand for one; give "
+            "one of the two."
+        ),
+        type_="list",
+        default_doc="[the `model` section]",
+    )
     model: ModelConfig = _section(
         ModelConfig, "The monitored model's name and declared inputs/outputs."
     )
@@ -859,6 +917,27 @@ class Config:
     supervisor: SupervisorConfig = _section(
         SupervisorConfig, "Restart policy, heartbeats, memory checks, shutdown."
     )
+
+    def __post_init__(self) -> None:
+        # One model: `model` is authoritative (dataclasses.replace(cfg, model=...) keeps
+        # working); several: the parser sets `model` to the first, for code that
+        # knows only one (the drift worker replaces it with the one it builds for).
+        if len(self.models) <= 1:
+            object.__setattr__(self, "models", (self.model,))
+
+    def find_model(self, name: str, version: str | None) -> ModelConfig | None:
+        """The entry of model ``name`` at ``version`` (see ``models``), or ``None``.
+
+        An exact ``(name, version)`` entry first, then the model's entry without a
+        version, then its last entry (a version the config does not list yet).
+        """
+        same = [m for m in self.models if m.name == name]
+        exact = [m for m in same if m.version == version and version is not None]
+        loose = [m for m in same if m.version is None]
+        for found in (exact, loose, same[-1:]):
+            if found:
+                return found[0]
+        return None
 
     @property
     def socket_path(self) -> Path:
@@ -910,6 +989,8 @@ class Config:
         """
         result = _to_plain(self)
         assert isinstance(result, dict)
+        # Written back, the file must give one of `model` and `models`.
+        del result["models" if len(self.models) == 1 else "model"]
         return result
 
 
@@ -927,6 +1008,8 @@ def _frozen(value: object) -> object:
 
 
 def _to_plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return {k: _to_plain(v) for k, v in value.items()}
     if isinstance(value, FieldSpec):
         return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

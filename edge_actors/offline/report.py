@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_actors.keys import parse_key
+from edge_actors.keys import key_model, parse_key
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -160,7 +160,7 @@ class _Collector:
             return
         seq = rec.get("seq")
         if isinstance(seq, int) and not isinstance(seq, bool):
-            seen = self.seen.setdefault(stream, set())
+            seen = self.seen.setdefault(stream, set())  # "model/x": seqs per model
             if seq in seen:
                 data.duplicates += 1
                 return
@@ -168,6 +168,7 @@ class _Collector:
         ts = _num(rec.get("ts"))
         if self.since is not None and not ts >= self.since:
             return
+        stream = stream.split("/")[0]  # a model's stream counts with its kind
         info = data.streams.setdefault(stream, StreamInfo())
         info.count += 1
         if not math.isnan(ts):
@@ -201,9 +202,10 @@ def _sink_objects(root: Path, prefix: str) -> Iterator[tuple[Path, str, str]]:
             rel = rel[len(prefix) :]
         try:
             _prefix, stream, device, _date, _first, _last = parse_key(rel)
+            model = key_model(rel)
         except ValueError:
             continue
-        yield path, stream, device
+        yield path, (stream if model is None else f"{stream}/{model}"), device
 
 
 def _read_sink(

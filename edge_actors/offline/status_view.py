@@ -40,6 +40,18 @@ def drift_line(name: str, f: dict[str, Any]) -> str:
 def _worker_lines(name: str, stats: dict[str, Any]) -> list[str]:
     """The indented detail lines of one worker (the drift worker's per feature)."""
     features = stats.get("features") if name == "drift" else None
+    models = stats.get("models") if name == "drift" else None
+    if isinstance(models, dict) and len(models) > 1:
+        # Several models or versions: a heading each, its features below.
+        lines: list[str] = []
+        for key, m in models.items():
+            if not isinstance(m, dict):
+                continue
+            head = f"{key}: {m.get('records', 0)} records"
+            lines.append(head + (f", {m['error']}" if m.get("error") else ""))
+            feats = m.get("features") or {}
+            lines += ["  " + drift_line(n, f) for n, f in feats.items() if isinstance(f, dict)]
+        return lines
     if isinstance(features, dict):
         errors = [f"error: {stats['error']}"] if stats.get("error") else []
         perf = stats.get("performance_lines")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 
-from edge_actors.keys import object_key
+from edge_actors.keys import object_key, split_stream
 from edge_actors.outbox import Batch, Outbox
 from edge_actors.sinks.base import (
     DEFAULT_GZIP_LEVEL,
@@ -80,8 +80,9 @@ def make_sink(
 
 def batch_key(sink: Sink, device_id: str, batch: Batch) -> str:
     """Object key of ``batch`` for ``device_id`` under ``sink.prefix``."""
+    stream, model = split_stream(batch.stream)
     return object_key(
-        sink.prefix, batch.stream, device_id, batch.date_utc, batch.first_seq, batch.last_seq
+        sink.prefix, stream, device_id, batch.date_utc, batch.first_seq, batch.last_seq, model
     )
 
 

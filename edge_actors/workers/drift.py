@@ -15,6 +15,14 @@ ring does not have them yet, and re-reads the lanes from the checkpointed
 cursors. The checkpoint lives in ``data_dir`` next to the outbox it belongs
 to (mode 0600), bound to the reference's content hash, the model schema and
 the detector settings: any difference starts fresh and says why in the log.
+
+Several models and versions: each lane is labelled with the model and
+version its producer logs (:mod:`edge_actors.lanemodel`); each (model,
+version) gets its own :class:`_Monitor` (detectors over its reference, its
+merged record stream, its part of the checkpoint), built when its first lane
+appears. A version this agent never saw before starts fresh and says so with
+a ``version_seen`` event. The config's first model is built at start, so a
+bad reference shows in ``status`` before any producer connects.
 It is written every ``checkpoint_interval_seconds`` while records flow (a few
 MB each time must not wear an SD card), before events and at a clean stop.
 
@@ -41,12 +49,13 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_actors.lanemodel import LaneModel, default_model, from_label
 from edge_actors.records import EVENT_DTYPE, KIND_INPUT, KIND_OUTPUT, KIND_PAIR
 from edge_actors.ring import Ring, RingConsumer, RingError, RingWriter
 from edge_actors.topology import DRIFT, RingSpec, dtype_for
@@ -71,7 +80,8 @@ SLICE_SHARE_OF_STEP = 0.25
 CHECK_COST_DECAY = 0.9
 #: Recompute the status summary (it computes KS p-values) this often.
 SUMMARY_SECONDS = 5.0
-CHECKPOINT_VERSION = 2
+# 3: one part per (model, version) under "monitors".
+CHECKPOINT_VERSION = 3
 
 
 @dataclass
@@ -84,6 +94,21 @@ class _Group:
     kinds: tuple[int, ...]
     fresh: Callable[[], Any]
     seq: int = 0
+
+
+@dataclass
+class _Monitor:
+    """Drift detection of one model version: its detectors over its reference."""
+
+    model: LaneModel
+    groups: list[_Group] = field(default_factory=list)
+    ref_hash: str = ""
+    #: Why there are no detectors ('' when there are).
+    error: str = ""
+    records: int = 0
+    #: The drift settings it runs with (the section with the model's overrides).
+    settings: Any = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 def build_groups(cfg: Config, ref: Reference, cache_dir: str | None) -> list[_Group]:
@@ -185,8 +210,11 @@ class DriftWorker(Worker):
 
     def setup(self) -> None:
         """Load the reference, build detectors, restore the checkpoint."""
-        self.error = ""
-        self.groups: list[_Group] = []
+        self.monitors: dict[str, _Monitor] = {}
+        #: Each attached lane's model monitor.
+        self.lane_monitor: dict[str, _Monitor] = {}
+        #: Events made outside a step (version_seen), written by the next one.
+        self._new_events: list[tuple[LaneModel, Any]] = []
         self.consumers: dict[str, RingConsumer] = {}
         self.lane_rings: dict[str, Ring] = {}
         self.events_ring: Ring | None = None
@@ -194,17 +222,16 @@ class DriftWorker(Worker):
         self.events_written = 0
         self.records = 0
         self.drained = 0
-        self.ref_hash = ""
-        self._pending: list[Any] = []
+        self._pending: list[tuple[LaneModel, Any]] = []
         self._dirty = False
         self._ckpt_every = self.cfg.drift_detection.checkpoint_interval_seconds
         self._next_ckpt = time.monotonic() + self._ckpt_every
         self._next_summary_event = (
             time.monotonic() + self.cfg.drift_detection.summary_interval_seconds
         )
-        self._summary: dict[str, Any] = {}
         self._next_summary = 0.0
         self._restored: dict[str, Any] | None = None
+        self._saved_arrays: dict[str, Any] = {}
         #: Measured seconds per check (a decaying maximum), to size slices.
         self._sec_per_check: float | None = None
         self._rr = 0
@@ -213,13 +240,71 @@ class DriftWorker(Worker):
         self.ckpt_path = Path(self.cfg.data_dir) / f"{self.cfg.instance}.drift-checkpoint.npz"
         self._remove_legacy_checkpoint()
         self._build_performance()
+        self._restored = self._read_checkpoint()
+        self.default = default_model(self.cfg)
+        self._monitor(self.default)
+
+    @property
+    def groups(self) -> list[_Group]:
+        """The detectors of the config's first model (what a one-model agent runs)."""
+        mon = self.monitors.get(self.default.key)
+        return mon.groups if mon is not None else []
+
+    @property
+    def error(self) -> str:
+        """Why the config's first model has no detectors ('' when it has)."""
+        mon = self.monitors.get(self.default.key)
+        return mon.error if mon is not None else ""
+
+    @property
+    def ref_hash(self) -> str:
+        """The content hash of the config's first model's reference."""
+        mon = self.monitors.get(self.default.key)
+        return mon.ref_hash if mon is not None else ""
+
+    def _monitor(self, lm: LaneModel) -> _Monitor:
+        """The monitor of ``lm``'s (model, version): built (and restored) on first use."""
+        mon = self.monitors.get(lm.key)
+        if mon is not None:
+            return mon
+        mon = self.monitors[lm.key] = _Monitor(lm)
+        entry = self.cfg.find_model(lm.name, lm.version or None) if lm.declared else None
+        dc = entry.drift(self.cfg.drift_detection) if entry else self.cfg.drift_detection
+        mon.settings = dc
         try:
-            self._build()
-        except Exception as exc:  # any bad reference leaves the worker idle
-            self.error = _describe(exc, self.cfg.drift_detection.reference_data_path)
-            log.error("drift detection is off: %s", self.error)
-            self.groups = []
-            self._restored = None
+            self._build(mon, entry, dc)
+        except Exception as exc:  # any bad reference leaves this model unmonitored
+            mon.error = _describe(exc, dc.reference_data_path)
+            log.error("drift detection of %s is off: %s", lm.key, mon.error)
+            mon.groups = []
+        restored = self._restore(mon) if mon.groups else False
+        seen = (self._restored or {}).get("versions_seen") or []
+        if lm.version and lm.key not in seen and not restored:
+            from edge_actors.drift.detector import DriftEvent
+
+            log.info("drift: new version %s of model %s: fresh detectors", lm.version, lm.name)
+            nan = float("nan")
+            self._new_events.append(
+                (
+                    lm,
+                    DriftEvent(
+                        time.time(),
+                        "",
+                        "version",
+                        nan,
+                        nan,
+                        nan,
+                        "none",
+                        0,
+                        0,
+                        "version_seen",
+                        0,
+                        0,
+                        mon.ref_hash,
+                    ),
+                )
+            )
+        return mon
 
     def _remove_legacy_checkpoint(self) -> None:
         """Earlier versions kept the checkpoint in run_dir, shared by unrelated runs."""
@@ -231,53 +316,59 @@ class DriftWorker(Worker):
         except OSError:
             pass
 
-    def _build(self) -> None:
-        dc = self.cfg.drift_detection
+    def _build(self, mon: _Monitor, entry: Any, dc: Any) -> None:
         if not dc.enabled:
-            self.error = "drift_detection.enabled is false"
+            mon.error = "drift_detection.enabled is false"
+            return
+        if entry is None:
+            mon.error = f"model {mon.model.name!r} is not declared in the config: no reference"
             return
         if dc.reference_data_path is None:
-            self.error = "no drift_detection.reference_data_path configured"
+            mon.error = "no drift_detection.reference_data_path configured"
             return
         from edge_actors.drift.reference import load_reference, validate_against_model
 
         ref = load_reference(dc.reference_data_path, max_bytes=int(dc.max_reference_mb * 2**20))
-        model = self.cfg.model
+        # The entry's fields, or those the seed rule derived (the supervisor's config).
+        model = dataclasses.replace(entry, inputs=mon.model.inputs, outputs=mon.model.outputs)
         if not (model.inputs or model.outputs):
             raise ValueError(
                 "the config's model section declares no inputs or outputs to monitor "
                 "(model.inputs / model.outputs)"
             )
         validate_against_model(ref, model)
-        self.ref_hash = ref.content_hash
-        self.groups = build_groups(self.cfg, ref, str(Path(self.cfg.data_dir) / "cache"))
-        self._restored = self._load_checkpoint()
+        mon.ref_hash = ref.content_hash
+        cfg = dataclasses.replace(self.cfg, model=model, drift_detection=dc)
+        mon.groups = build_groups(cfg, ref, str(Path(self.cfg.data_dir) / "cache"))
         log.info(
-            "drift: %d features monitored against %s (hash %s)",
-            sum(len(g.cols) for g in self.groups),
+            "drift: %s: %d features monitored against %s (hash %s)",
+            mon.model.key,
+            sum(len(g.cols) for g in mon.groups),
             dc.reference_data_path,
             ref.content_hash,
         )
 
     # ------------------------------------------------------------ checkpoint
-    def _signature(self) -> dict[str, str]:
-        """What the checkpoint is bound to: any difference means a fresh start."""
-        dc = dataclasses.asdict(self.cfg.drift_detection)
+    def _signature(self, mon: _Monitor) -> dict[str, str]:
+        """What a monitor's checkpoint is bound to: any difference means a fresh start."""
+        dc = dataclasses.asdict(mon.settings)
         for k in ("reference_data_path", "summary_interval_seconds", "checkpoint_interval_seconds"):
             dc.pop(k, None)
-        model = self.cfg.model
+        lm = mon.model
         schema = {
-            "name": model.name,
-            "inputs": [f.to_dict() for f in model.inputs],
-            "outputs": [f.to_dict() for f in model.outputs],
+            "name": lm.name,
+            "version": lm.version,
+            "inputs": [f.to_dict() for f in lm.inputs],
+            "outputs": [f.to_dict() for f in lm.outputs],
         }
         return {
-            "reference_hash": self.ref_hash,
+            "reference_hash": mon.ref_hash,
             "model_schema": json.dumps(schema, sort_keys=True),
             "settings": json.dumps(dc, sort_keys=True, default=str),
         }
 
-    def _load_checkpoint(self) -> dict[str, Any] | None:
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint's metadata (its arrays kept for the monitors), or ``None``."""
         try:
             with np.load(self.ckpt_path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
@@ -289,50 +380,97 @@ class DriftWorker(Worker):
                         CHECKPOINT_VERSION,
                     )
                     return None
-                saved, now = meta.get("signature") or {}, self._signature()
-                differs = [k for k in now if saved.get(k) != now[k]]
-                if differs:
-                    what = {
-                        "reference_hash": (
-                            f"reference {saved.get('reference_hash')} (now {self.ref_hash})"
-                        ),
-                        "model_schema": "another model schema",
-                        "settings": "other drift_detection settings",
-                    }
-                    log.warning(
-                        "drift checkpoint %s was made for %s: starting fresh",
-                        self.ckpt_path,
-                        ", ".join(what[k] for k in differs),
-                    )
-                    return None
-                for k, g in enumerate(self.groups):
-                    state = meta["groups"][k]
-                    state["ring"] = z[f"ring{k}"]
-                    g.det.load_state_dict(state)
-                    g.seq = int(meta["seqs"][k])
+                self._saved_arrays = {k: z[k] for k in z.files if k != "meta"}
         except FileNotFoundError:
             return None
         except Exception as exc:  # a bad checkpoint only costs a fresh start
             log.warning("drift checkpoint %s unreadable (%s): starting fresh", self.ckpt_path, exc)
-            for g in self.groups:  # a half-restored detector must not run on
-                g.det, g.seq = g.fresh(), 0
             return None
         self.records = int(meta.get("records", 0))
-        log.info("drift: resumed from checkpoint (%d records seen)", self.records)
         return meta  # type: ignore[no-any-return]
+
+    def _restore(self, mon: _Monitor) -> bool:
+        """Resume ``mon``'s detectors from the checkpoint; whether it did."""
+        monitors = (self._restored or {}).get("monitors") or {}
+        saved = monitors.get(mon.model.key)
+        if saved is None:
+            if monitors:
+                log.warning(
+                    "drift checkpoint %s has no state for %s (it has %s: another model "
+                    "schema): starting fresh",
+                    self.ckpt_path,
+                    mon.model.key,
+                    ", ".join(monitors),
+                )
+            return False
+        now = self._signature(mon)
+        differs = [k for k in now if saved["signature"].get(k) != now[k]]
+        if differs:
+            what = {
+                "reference_hash": (
+                    f"reference {saved['signature'].get('reference_hash')} (now {mon.ref_hash})"
+                ),
+                "model_schema": "another model schema",
+                "settings": "other drift_detection settings",
+            }
+            log.warning(
+                "drift checkpoint %s was made for %s: %s starting fresh",
+                self.ckpt_path,
+                ", ".join(what[k] for k in differs),
+                mon.model.key,
+            )
+            return False
+        try:
+            for k, g in enumerate(mon.groups):
+                state = dict(saved["groups"][k])
+                state["ring"] = self._saved_arrays[f"{saved['slot']}_ring{k}"]
+                g.det.load_state_dict(state)
+                g.seq = int(saved["seqs"][k])
+        except Exception as exc:  # a bad checkpoint only costs a fresh start
+            log.warning("drift checkpoint %s unreadable (%s): starting fresh", self.ckpt_path, exc)
+            for g in mon.groups:  # a half-restored detector must not run on
+                g.det, g.seq = g.fresh(), 0
+            return False
+        mon.records = int(saved.get("records", 0))
+        log.info("drift: %s resumed from checkpoint (%d records seen)", mon.model.key, mon.records)
+        return True
 
     def _save_checkpoint(self) -> None:
         arrays: dict[str, Any] = {}
-        states = []
-        for k, g in enumerate(self.groups):
-            st = g.det.state_dict()
-            arrays[f"ring{k}"] = st.pop("ring")
-            states.append(st)
+        parts: dict[str, Any] = {}
+        old = (self._restored or {}).get("monitors") or {}
+        slot = 0
+        for key, mon in self.monitors.items():
+            if not mon.groups:
+                continue
+            states = []
+            for k, g in enumerate(mon.groups):
+                st = g.det.state_dict()
+                arrays[f"{slot}_ring{k}"] = st.pop("ring")
+                states.append(st)
+            parts[key] = {
+                "slot": slot,
+                "signature": self._signature(mon),
+                "groups": states,
+                "seqs": [g.seq for g in mon.groups],
+                "records": mon.records,
+            }
+            slot += 1
+        for key, saved in old.items():
+            # A model whose producer has not come back since the restart keeps its state.
+            if key in parts or key in self.monitors:
+                continue
+            n = len(saved.get("groups") or [])
+            for k in range(n):
+                arrays[f"{slot}_ring{k}"] = self._saved_arrays[f"{saved['slot']}_ring{k}"]
+            parts[key] = {**saved, "slot": slot}
+            slot += 1
+        seen = set((self._restored or {}).get("versions_seen") or [])
+        seen |= {k for k, m in self.monitors.items() if m.model.version}
         meta = {
             "version": CHECKPOINT_VERSION,
-            "signature": self._signature(),
-            "groups": states,
-            "seqs": [g.seq for g in self.groups],
+            "monitors": parts,
+            "versions_seen": sorted(seen),
             "records": self.records,
             "lanes": {
                 name: {"epoch": c.epoch, "pos": c.pos, "lost": c.lost}
@@ -343,7 +481,10 @@ class DriftWorker(Worker):
                 if self.events_ring is not None and self.ev_writer is not None
                 else None
             ),
-            "pending": [e.to_dict() for e in self._pending],
+            "pending": [
+                {**e.to_dict(), "model": lm.name, "model_version": lm.version}
+                for lm, e in self._pending
+            ],
         }
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         self._next_ckpt = time.monotonic() + self._ckpt_every
@@ -364,6 +505,7 @@ class DriftWorker(Worker):
         for name in list(self.consumers):
             if name not in wanted:
                 del self.consumers[name]
+                self.lane_monitor.pop(name, None)
                 self.lane_rings.pop(name).close()
         lanes = (self._restored or {}).get("lanes", {})
         for spec in specs:
@@ -382,6 +524,8 @@ class DriftWorker(Worker):
                         cons.seek(int(saved["pos"]), int(saved["lost"]))
                     self.lane_rings[spec.name] = ring
                     self.consumers[spec.name] = cons
+                    lm = from_label(self.cfg, ring.label()) or self.default
+                    self.lane_monitor[spec.name] = self._monitor(lm)
             except RingError as exc:
                 log.error("drift cannot attach %s: %s", spec.name, exc)
 
@@ -397,15 +541,24 @@ class DriftWorker(Worker):
         from edge_actors.drift.detector import DriftEvent
         from edge_actors.drift.performance import PerfEvent
 
-        self._write_events(
-            [PerfEvent(**e) if "coverage" in e else DriftEvent(**e) for e in pending]
-        )
+        events = []
+        for e in pending:
+            e = dict(e)
+            name, version = str(e.pop("model", "")), str(e.pop("model_version", ""))
+            lm = LaneModel(name, version, (), ()) if name else self.default
+            events.append((lm, PerfEvent(**e) if "coverage" in e else DriftEvent(**e)))
+        self._write_events(events)
 
     def _write_events(self, events: list[Any]) -> None:
+        """Write events (``(model, event)`` pairs; a bare event is the first model's)."""
         if not events or self.ev_writer is None:
             return
+        pairs = [e if isinstance(e, tuple) else (self.default, e) for e in events]
+        events = [e for _, e in pairs]
         recs = np.zeros(len(events), EVENT_DTYPE)
-        for r, e in zip(recs, events, strict=True):
+        for r, (lm, e) in zip(recs, pairs, strict=True):
+            r["model"] = lm.name.encode()[:64]
+            r["model_version"] = lm.version.encode()[:64]
             r["t_ns"] = int(e.t * 1e9)
             r["feature"] = e.feature.encode()[:64]
             r["test"] = e.test.encode()[:16]
@@ -420,10 +573,11 @@ class DriftWorker(Worker):
             r["label_delay_s"] = getattr(e, "label_delay_s", math.nan)
         self.ev_writer.write_batch(recs)
         self.events_written += len(events)
-        for e in events:
-            if e.state != "check":
+        for lm, e in pairs:
+            if e.state not in ("check", "version_seen"):
                 log.warning(
-                    "%s: %s on %s (%s statistic %.4g, threshold %.4g, n_eff %.0f)",
+                    "%s: %s: %s on %s (%s statistic %.4g, threshold %.4g, n_eff %.0f)",
+                    lm.key,
                     e.state,
                     e.feature,
                     e.test,
@@ -434,12 +588,10 @@ class DriftWorker(Worker):
                 )
 
     # ------------------------------------------------------------------ work
-    def _drain(self) -> int:
-        """Idle (no reference): move the cursors to the end so retired lanes count as drained."""
-        if self.perf:
-            return self._drain_performance()
+    def _drain(self, lanes: list[RingConsumer] | None = None) -> int:
+        """Unmonitored lanes: move the cursors to the end so retired lanes count as drained."""
         done = 0
-        for cons in self.consumers.values():
+        for cons in self.consumers.values() if lanes is None else lanes:
             end = cons.ring.write_seq
             if end > cons.pos:
                 done += end - cons.pos
@@ -448,17 +600,17 @@ class DriftWorker(Worker):
         self.drained += done
         return done
 
-    def _cadence(self) -> int:
-        return int(min(g.det.effective_check_frequency for g in self.groups))
+    def _cadence(self, groups: list[_Group]) -> int:
+        return int(min(g.det.effective_check_frequency for g in groups))
 
-    def _slice_size(self) -> int:
+    def _slice_size(self, groups: list[_Group]) -> int:
         """Records per slice: checks worth a quarter of the step budget, one at least."""
-        cadence = self._cadence()
+        cadence = self._cadence(groups)
         if self._sec_per_check is None:
             return cadence
         # Checks of all groups run on the same records: size for their sum.
         checks = int(self.step_budget * SLICE_SHARE_OF_STEP / max(self._sec_per_check, 1e-9))
-        checks //= len(self.groups)
+        checks //= len(groups)
         return int(min(max(1, checks) * cadence, max(READ_BATCH, cadence)))
 
     def _tick(self) -> None:
@@ -472,41 +624,49 @@ class DriftWorker(Worker):
         Stops when the lanes are empty or the step budget is spent (then the
         next step continues where this one stopped); heartbeats between slices.
         """
-        if not self.groups:
+        events: list[Any] = self._new_events
+        self._new_events = []
+        if not any(m.groups for m in self.monitors.values()):
             self.idle_wait = 0.5
-            return self._drain()
+            return self._drain_performance(events)
         t_start = time.monotonic()
         deadline = t_start + self.step_budget
         done = 0
-        events: list[Any] = []
         # Stretch the cadence only when actually falling behind: a backlog of a
         # quarter of a lane. A tiny budget then makes the detector double its
         # cadence; a large one lets it halve back once caught up.
         behind = any(c.pending > c.ring.capacity // 4 for c in self.consumers.values())
         budget = 0.001 if behind else 10.0
-        lanes = list(self.consumers.values())
+        lanes = list(self.consumers.items())
         # Start at a different lane each step: a busy lane cannot starve the others.
         self._rr = (self._rr + 1) % max(len(lanes), 1)
-        for cons in lanes[self._rr :] + lanes[: self._rr]:
+        for name, cons in lanes[self._rr :] + lanes[: self._rr]:
+            mon = self.lane_monitor.get(name) or self._monitor(self.default)
+            groups = mon.groups
+            if not groups:  # no drift detectors: only drained, or fed to its performance
+                done += self._read_performance(cons, mon.model, events)
+                continue
             while True:
                 t0 = time.monotonic()
-                checks0 = sum(g.det.checks_run for g in self.groups)
-                batch = cons.read(self._slice_size(), commit=False)
+                checks0 = sum(g.det.checks_run for g in groups)
+                batch = cons.read(self._slice_size(groups), commit=False)
                 if not len(batch):
                     break
                 done += len(batch)
+                mon.records += len(batch)
                 recs = batch.records
-                for g in self.groups:
+                for g in groups:
                     rows = recs["v"][np.isin(recs["kind"], g.kinds)][:, g.cols]
                     if len(rows):
-                        events += g.det.update(rows, g.seq, budget=budget, tick=self._tick)
+                        got = g.det.update(rows, g.seq, budget=budget, tick=self._tick)
+                        events += [(mon.model, e) for e in got]
                         g.seq += len(rows)
-                events += self._feed_performance(cons, recs)
+                events += self._feed_performance(mon.model, recs)
                 # The header shows progress (status, lane reclaim); a restart resumes
                 # from the checkpoint's own cursors, which may be a little behind.
                 cons.commit()
                 self._dirty = True
-                checks = sum(g.det.checks_run for g in self.groups) - checks0
+                checks = sum(g.det.checks_run for g in groups) - checks0
                 if checks:  # records before a window is full cost next to nothing
                     per = (time.monotonic() - t0) / checks
                     prev = self._sec_per_check
@@ -518,10 +678,14 @@ class DriftWorker(Worker):
                 break
         self.records += done
         now = time.monotonic()
-        if now >= self._next_summary_event and any(g.det.records_seen for g in self.groups):
+        monitors = [m for m in self.monitors.values() if m.groups]
+        if now >= self._next_summary_event and any(
+            g.det.records_seen for m in monitors for g in m.groups
+        ):
             self._next_summary_event = now + self.cfg.drift_detection.summary_interval_seconds
-            for g in self.groups:
-                events += g.det.summary_events()
+            for m in monitors:
+                for g in m.groups:
+                    events += [(m.model, e) for e in g.det.summary_events()]
             events += self._performance_summary_events()
         if events:
             self._pending = events
@@ -539,40 +703,44 @@ class DriftWorker(Worker):
 
     def flush(self) -> None:
         """Checkpoint on a clean stop."""
-        if self.groups and self._dirty:
+        if any(m.groups for m in self.monitors.values()) and self._dirty:
             self._save_checkpoint()
 
     def stats(self) -> dict[str, Any]:
-        """Per-feature state and last statistics; effective cadence; errors."""
+        """Per model version: per-feature state and last statistics; cadence; errors.
+
+        ``features``, ``error`` and ``reference_hash`` are the config's first
+        model's (a one-model agent's status as before); ``models`` has every
+        (model, version) seen, keyed ``name`` or ``name@version``.
+        """
         now = time.monotonic()
-        if now >= self._next_summary and self.groups:
+        if now >= self._next_summary:
             self._next_summary = now + SUMMARY_SECONDS
-            feats = {}
-            for g in self.groups:
-                for item in g.det.summary(exact=False):
-                    feats[item["feature"]] = {
-                        "state": "drift" if item["state"] == "drifting" else "ok",
-                        "test": item["test"],
-                        "statistic": _num(item["statistic"]),
-                        "p_value": _num(item["p_value"]),
-                        "threshold": _num(item["threshold"]),
-                        "n_eff": _num(item["n_eff"]),
-                        "autocorrelation": _num(item["autocorrelation"]),
-                        "atom_share": _num(item["atom_share"]),
-                        "nan_rate": _num(item["nan_rate"]),
-                        "out_of_range_rate": _num(item["out_of_range_rate"]),
-                        "unknown_rate": _num(item["unknown_rate"]),
-                        "quality_alarms": item["quality"],
-                        "wasserstein": _num(item["wasserstein"]),
-                        "psi": _num(item["psi"]),
-                    }
-            self._summary = feats
-        lines = [
-            f"{name}: {f['state']} ({f['test']} {f['statistic']} / {f['threshold']}, "
-            f"p={f['p_value']}, n_eff={f['n_eff']})"
-            + (f" quality: {', '.join(f['quality_alarms'])}" if f["quality_alarms"] else "")
-            for name, f in self._summary.items()
-        ]
+            for mon in self.monitors.values():
+                mon.summary = _features(mon.groups)
+        models = {
+            key: {
+                "model": m.model.name,
+                "version": m.model.version,
+                "error": m.error,
+                "reference_hash": m.ref_hash,
+                "records": m.records,
+                "features": m.summary,
+            }
+            for key, m in self.monitors.items()
+        }
+        first = self.monitors.get(self.default.key)
+        summary = first.summary if first is not None else {}
+        lines: list[str] = []
+        for key, m in self.monitors.items():
+            indent = ""
+            if len(self.monitors) > 1:
+                lines.append(f"{key}: {m.records} records" + (f", {m.error}" if m.error else ""))
+                indent = "  "
+            elif m.error:
+                lines.append(f"error: {m.error}")
+            lines += [indent + _feature_line(name, f) for name, f in m.summary.items()]
+        all_groups = [g for m in self.monitors.values() for g in m.groups]
         return {
             "error": self.error,
             "reference_hash": self.ref_hash,
@@ -581,12 +749,13 @@ class DriftWorker(Worker):
             "events": self.events_written,
             "configured_check_frequency": self.cfg.drift_detection.check_frequency,
             "effective_check_frequency": max(
-                (g.det.effective_check_frequency for g in self.groups), default=None
+                (g.det.effective_check_frequency for g in all_groups), default=None
             ),
             "max_step_seconds": round(self.max_step_seconds, 4),
             "lost": {n: c.lost for n, c in self.consumers.items()},
-            "features": self._summary,
-            "summary_lines": ([f"error: {self.error}"] if self.error else []) + lines,
+            "features": summary,
+            "models": models,
+            "summary_lines": lines,
             **self._performance_stats(),
         }
 
@@ -603,33 +772,57 @@ class DriftWorker(Worker):
 
     # ------------------------------------------------------- performance (ground truth)
     def _build_performance(self) -> None:
-        self.perf: dict[tuple[str, str], Any] = {}
+        #: Per lane model key (``name`` / ``name@version``): its ModelPerformance,
+        #: None when the model has no ``task``; built on the first lane of it.
+        self.perf: dict[str, Any] = {}
         self.perf_error = ""
-        try:
-            self.perf = build_performance(self.cfg)
-        except ValueError as exc:  # settings the config parser could not see (confirm_m > n)
-            self.perf_error = str(exc)
-            log.error("model performance is off: %s", exc)
 
-    def _feed_performance(self, cons: RingConsumer, recs: Any) -> list[Any]:
+    def _performance(self, lm: LaneModel) -> Any:
+        """The ModelPerformance of ``lm``'s (model, version), or None (no ``task``)."""
+        if lm.key in self.perf:
+            return self.perf[lm.key]
+        entry = self.cfg.find_model(lm.name, lm.version or None) if lm.declared else None
+        mp = None
+        if entry is not None:
+            try:
+                mp = build_performance(entry, lm, self.cfg.performance)
+            except ValueError as exc:  # settings the parser could not see (confirm_m > n)
+                self.perf_error = f"{lm.key}: {exc}"
+                log.error("model performance of %s is off: %s", lm.key, exc)
+        self.perf[lm.key] = mp
+        return mp
+
+    def _feed_performance(self, lm: LaneModel, recs: Any) -> list[Any]:
         """Index the slice's predictions and join its feedback (ground truth)."""
-        mp = self.perf.get(_perf_key(self.cfg))
+        mp = self._performance(lm)
         if mp is None or not len(recs):
             return []
-        events: list[Any] = mp.feed(recs["kind"], recs["id"], recs["t_ns"], recs["v"][:, mp.column])
-        return events
+        got = mp.feed(recs["kind"], recs["id"], recs["t_ns"], recs["v"][:, mp.column])
+        return [(lm, e) for e in got]
 
-    def _drain_performance(self) -> int:
-        """No drift reference but performance to keep: read the lanes (not only seek), feed it."""
-        done = 0
-        events: list[Any] = []
-        for cons in self.consumers.values():
-            batch = cons.read(READ_BATCH)
-            if len(batch):
-                events += self._feed_performance(cons, batch.records)
-                done += len(batch)
+    def _lane_model(self, name: str) -> LaneModel:
+        mon = self.lane_monitor.get(name)
+        # (Each lane's model is in lane_models once lanes are mapped in step.)
+        models: dict[str, LaneModel] = getattr(self, "lane_models", {})
+        return mon.model if mon is not None else models.get(name, self.default)
+
+    def _read_performance(self, cons: RingConsumer, lm: LaneModel, events: list[Any]) -> int:
+        """A lane without drift detectors: fed to its performance (read, not only drained)."""
+        if self._performance(lm) is None:
+            return self._drain([cons])
+        batch = cons.read(READ_BATCH)
+        if len(batch):
+            events += self._feed_performance(lm, batch.records)
+        return len(batch)
+
+    def _drain_performance(self, events: list[Any]) -> int:
+        """No drift detectors at all: every lane fed to its performance or drained."""
+        done = sum(
+            self._read_performance(cons, self._lane_model(name), events)
+            for name, cons in list(self.consumers.items())
+        )
         now = time.monotonic()
-        if now >= self._next_summary_event and any(mp.tracker.states for mp in self.perf.values()):
+        if now >= self._next_summary_event:
             self._next_summary_event = now + self.cfg.drift_detection.summary_interval_seconds
             events += self._performance_summary_events()
         self._write_events(events)
@@ -640,26 +833,25 @@ class DriftWorker(Worker):
     def _performance_summary_events(self) -> list[Any]:
         out = []
         for mp in self.perf.values():
-            ev = mp.summary_event(time.time())
+            ev = mp.summary_event(time.time()) if mp is not None else None
             if ev is not None:
-                out.append(ev)
+                out.append((mp.lane_model, ev))
         return out
 
     def _performance_stats(self) -> dict[str, Any]:
-        """``performance`` per ``model@version`` for ``status``, and its human lines."""
-        if not self.perf and not self.perf_error:
+        """``performance`` per ``model`` / ``model@version`` for ``status``, and its lines."""
+        live = {k: mp for k, mp in self.perf.items() if mp is not None}
+        if not live and not self.perf_error:
             return {}
         perf: dict[str, Any] = {}
         lines = [f"performance error: {self.perf_error}"] if self.perf_error else []
-        for (model, version), mp in self.perf.items():
+        for name, mp in live.items():
             s = mp.summary()
-            name = f"{model}@{version}" if version else model
             perf[name] = {k: (_num(v) if isinstance(v, float) else v) for k, v in s.items()}
             metric = s["metric"]
-            value = s.get(metric)
             cov, delay = s["coverage"], s["median_delay_s"]
             lines.append(
-                f"{name}: performance {s['state']} ({metric} {_sig(value)} / reference "
+                f"{name}: performance {s['state']} ({metric} {_sig(s.get(metric))} / reference "
                 f"{_sig(s['reference'])}, {s['window']} labels in window, coverage "
                 + (f"{cov:.1%}" if cov == cov else "-")
                 + ", median label delay "
@@ -674,25 +866,21 @@ class DriftWorker(Worker):
 # kept apart from the detectors above; it runs with or without a reference.
 
 
-def _perf_key(cfg: Config) -> tuple[str, str]:
-    """The (model, version) a lane's records belong to (one model per agent for now)."""
-    return cfg.model.name, str(getattr(cfg.model, "version", "") or "")
-
-
-def build_performance(cfg: Config, reference_hash: str = "") -> dict[tuple[str, str], Any]:
-    """A :class:`~edge_actors.drift.performance.ModelPerformance` per model with a ``task``."""
-    model = cfg.model
-    if not model.task or model.reference_performance is None or not model.outputs:
-        return {}
+def build_performance(entry: Any, lm: LaneModel, pc: Any) -> Any:
+    """A :class:`~edge_actors.drift.performance.ModelPerformance` for a model entry with a
+    ``task`` (None without), laid out for the lane model ``lm``'s fields."""
+    if not entry.task or entry.reference_performance is None or not lm.outputs:
+        return None
     from edge_actors.drift.performance import ModelPerformance, PerformanceSettings
 
-    names = [f.name for f in model.outputs]
-    target = model.target or names[0]
-    spec = model.outputs[names.index(target)]
-    pc = cfg.performance
+    names = [f.name for f in lm.outputs]
+    target = entry.target or names[0]
+    if target not in names:
+        return None
+    spec = lm.outputs[names.index(target)]
     settings = PerformanceSettings(
-        model.task,
-        float(model.reference_performance),
+        entry.task,
+        float(entry.reference_performance),
         window_size=pc.window_size,
         check_every=pc.check_every,
         expected_labels_to_false_alarm=pc.expected_labels_to_false_alarm,
@@ -703,21 +891,52 @@ def build_performance(cfg: Config, reference_hash: str = "") -> dict[tuple[str, 
         n_classes=len(spec.categories),
         min_labels=pc.min_labels,
     )
-    key = _perf_key(cfg)
     mp = ModelPerformance(
-        key,
+        (lm.name, lm.version),
         settings,
         index_size=pc.prediction_index_size,
         feature=target,
-        reference_hash=reference_hash,
         truth_wait_seconds=pc.truth_wait_seconds,
-        column=len(model.inputs) + names.index(target),
+        column=len(lm.inputs) + names.index(target),
     )
-    return {key: mp}
+    mp.lane_model = lm  # type: ignore[attr-defined]
+    return mp
 
 
 def _sig(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) and v == v else "-"
+
+
+def _features(groups: list[_Group]) -> dict[str, Any]:
+    """The status entry of each monitored feature of some detectors."""
+    feats = {}
+    for g in groups:
+        for item in g.det.summary(exact=False):
+            feats[item["feature"]] = {
+                "state": "drift" if item["state"] == "drifting" else "ok",
+                "test": item["test"],
+                "statistic": _num(item["statistic"]),
+                "p_value": _num(item["p_value"]),
+                "threshold": _num(item["threshold"]),
+                "n_eff": _num(item["n_eff"]),
+                "autocorrelation": _num(item["autocorrelation"]),
+                "atom_share": _num(item["atom_share"]),
+                "nan_rate": _num(item["nan_rate"]),
+                "out_of_range_rate": _num(item["out_of_range_rate"]),
+                "unknown_rate": _num(item["unknown_rate"]),
+                "quality_alarms": item["quality"],
+                "wasserstein": _num(item["wasserstein"]),
+                "psi": _num(item["psi"]),
+            }
+    return feats
+
+
+def _feature_line(name: str, f: dict[str, Any]) -> str:
+    return (
+        f"{name}: {f['state']} ({f['test']} {f['statistic']} / {f['threshold']}, "
+        f"p={f['p_value']}, n_eff={f['n_eff']})"
+        + (f" quality: {', '.join(f['quality_alarms'])}" if f["quality_alarms"] else "")
+    )
 
 
 def _num(v: Any) -> float | None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from edge_actors import spill
+from edge_actors.lanemodel import LaneModel, default_model, from_label
 from edge_actors.outbox import Cursor, Outbox, OutboxFull, RecordBlock
 from edge_actors.records import KIND_FEEDBACK
 from edge_actors.redact import redact_urls
@@ -101,6 +102,22 @@ class _Source:
     spec: RingSpec
     ring: Ring
     cons: RingConsumer
+    #: A lane's (or payload ring's) model, from its label.
+    model: LaneModel | None = None
+
+    @property
+    def stream(self) -> str:
+        """The outbox stream its records go to: ``model/<name>`` for a model's lane."""
+        if self.model is None:
+            return self.spec.stream
+        return f"{self.spec.stream}/{self.model.name}"
+
+
+def upload_order(streams: list[str]) -> list[str]:
+    """The outbox's streams in :data:`UPLOAD_ORDER` of their kind (``model/x`` is a ``model``)."""
+    rank = {kind: i for i, kind in enumerate(UPLOAD_ORDER)}
+    known = [s for s in streams if s.split("/")[0] in rank]
+    return sorted(known, key=lambda s: (rank[s.split("/")[0]], s))
 
 
 @dataclass
@@ -188,7 +205,7 @@ class Shipper(threading.Thread):
                     self.wake.clear()
                     continue
                 failed = False
-                for stream in UPLOAD_ORDER:
+                for stream in upload_order(outbox.stream_names()):
                     while not self.stop_event.is_set():
                         try:
                             batch = deliver_batch(
@@ -266,10 +283,11 @@ class UploaderWorker(Worker):
         self.sources: dict[str, _Source] = {}
         m = self.cfg.model
         self.model_rows = ModelRows(self.cfg.device_id, m.name, m.inputs, m.outputs)
+        self._model_fields = (m.inputs, m.outputs)
         self.sample_rate = self.cfg.telemetry.model_sample_rate
         self.rng = np.random.default_rng()
         # Ground-truth blocks split off the lanes in the current step (see _block).
-        self._feedback: list[RecordBlock] = []
+        self._feedback: list[tuple[str, RecordBlock]] = []
         # When records were first seen waiting in the rings (None: none waiting).
         self._waiting_since: float | None = None
         #: Read and store whatever the rings hold now (flush): no commit cadence.
@@ -383,6 +401,8 @@ class UploaderWorker(Worker):
                 log.error("uploader cannot attach %s: %s", spec.name, exc)
                 continue
             src = _Source(spec, ring, ring.consumer(UPLOADER))
+            if spec.kind in ("lane", "payload"):
+                src.model = from_label(self.cfg, ring.label()) or default_model(self.cfg)
             self._resume(src)
             self.sources[spec.name] = src
 
@@ -410,12 +430,22 @@ class UploaderWorker(Worker):
         """Model and payload records as a numpy block (see the module doc); else None."""
         kind = src.spec.kind
         mr = self.model_rows
+        lm = src.model or default_model(self.cfg)
+        if (lm.name, lm.inputs, lm.outputs) != (mr.model, *self._model_fields):
+            mr = ModelRows(mr.device_id, lm.name, lm.inputs, lm.outputs)
         if kind == "lane":
             fb = records["kind"] == KIND_FEEDBACK
             if fb.any():
                 # Ground truth is its own stream, never sampled away (few, and precious).
+                # One stream per model, as the model stream: feedback/<name>.
+                stream = "feedback" + src.stream[len(src.spec.stream) :]
                 self._feedback.append(
-                    RecordBlock(self._lane_spec("feedback", src), records[fb], seqs[fb])
+                    (
+                        stream,
+                        RecordBlock(
+                            self._lane_spec("feedback", src, mr, lm), records[fb], seqs[fb]
+                        ),
+                    )
                 )
                 records, seqs = records[~fb], seqs[~fb]
             if self.sample_rate < 1.0:
@@ -423,20 +453,26 @@ class UploaderWorker(Worker):
                 key = ("model", "sampled")
                 self._drops[key] = self._drops.get(key, 0) + len(records) - int(keep.sum())
                 records, seqs = records[keep], seqs[keep]
-            return RecordBlock(self._lane_spec("lane", src), records, seqs)
+            return RecordBlock(self._lane_spec("lane", src, mr, lm), records, seqs)
         if kind == "payload":
             lane = ring_name(self.cfg.instance, "lane", src.spec.index)
-            spec = block_spec("payload", device_id=mr.device_id, model=mr.model, lane=lane)
+            spec = block_spec(
+                "payload",
+                device_id=mr.device_id,
+                model=mr.model,
+                model_version=lm.version,
+                lane=lane,
+            )
             return RecordBlock(spec, records, seqs)
         return None
 
-    def _lane_spec(self, kind: str, src: _Source) -> dict[str, Any]:
+    def _lane_spec(self, kind: str, src: _Source, mr: ModelRows, lm: LaneModel) -> dict[str, Any]:
         """Render spec of a lane's model (``lane``) or ground-truth (``feedback``) block."""
-        mr = self.model_rows
         return block_spec(
             kind,
             device_id=mr.device_id,
             model=mr.model,
+            model_version=lm.version,
             lane=src.ring.name,
             inputs=mr.in_names,
             outputs=mr.out_names,
@@ -520,16 +556,20 @@ class UploaderWorker(Worker):
             if len(b):
                 block = self._block(src, b.records, b.seqs)
                 if block is not None:
-                    blocks.setdefault(src.spec.stream, []).append(block)
+                    blocks.setdefault(src.stream, []).append(block)
+                elif src.spec.kind == "events":
+                    # One outbox stream per model: each object holds one model's events.
+                    for row in self._rows(src, b.records, b.seqs):
+                        batches.setdefault(f"events/{row['model']}", []).append(row)
                 else:
                     batches.setdefault(src.spec.stream, []).extend(
                         self._rows(src, b.records, b.seqs)
                     )
             cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
             n += len(b)
-        if self._feedback:
-            blocks["feedback"] = self._feedback
-            self._feedback = []
+        for stream, fblock in self._feedback:
+            blocks.setdefault(stream, []).append(fblock)
+        self._feedback = []
         if not cursors:
             # Idle: poll the rings less often (records wait in the ring, not lost).
             self._draining = False
