@@ -48,6 +48,7 @@ sys.path.insert(0, str(HERE))
 
 import house_model  # noqa: E402
 import make_reference  # noqa: E402
+import occupancy_model  # noqa: E402
 
 from edge_actors import control  # noqa: E402
 from edge_actors.config import Config, ConfigError, default_run_dir, load_config  # noqa: E402
@@ -174,8 +175,8 @@ class ModelThread:
     def __init__(self, config: Path, rate: float, drift_after: int, seed: int) -> None:
         import edge_actors
 
-        self.producer = edge_actors.connect(config)
-        model = load_config(config).model
+        model = load_config(config).model  # the first of `models`, or the only one
+        self.producer = edge_actors.connect(config, model=model.name)
         names = ([f.name for f in model.inputs], [f.name for f in model.outputs])
         self._logger: Any = self.producer
         if names != (list(house_model.INPUTS), list(house_model.OUTPUTS)):
@@ -206,6 +207,38 @@ class ModelThread:
     def written(self) -> int:
         """Records written to the lane so far."""
         return int(self.producer.stats()["written"])
+
+    def shutdown(self) -> dict[str, Any]:
+        """Stop predicting, close the producer; returns its final stats."""
+        self.stop.set()
+        self._thread.join(5.0)
+        stats = self.producer.stats()
+        self.producer.close()
+        return stats
+
+
+class SecondModel:
+    """The occupancy model (configs/two-models.yaml), in its own thread and producer."""
+
+    def __init__(self, config: Path) -> None:
+        import edge_actors
+
+        self.producer = edge_actors.connect(
+            config, model=occupancy_model.NAME, version=occupancy_model.VERSION
+        )
+        self.stop = threading.Event()
+        self._thread = threading.Thread(
+            target=occupancy_model.run,
+            args=(self.producer,),
+            kwargs={"stop": self.stop},
+            name="occupancy-model",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        """Start predicting once the producer has its lane."""
+        self.producer.wait_attached(5.0)
+        self._thread.start()
 
     def shutdown(self) -> dict[str, Any]:
         """Stop predicting, close the producer; returns its final stats."""
@@ -359,6 +392,10 @@ def demo_config(source: Path, cfg: Config, var: Path, reference: Path | None) ->
     path = reference or cfg.drift_detection.reference_data_path
     if path is not None:
         drift["reference_data_path"] = str(path)
+    # Each model's own reference, as an absolute path (the copy lives elsewhere).
+    for entry, model in zip(raw.get("models") or [], cfg.models, strict=False):
+        if isinstance(entry, dict) and model.reference_data_path is not None:
+            entry["reference_data_path"] = str(model.reference_data_path)
     out = var / "demo.yaml"
     out.write_text(
         f"# Written by examples/run_demo.py from {source}; rewritten by every `make run`.\n"
@@ -462,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     agent = Agent(config, var / "agent.log")
     model: ModelThread | None = None
+    second: SecondModel | None = None
     code: int | None = None
     with _signals_raise():
         try:
@@ -476,6 +514,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _agent_failed(agent, "did not open its control socket")
             model = ModelThread(config, args.rate, args.drift_after, args.seed)
             model.start()
+            if any(m.name == occupancy_model.NAME for m in cfg.models[1:]):
+                second = SecondModel(config)
+                second.start()
+                print(f"second model: {occupancy_model.NAME} {occupancy_model.VERSION}", flush=True)
             print(
                 f"model: {args.rate:g} predictions/s, gradual sqft drift after "
                 f"{args.drift_after} predictions; Ctrl-C to stop",
@@ -488,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # it is bounded by shutdown_timeout anyway.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if second is not None:
+            second.shutdown()
         if model is not None:
             stats = model.shutdown()
             dropped = ", ".join(f"{k} {v}" for k, v in stats["dropped"].items() if v)

@@ -69,10 +69,11 @@ def stored(data_dir: Path, stream: str) -> list[dict[str, Any]]:
                 ranges[(first, last)] = [json.loads(line) for line in fh if line.strip()]
     ob = Outbox.open(data_dir / "outbox.db", max_bytes=2**30)
     try:
-        while (batch := ob.next_batch(stream, 1_000_000)) is not None:
-            rows = [json.loads(line) for line in batch.body.splitlines() if line.strip()]
-            ranges.setdefault((batch.first_seq, batch.last_seq), rows)
-            ob.ack(batch)
+        for name in of_kind(ob, stream):
+            while (batch := ob.next_batch(name, 1_000_000)) is not None:
+                rows = [json.loads(line) for line in batch.body.splitlines() if line.strip()]
+                ranges.setdefault((batch.first_seq, batch.last_seq), rows)
+                ob.ack(batch)
     finally:
         ob.close()
     spans = sorted(ranges)
@@ -85,10 +86,17 @@ def outbox_rows(data_dir: Path, stream: str) -> list[dict[str, Any]]:
     """Read-only view of a stream in the outbox (safe while an agent runs)."""
     ob = Outbox.open(data_dir / "outbox.db", max_bytes=2**30)
     try:
-        batch = ob.peek(stream, 1_000_000)
+        batches = [ob.peek(name, 1_000_000) for name in of_kind(ob, stream)]
     finally:
         ob.close()
-    return [] if batch is None else [json.loads(x) for x in batch.body.splitlines() if x.strip()]
+    return [
+        json.loads(x) for b in batches if b is not None for x in b.body.splitlines() if x.strip()
+    ]
+
+
+def of_kind(ob: Outbox, stream: str) -> list[str]:
+    """The outbox streams of a kind: ``model`` is ``model/<name>`` (one per model)."""
+    return [s for s in ob.stream_names() if s.split("/")[0] == stream]
 
 
 def shm_left(instance: str) -> list[str]:

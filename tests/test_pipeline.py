@@ -38,7 +38,7 @@ def _producer(a: Any) -> Producer:
 
 def _model_backlog(status: dict[str, Any]) -> int:
     streams = status["workers"]["uploader"]["stats"].get("outbox", {}).get("streams", {})
-    return int(streams.get("model", {}).get("records", -1)) if streams else -1
+    return int(streams.get("model/house", {}).get("records", -1)) if streams else -1
 
 
 def _ages(records: list[dict[str, Any]]) -> Counter[int]:
@@ -84,7 +84,7 @@ def test_sigterm_puts_every_accepted_record_in_the_outbox(make_config, agent) ->
     from edge_actors.outbox import Outbox
 
     ob = Outbox.open(Path(a.cfg["data_dir"]) / "outbox.db", max_bytes=2**30)
-    batch = ob.next_batch("model", 10_000)
+    batch = ob.next_batch("model/house", 10_000)  # one outbox stream per model
     ob.close()
     assert batch is not None and batch.n == 3000
     ages = Counter(int(json.loads(line)["inputs"]["age"]) for line in batch.body.splitlines())
@@ -403,7 +403,7 @@ def test_records_left_in_a_ring_at_stop_are_counted(make_config, agent) -> None:
     from edge_actors.outbox import Outbox
 
     with Outbox.open(Path(a.cfg["data_dir"]) / "outbox.db", max_bytes=2**30) as ob:
-        stored = ob.stats()["streams"].get("model", {}).get("records", 0)
+        stored = ob.stats()["streams"].get("model/house", {}).get("records", 0)
         drops = ob.drops()
         assert stored + drops.get(("model", "unflushed_at_stop"), 0) == 500, (stored, drops)
         assert drops.get(("model", "unflushed_at_stop"), 0) > 0

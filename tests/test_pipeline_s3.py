@@ -104,7 +104,9 @@ def test_missing_bucket_is_reported_with_a_hint_and_nothing_is_lost(
     assert "no-such-bucket-here" in up["last_error"] + up["last_error_hint"]
     assert up["last_error_hint"]
     a.wait_for(
-        lambda s: s["workers"]["uploader"]["stats"]["outbox"]["streams"]["model"]["records"] == 200
+        lambda s: (
+            s["workers"]["uploader"]["stats"]["outbox"]["streams"]["model/house"]["records"] == 200
+        )
     )
     out = cli("status", "-c", str(a.config))
     assert "last error" in out.stdout

@@ -213,6 +213,8 @@ class DriftWorker(Worker):
         self.monitors: dict[str, _Monitor] = {}
         #: Each attached lane's model monitor.
         self.lane_monitor: dict[str, _Monitor] = {}
+        #: Each attached lane's model, from its label.
+        self.lane_models: dict[str, LaneModel] = {}
         #: Events made outside a step (version_seen), written by the next one.
         self._new_events: list[tuple[LaneModel, Any]] = []
         self.consumers: dict[str, RingConsumer] = {}
@@ -241,8 +243,30 @@ class DriftWorker(Worker):
         self._remove_legacy_checkpoint()
         self._build_performance()
         self._restored = self._read_checkpoint()
+        self._seen: set[str] = set((self._restored or {}).get("versions_seen") or [])
+        self._refs: dict[str, Any] = {}
         self.default = default_model(self.cfg)
+        # Every declared entry now (a bad reference shows in status at once, and the
+        # slow part, loading and calibrating, happens before the worker says ready);
+        # a version the config does not list is built when its first lane appears.
+        for m in self.cfg.models:
+            self._monitor(LaneModel(m.name, m.version or "", m.inputs, m.outputs))
         self._monitor(self.default)
+
+    def _map_lanes(self) -> None:
+        """Give each new lane its model's monitor; a version never seen says so once."""
+        for name, lm in self.lane_models.items():
+            if name in self.lane_monitor or name not in self.consumers:
+                continue
+            built = lm.key not in self.monitors
+            self.lane_monitor[name] = self._monitor(lm)
+            if built:
+                self.heartbeat()  # a build loads a reference: keep the supervisor informed
+            if lm.version and lm.key not in self._seen:
+                self._seen.add(lm.key)
+                self._dirty = True
+                log.info("drift: new version %s of model %s", lm.version, lm.name)
+                self._new_events.append((lm, _version_seen(self.monitors[lm.key])))
 
     @property
     def groups(self) -> list[_Group]:
@@ -277,33 +301,8 @@ class DriftWorker(Worker):
             mon.error = _describe(exc, dc.reference_data_path)
             log.error("drift detection of %s is off: %s", lm.key, mon.error)
             mon.groups = []
-        restored = self._restore(mon) if mon.groups else False
-        seen = (self._restored or {}).get("versions_seen") or []
-        if lm.version and lm.key not in seen and not restored:
-            from edge_actors.drift.detector import DriftEvent
-
-            log.info("drift: new version %s of model %s: fresh detectors", lm.version, lm.name)
-            nan = float("nan")
-            self._new_events.append(
-                (
-                    lm,
-                    DriftEvent(
-                        time.time(),
-                        "",
-                        "version",
-                        nan,
-                        nan,
-                        nan,
-                        "none",
-                        0,
-                        0,
-                        "version_seen",
-                        0,
-                        0,
-                        mon.ref_hash,
-                    ),
-                )
-            )
+        if mon.groups:
+            self._restore(mon)
         return mon
 
     def _remove_legacy_checkpoint(self) -> None:
@@ -328,7 +327,12 @@ class DriftWorker(Worker):
             return
         from edge_actors.drift.reference import load_reference, validate_against_model
 
-        ref = load_reference(dc.reference_data_path, max_bytes=int(dc.max_reference_mb * 2**20))
+        # Versions of a model share its reference: loaded once.
+        path = str(dc.reference_data_path)
+        ref = self._refs.get(path)
+        if ref is None:
+            ref = load_reference(path, max_bytes=int(dc.max_reference_mb * 2**20))
+            self._refs[path] = ref
         # The entry's fields, or those the seed rule derived (the supervisor's config).
         model = dataclasses.replace(entry, inputs=mon.model.inputs, outputs=mon.model.outputs)
         if not (model.inputs or model.outputs):
@@ -465,12 +469,10 @@ class DriftWorker(Worker):
                 arrays[f"{slot}_ring{k}"] = self._saved_arrays[f"{saved['slot']}_ring{k}"]
             parts[key] = {**saved, "slot": slot}
             slot += 1
-        seen = set((self._restored or {}).get("versions_seen") or [])
-        seen |= {k for k, m in self.monitors.items() if m.model.version}
         meta = {
             "version": CHECKPOINT_VERSION,
             "monitors": parts,
-            "versions_seen": sorted(seen),
+            "versions_seen": sorted(self._seen),
             "records": self.records,
             "lanes": {
                 name: {"epoch": c.epoch, "pos": c.pos, "lost": c.lost}
@@ -506,6 +508,7 @@ class DriftWorker(Worker):
             if name not in wanted:
                 del self.consumers[name]
                 self.lane_monitor.pop(name, None)
+                self.lane_models.pop(name, None)
                 self.lane_rings.pop(name).close()
         lanes = (self._restored or {}).get("lanes", {})
         for spec in specs:
@@ -524,8 +527,8 @@ class DriftWorker(Worker):
                         cons.seek(int(saved["pos"]), int(saved["lost"]))
                     self.lane_rings[spec.name] = ring
                     self.consumers[spec.name] = cons
-                    lm = from_label(self.cfg, ring.label()) or self.default
-                    self.lane_monitor[spec.name] = self._monitor(lm)
+                    # Its monitor is built by the next step (heartbeats between builds).
+                    self.lane_models[spec.name] = from_label(self.cfg, ring.label()) or self.default
             except RingError as exc:
                 log.error("drift cannot attach %s: %s", spec.name, exc)
 
@@ -624,6 +627,7 @@ class DriftWorker(Worker):
         Stops when the lanes are empty or the step budget is spent (then the
         next step continues where this one stopped); heartbeats between slices.
         """
+        self._map_lanes()
         events: list[Any] = self._new_events
         self._new_events = []
         if not any(m.groups for m in self.monitors.values()):
@@ -905,6 +909,16 @@ def build_performance(entry: Any, lm: LaneModel, pc: Any) -> Any:
 
 def _sig(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) and v == v else "-"
+
+
+def _version_seen(mon: _Monitor) -> Any:
+    """The ``version_seen`` event of a monitor's first lane."""
+    from edge_actors.drift.detector import DriftEvent
+
+    nan = math.nan
+    return DriftEvent(
+        time.time(), "", "version", nan, nan, nan, "none", 0, 0, "version_seen", 0, 0, mon.ref_hash
+    )
 
 
 def _features(groups: list[_Group]) -> dict[str, Any]:
