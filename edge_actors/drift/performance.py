@@ -672,7 +672,10 @@ class ModelPerformance:
             "index_size": self.index.capacity,
             "index_bytes": self.index.nbytes(),
             "truth_waiting": len(self.index.waiting),
-            "dropped": {**self.index.counts, **self.counts},
+            "dropped": {
+                **{k: v for k, v in self.index.counts.items() if k != "predictions"},
+                **self.counts,
+            },
         }
 
     def summary_event(self, t: float) -> PerfEvent | None:
