@@ -412,12 +412,13 @@ CLAIMS = {
     "from edge_mlops_monitor import": "test_operations_md_upgrade_imports_work",
     # docs/fleet.md
     "{prefix}{stream}/device=": "test_fleet_md_key_layout_is_object_key",
-    "SELECT device, date, count(*)": "test_fleet_md_duckdb_query",
-    "SELECT device, feature, test, time AS since": "test_fleet_md_duckdb_query",
+    "SELECT regexp_extract(filename, '/device=([^/]+)/', 1) AS device,": (
+        "test_fleet_md_duckdb_query"
+    ),
     "SELECT date_trunc('hour', time)": "test_fleet_md_duckdb_query",
+    "SELECT m.device_id AS device, m.model, count(*)": "test_fleet_md_duckdb_query",
     "SELECT device, stream, reason": "test_fleet_md_duckdb_query",
     "SELECT device, time, mem_percent": "test_fleet_md_duckdb_query",
-    "SELECT m.device_id AS device, m.model, count(*)": "test_fleet_md_duckdb_query",
     "SELECT p.payload.input_id": "tests/test_compat.py (fleet_caller_id_query)",
     "CREATE EXTERNAL TABLE edge_model": "test_fleet_md_athena_tables_match_the_records",
     "SELECT device, feature, test, max(": "test_fleet_md_athena_tables_match_the_records",
@@ -712,7 +713,10 @@ def test_data_tree_is_what_the_demo_writes(demo: Demo) -> None:
     assert set(keys) >= real and "model" in real, real
 
 
-KEY_RE = r"var/sink/model/device=([\w-]+)/date=(\d{4}-\d\d-\d\d)/(\d{20})-(\d{20})\.ndjson\.gz"
+KEY_RE = (
+    r"var/sink/model/device=([\w-]+)/date=(\d{4}-\d\d-\d\d)/model=([\w.-]+)/"
+    r"(\d{20})-(\d{20})\.ndjson\.gz"
+)
 
 
 def test_zcat_example_is_a_real_object(demo: Demo) -> None:
@@ -733,7 +737,8 @@ def test_zcat_example_is_a_real_object(demo: Demo) -> None:
     real = json.loads(r.stdout)
     assert list(real) == list(doc)
     # The key names the first and last seq of the object, 20 digits each.
-    assert doc["seq"] == int(m[4]) and real["seq"] == int(real_m[3])
+    assert doc["seq"] == int(m[5]) and real["seq"] == int(real_m[4])
+    assert doc["model"] == m[4] and real["model"] == real_m[3]
     assert len(str(doc["seq"])) == len(str(real["seq"])), (doc["seq"], real["seq"])
     assert doc["device_id"] == m[2] and real["device_id"] == real_m[1]
     assert doc["lane"].startswith("ea_demo") and real["lane"].startswith("ea_demo")
@@ -914,7 +919,9 @@ def test_operations_md_sqlite_inspection_runs_next_to_the_agent(demo: Demo) -> N
         )
         assert r.returncode == 0, r.stderr
         rows = [tuple(ln.split("|")) for ln in r.stdout.splitlines()]
-    assert rows and {str(row[0]) for row in rows} >= {"model", "system"}, rows
+    # One stream per model: model/<name> (fleet.md, key layout).
+    kinds = {str(row[0]).split("/")[0] for row in rows}
+    assert rows and kinds >= {"model", "system"}, rows
 
 
 def test_docs_command_lines_parse() -> None:
