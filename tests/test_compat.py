@@ -29,7 +29,14 @@ from edge_actors.monitor import CALLER_ID_BIT, _record_id, caller_record_id
 from edge_actors.offline.status_view import render
 from edge_actors.outbox import Outbox
 from tests.conftest import MODEL, unique_instance
-from tests.test_monitor import house_reference, monitors, outbox_rows, seed_config, wait_until
+from tests.test_monitor import (
+    house_reference,
+    monitors,
+    of_kind,
+    outbox_rows,
+    seed_config,
+    wait_until,
+)
 
 __all__ = ["monitors"]  # the fixture, shared with test_monitor
 
@@ -420,7 +427,8 @@ def test_compat_components(short_dir: Path) -> None:
             adapter.close()
     ob = Outbox.open(db, max_bytes=2**30)  # db_path: the outbox of the agent the logger started
     try:
-        batch = ob.peek("payload", 1_000_000)
+        (stream,) = of_kind(ob, "payload")  # one outbox stream per model: payload/<name>
+        batch = ob.peek(stream, 1_000_000)
     finally:
         ob.close()
     assert batch is not None

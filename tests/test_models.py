@@ -214,3 +214,61 @@ def test_an_undeclared_model_is_accepted_when_allowed(make_config: Any, agent: A
     drift = a.status()["workers"]["drift"]["stats"]["models"]["camera@0.1"]
     assert "not declared" in drift["error"]  # uploaded, not tested: no reference
     assert a.stop() == 0
+
+
+def test_edge_monitor_takes_a_model_and_refuses_an_undeclared_one(make_config: Any) -> None:
+    from edge_actors import EdgeMonitor
+
+    config = _config(make_config)
+    with pytest.raises(ValueError, match="model 'camera' is not declared"):
+        EdgeMonitor(config, model="camera")
+    with pytest.raises(ValueError, match="say which one"):
+        EdgeMonitor(config)
+
+
+def test_human_status_groups_drift_by_model_and_version() -> None:
+    from edge_actors.offline.status_view import _worker_lines
+
+    feat = {"state": "drift", "test": "ks", "statistic": 0.5, "threshold": 0.1, "p_value": 0.0}
+    stats = {
+        "features": {},
+        "models": {
+            "detector@1.4.2": {"records": 10, "error": "", "features": {"a": feat}},
+            "camera": {"records": 5, "error": "not declared", "features": {}},
+        },
+    }
+    assert _worker_lines("drift", stats) == [
+        "detector@1.4.2: 10 records",
+        "  a: drift (ks 0.5 / 0.1, p=0)",
+        "camera: 5 records, not declared",
+    ]
+
+
+def test_a_restarted_agent_gives_a_versioned_lane_back_to_its_producer(
+    make_config: Any, agent: Any
+) -> None:
+    import os
+    import signal
+
+    config = _config(make_config, {"workers": {"drift": {"enabled": False}}})
+    a = agent(config)
+    sink = Path(a.cfg["data_dir"]) / "sink"
+    p = connect(config, model="detector", version="3.1", attach_timeout=5.0)
+    try:
+        assert p.wait_attached(5)
+        lane = p.stats()["lane"]
+        for _ in range(100):
+            p.log([0.0, 5.0], [0.5])
+        os.kill(a.pid, signal.SIGKILL)  # the lane outlives its supervisor
+        a.proc.wait(5)
+        b = agent(config)  # adopts the lane: its label says detector 3.1
+        _wait(lambda: p.stats()["attaches"] >= 2, 20)
+        assert p.stats()["lane"] == lane  # the same lane, nothing lost
+        for _ in range(100):
+            p.log([0.0, 5.0], [0.5])
+    finally:
+        p.close()
+    _wait(lambda: sum(len(r) for r in _objects(sink, "model").values()) >= 200)
+    recs = [r for rs in _objects(sink, "model").values() for r in rs]
+    assert {(r["model"], r["model_version"]) for r in recs} == {("detector", "3.1")}
+    assert b.stop() == 0
