@@ -116,8 +116,10 @@ def resolve(
         name = names[0]
     if not isinstance(name, str) or not name:
         return f"model: must be a model name, got {name!r}"
-    if version is not None and (not isinstance(version, str) or not version):
-        return f"version: must be a non-empty string, got {version!r}"
+    if version == "":
+        version = None  # unversioned (what a producer re-asking after an attach sends)
+    if version is not None and not isinstance(version, str):
+        return f"version: must be a string, got {version!r}"
     entry = cfg.find_model(name, version)
     if entry is not None:
         ver = version if version is not None else (entry.version or "")

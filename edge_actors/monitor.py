@@ -33,6 +33,10 @@ What happens underneath:
   string, e.g. ``"request-42"``) is accepted: the output record gets a stable
   numeric id derived from it (bit 62 set) and its payload row carries the
   string as ``input_id``, so fleet queries can join on it.
+* Ground truth: :meth:`EdgeMonitor.log_ground_truth` takes the same ids (ours
+  or the caller's) and the true outputs, any time later; the agent joins it
+  to the prediction (model performance in ``status``, ``performance_*``
+  events) and uploads it as the ``feedback`` stream.
 * If no agent runs for the config's instance, :meth:`EdgeMonitor.start` (or
   ``start_system_monitoring`` / ``start_telemetry_upload``) starts one as a
   child process (``python -m edge_actors run -c CONFIG``) and :meth:`stop`
@@ -70,7 +74,7 @@ from edge_actors.config import Config, load_config, parse_config
 from edge_actors.jsoncompat import orjson
 from edge_actors.lanemodel import resolve as resolve_model
 from edge_actors.producer import Producer, ProducerClosedError
-from edge_actors.records import KIND_INPUT, KIND_OUTPUT
+from edge_actors.records import KIND_FEEDBACK, KIND_INPUT, KIND_OUTPUT
 from edge_actors.schema import with_reference_fields
 
 __all__ = ["AgentStartError", "EdgeMonitor", "MonitorStoppedError", "caller_record_id"]
@@ -817,6 +821,50 @@ class EdgeMonitor:
             return output_id
         self._predictions += 1
         return output_id
+
+    def log_ground_truth(self, input_id: str | int, truth: Any) -> str:
+        """Log the true outcome of the prediction ``input_id`` (any time later); returns the id.
+
+        ``input_id`` is an id from :meth:`log_model_input` or the caller's own
+        id given to :meth:`log_model_output` (the same string joins them).
+        ``truth`` is a dict of output fields (as ``output_data``) or a bare
+        value when the model declares one output. The agent joins it to the
+        prediction for the rolling performance (``status``) and uploads it as
+        the ``feedback`` stream. Never raises for bad data (``strict=True``
+        raises as :meth:`log_model_output` does).
+        """
+        truth_id = f"{input_id}-truth"
+        if self._stopped:
+            self._after_stop()
+            return truth_id
+        rid, caller_id = _record_id(input_id)
+        p = self._producer_now()
+        if _is_mapping(truth):
+            fast, rest, bad = self._out.split(truth)
+            if bad:
+                self._bad("log_ground_truth", self._out, bad, truth)
+        else:
+            fast, rest = truth, {}
+        doc: dict[str, Any] = {}
+        if rest:
+            doc["truth_data"] = rest
+        if caller_id is not None:
+            doc["input_id"] = caller_id
+        data = self._encode("truth_data", doc) if doc else b""
+        try:
+            if not self._no_fields:
+                p.log_feedback(rid, fast)
+            if data:
+                self._payload(p, rid, KIND_FEEDBACK, data)
+        except ProducerClosedError:
+            self._after_stop()
+            return truth_id
+        except (ValueError, TypeError) as exc:
+            if self.strict:
+                raise
+            self._reject("invalid", f"log_ground_truth: {exc}; record dropped")
+            return truth_id
+        return truth_id
 
     # ------------------------------------------------------------ status
     def get_status(self) -> dict[str, Any]:

@@ -110,6 +110,7 @@ DEFAULT_PRIORITIES: Mapping[str, int] = {
     "system": 0,
     "payload": 1,
     "model": 2,
+    "feedback": 2,
     "events": 3,
     "drops": 4,
 }

@@ -46,6 +46,7 @@ import numpy.typing as npt
 from edge_actors import control
 from edge_actors.doorbell import Ringer
 from edge_actors.records import (
+    KIND_FEEDBACK,
     KIND_INPUT,
     KIND_OUTPUT,
     KIND_PAIR,
@@ -375,6 +376,29 @@ class Producer:
     def log_output(self, input_id: int, outputs: Any) -> int:
         """Log the outputs of an earlier :meth:`log_input`; the record carries ``input_id``."""
         return self._put(KIND_OUTPUT, int(input_id), self._nan_in, self._out.values(outputs))
+
+    def log_feedback(self, record_id: int, truth: Any) -> int:
+        """Log the ground truth of an earlier prediction (seconds or hours later); returns its id.
+
+        ``record_id`` is the id :meth:`log` (or :meth:`log_output`) returned;
+        ``truth`` has the outputs' form (a dict, a sequence, an array), or is a
+        bare value when the model declares one output. The record goes into
+        the lane like any other (a few stores, no system call), kind
+        ``feedback``, the truth in the output slots: the uploader ships it as
+        the ``feedback`` stream, joinable on ``id``; the drift worker joins it
+        to the prediction for the rolling performance. Raises ValueError
+        (naming the field) for bad values, as :meth:`log` does.
+        """
+        rid = int(record_id)
+        if rid < 0:
+            raise ValueError(f"record_id: must be an id returned by log(), got {record_id!r}")
+        if self._out.n == 0 and self._schema_known:
+            raise ValueError("log_feedback: the model declares no outputs to give the truth of")
+        if self._out.n == 1 and (
+            isinstance(truth, (str, bytes, int, float, np.generic)) or truth is None
+        ):
+            truth = [_NAN if truth is None else truth]
+        return self._put(KIND_FEEDBACK, rid, self._nan_in, self._out.values(truth))
 
     def _put(self, kind: int, rid: int, vin: Any, vout: Any) -> int:
         """Write one record (the general path; :meth:`log` inlines the same steps)."""

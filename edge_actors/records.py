@@ -15,7 +15,15 @@ import numpy as np
 KIND_PAIR = 0
 KIND_INPUT = 1
 KIND_OUTPUT = 2
-KIND_NAMES = {KIND_PAIR: "pair", KIND_INPUT: "input", KIND_OUTPUT: "output"}
+#: Ground truth for an earlier prediction: ``id`` is the prediction's, the
+#: output slots hold the true values (inputs NaN); see ``Producer.log_feedback``.
+KIND_FEEDBACK = 3
+KIND_NAMES = {
+    KIND_PAIR: "pair",
+    KIND_INPUT: "input",
+    KIND_OUTPUT: "output",
+    KIND_FEEDBACK: "feedback",
+}
 
 MODEL_HEAD: list[tuple[str, str]] = [("t_ns", "<i8"), ("id", "<i8"), ("kind", "<i8")]
 
@@ -93,7 +101,8 @@ EVENT_DTYPE = np.dtype(
         ("t_ns", "<i8"),
         ("feature", "S64"),
         ("test", "S16"),
-        ("state", "S16"),
+        # 24: ``performance_recovered`` (21 characters) must fit.
+        ("state", "S24"),
         ("correction", "S16"),
         ("ref_hash", "S16"),
         ("statistic", "<f8"),
@@ -108,6 +117,9 @@ EVENT_DTYPE = np.dtype(
         # The model and version the event is about (empty in a ring of an older agent).
         ("model", "S64"),
         ("model_version", "S64"),
+        # Performance events: share of predictions with truth, median label delay (s).
+        ("coverage", "<f8"),
+        ("label_delay_s", "<f8"),
     ]
 )
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_actors.records import KIND_INPUT, KIND_NAMES, KIND_OUTPUT, SYSTEM_FIELDS
+from edge_actors.records import KIND_FEEDBACK, KIND_INPUT, KIND_NAMES, KIND_OUTPUT, SYSTEM_FIELDS
 
 OTHER = "__OTHER__"
 _UTC = dt.timezone.utc
@@ -85,6 +85,10 @@ class ModelRows:
                 "lane": lane,
                 "lane_seq": seq,
             }
+            if kind == KIND_FEEDBACK:
+                row["truth"] = dict(zip(out_names, vals[n_in : n_in + len(out_names)], strict=True))
+                out.append(row)
+                continue
             if kind != KIND_OUTPUT:
                 row["inputs"] = dict(zip(in_names, vals[:n_in], strict=True))
             if kind != KIND_INPUT:
@@ -153,6 +157,8 @@ def event_rows(device_id: str, model: str, records: npt.NDArray[Any]) -> list[di
                 "seq_last": int(r["seq_last"]),
                 "n_eff": float(r["n_eff"]),
                 "reference_hash": bytes(r["ref_hash"]).decode(errors="replace"),
+                "coverage": float(r["coverage"]),
+                "label_delay_s": float(r["label_delay_s"]),
             }
         )
     return out
@@ -308,16 +314,18 @@ def _const(text: bytes, n: int, keep: npt.NDArray[np.bool_] | None) -> list[byte
 
 
 def block_spec(kind: str, **fields: Any) -> dict[str, Any]:
-    """The render parameters of a block: ring ``kind`` (``lane`` or ``payload``) and names.
+    """The render parameters of a block: ``kind`` (``lane``, ``feedback`` or ``payload``) and names.
 
     ``lane``: ``device_id``, ``model``, ``model_version``, ``lane``, ``inputs``,
-    ``outputs`` (names), ``cats`` (``{index: [category, ...]}``). ``payload``:
-    ``device_id``, ``model``, ``model_version``, ``lane``. A spec stored by an
-    older agent has no ``model_version``: rendered as ``""``. Stored with the
-    blocks, so a batch rebuilt after a config change renders the same bytes.
+    ``outputs`` (names), ``cats`` (``{index: [category, ...]}``). ``feedback``
+    (lane records of kind feedback): the same; the output slots render as
+    ``truth``. ``payload``: ``device_id``, ``model``, ``model_version``,
+    ``lane``. A spec stored by an older agent has no ``model_version``:
+    rendered as ``""``. Stored with the blocks, so a batch rebuilt after a
+    config change renders the same bytes.
     """
-    if kind not in ("lane", "payload"):
-        raise ValueError(f"block kind: must be 'lane' or 'payload', got {kind!r}")
+    if kind not in ("lane", "payload", "feedback"):
+        raise ValueError(f"block kind: must be 'lane', 'feedback' or 'payload', got {kind!r}")
     return {"kind": kind, **fields}
 
 
@@ -372,10 +380,13 @@ def render_block(
     vals = records["v"]
     has_in = None if not np.any(kinds == KIND_OUTPUT) else kinds != KIND_OUTPUT
     has_out = None if not np.any(kinds == KIND_INPUT) else kinds != KIND_INPUT
-    for side, names, offset, keep in (
+    sides: tuple[tuple[str, list[Any], int, npt.NDArray[np.bool_] | None], ...] = (
         ("inputs", inputs, 0, has_in),
         ("outputs", outputs, len(inputs), has_out),
-    ):
+    )
+    if spec["kind"] == "feedback":
+        sides = (("truth", outputs, len(inputs), None),)
+    for side, names, offset, keep in sides:
         if keep is not None and not keep.any():
             continue
         if not names:

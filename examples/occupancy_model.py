@@ -8,11 +8,15 @@ and events carry ``model: occupancy`` and land under ``model=occupancy/`` in
 the sink; its drift is tested against its own reference
 (``occupancy_reference.json``, made by :func:`write_reference`).
 
-The model is a classifier (``task: classification`` in the config): it
-outputs the probability that the room is occupied. The true answer arrives
-later (a badge reader, an operator) and is meant to be logged as ground truth
-for the prediction: see :func:`on_prediction`, the hook where delayed labels
-are handed to the agent once ``producer.log_feedback`` exists.
+The model is a classifier (``task: classification``, ``target: occupied`` in
+the config): it outputs the probability that the room is occupied and the
+decision (``occupied``: ``yes``/``no``). The true answer arrives later (a
+badge reader, an operator) for a fifth of the predictions, 1-60 s after them:
+:func:`on_prediction` schedules it and :func:`run` logs it with
+``producer.log_feedback(record_id, {"occupied": ...})``. The agent joins it to
+the prediction (accuracy, macro-F1, coverage and label delay in ``status``,
+``performance_degraded`` if the accuracy falls below the reference's 0.988)
+and uploads it as the ``feedback`` stream.
 
 Pure logic (:func:`sample_room`, :func:`predict`) so the reference and tests
 need no agent. No drift by default: the house model shows drift, this one
@@ -21,6 +25,7 @@ shows that the other model's alarm is not this one's.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import threading
@@ -35,7 +40,9 @@ NAME = "occupancy"
 VERSION = "1.0"
 #: Declared by configs/two-models.yaml, in this order.
 INPUTS = ("co2_ppm", "temperature_c", "hour")
-OUTPUTS = ("p_occupied",)
+OUTPUTS = ("p_occupied", "occupied")
+#: Categories of the ``occupied`` output (declared categorical in the config).
+CLASSES = ("no", "yes")
 #: Share of predictions whose true label becomes known, and when (seconds).
 LABEL_SHARE = 0.2
 LABEL_DELAY_SECONDS = (1.0, 60.0)
@@ -56,14 +63,28 @@ def predict(co2: float, temp: float, hour: float) -> float:
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def on_prediction(producer: Any, record_id: int, occupied: bool, rng: np.random.Generator) -> None:
-    """FEEDBACK HOOK: the true label of some predictions, known later.
+def on_prediction(
+    labels: list[tuple[float, int, str]], record_id: int, occupied: bool, rng: np.random.Generator
+) -> None:
+    """The true label of some predictions, known later: schedule it in ``labels`` (a heap).
 
     A fifth of the predictions (:data:`LABEL_SHARE`) get their truth
-    ``LABEL_DELAY_SECONDS`` later. Until the agent takes ground truth
-    (``producer.log_feedback(record_id, truth)``) there is nothing to send.
+    ``LABEL_DELAY_SECONDS`` later; :func:`log_due_labels` logs it then.
     """
-    del producer, record_id, occupied, rng  # the ground-truth half of issue 18 fills this in
+    if rng.random() < LABEL_SHARE:
+        due = time.monotonic() + float(rng.uniform(*LABEL_DELAY_SECONDS))
+        heapq.heappush(labels, (due, record_id, CLASSES[occupied]))
+
+
+def log_due_labels(producer: Any, labels: list[tuple[float, int, str]]) -> int:
+    """Log the ground truth whose time has come (``producer.log_feedback``); returns how many."""
+    n = 0
+    now = time.monotonic()
+    while labels and labels[0][0] <= now:
+        _, record_id, truth = heapq.heappop(labels)
+        producer.log_feedback(record_id, {"occupied": truth})
+        n += 1
+    return n
 
 
 def run(
@@ -78,15 +99,18 @@ def run(
     stop = stop or threading.Event()
     period = 1.0 / rate if rate > 0 else 0.0
     next_at = time.monotonic()
+    labels: list[tuple[float, int, str]] = []
     i = 0
     while not stop.is_set():
+        log_due_labels(producer, labels)
         now = time.monotonic()
         if next_at > now:
             stop.wait(next_at - now)
             continue
         room, occupied = sample_room(rng)
-        rid = producer.log(room, (predict(*room),))
-        on_prediction(producer, rid, occupied, rng)
+        p = predict(*room)
+        rid = producer.log(room, (p, CLASSES[p >= 0.5]))
+        on_prediction(labels, rid, occupied, rng)
         i += 1
         next_at += period
     return i
@@ -95,7 +119,7 @@ def run(
 def write_reference(path: Path, n: int = 2000, seed: int = 7) -> None:
     """The model's reference: ``n`` undrifted predictions, as seed JSON."""
     rng = np.random.default_rng(seed)
-    cols: dict[str, list[float]] = {k: [] for k in (*INPUTS, *OUTPUTS)}
+    cols: dict[str, list[float]] = {k: [] for k in (*INPUTS, "p_occupied")}
     for _ in range(n):
         room, _occupied = sample_room(rng)
         for k, v in zip(INPUTS, room, strict=True):

@@ -431,8 +431,8 @@ def test_instance_rules(tmp_path: Path) -> None:
         ("workers: {drfit: {}}", "workers.drfit: unknown key (did you mean 'drift'?)"),
         (
             "model: {zzz: 1}",
-            "model.zzz: unknown key (allowed: name, inputs, outputs, version, task, "
-            "reference_data_path, drift_detection)",
+            "model.zzz: unknown key (allowed: name, inputs, outputs, version, task, target, "
+            "reference_performance, reference_data_path, drift_detection)",
         ),
         ("modles: []", "modles: unknown key (did you mean 'models'?)"),
         ("sytem: {}", "sytem: unknown key (did you mean 'system'?)"),
@@ -444,6 +444,25 @@ def test_instance_rules(tmp_path: Path) -> None:
             "stats_interval_seconds, memory_check_interval_seconds, memory_metric, "
             "stop_grace_seconds, shutdown_timeout_seconds, hard_memory_limit, max_clients, "
             "client_idle_timeout_seconds, shm_budget_mb)",
+        ),
+        (
+            "performance: {zzz: 1}",
+            "performance.zzz: unknown key (allowed: window_size, check_every, min_labels, "
+            "expected_labels_to_false_alarm, tolerance, confirm_m, confirm_n, recover_p, "
+            "prediction_index_size, truth_wait_seconds)",
+        ),
+        (
+            "model: {outputs: [y], task: classification, reference_performance: 0.9}",
+            "model.task: classification scores a categorical output; 'y' is numeric",
+        ),
+        (
+            "model: {outputs: [y], task: regression, target: z, reference_performance: 1}",
+            "model.target: must name an output (declared: y), got 'z'",
+        ),
+        (
+            "model: {outputs: [{name: c, type: categorical, categories: [a, b]}], "
+            "task: classification, reference_performance: 1.5}",
+            "model.reference_performance: an accuracy must be in (0, 1], got 1.5",
         ),
         (
             "drift_detection: {seed_defaults: true}",

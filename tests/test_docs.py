@@ -28,7 +28,7 @@ import yaml
 
 from edge_actors.config import FieldSpec, load_config
 from edge_actors.outbox import Outbox
-from edge_actors.records import EVENT_DTYPE, KIND_PAIR, SYSTEM_DTYPE, model_dtype
+from edge_actors.records import EVENT_DTYPE, KIND_FEEDBACK, KIND_PAIR, SYSTEM_DTYPE, model_dtype
 from edge_actors.ring import Ring
 from edge_actors.rows import ModelRows, event_rows, iso, system_rows
 from edge_actors.sinks import deliver_batch
@@ -197,6 +197,18 @@ def _model(
     return out
 
 
+def _feedback(device: str, day: int, hour: int, ids: range, price: float) -> list[dict[str, Any]]:
+    """Ground truth for the predictions ``ids`` of :func:`_model`, a minute after each."""
+    n = len(ids)
+    recs = np.zeros(n, dtype=model_dtype(6))
+    recs["t_ns"] = [_ns(day, hour, i + 60) for i in ids]
+    recs["id"] = list(ids)
+    recs["kind"] = KIND_FEEDBACK
+    recs["v"] = [np.nan, np.nan, np.nan, np.nan, price, np.nan]
+    rows = ModelRows(device, "house", INPUTS, OUTPUTS, "1.0")
+    return rows.rows("ea_default_l0", recs, np.arange(n, dtype=np.int64))
+
+
 def _counter(device: str, day: int, hour: int, n: int) -> list[dict[str, Any]]:
     """A second model on the same device, with other fields."""
     recs = np.zeros(n, dtype=model_dtype(2))
@@ -284,6 +296,7 @@ def fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _device(root, base / "pi1.db", "pi-01", pi1, {("model", "ring_overrun"): 7})
     pi2 = {
         "model/house": _model("pi-02", 28, 11, 150, 1200.0),
+        "feedback/house": _feedback("pi-02", 28, 11, range(50), 310_000.0),
         "model/counter": _counter("pi-02", 28, 11, 30),
         "events/house": _events("pi-02", [(_ns(28, 11, 100), "sqft", "check")]),
         "system": _system("pi-02", 28, [60.0, 61.0, 62.5]),
@@ -310,6 +323,7 @@ EXPECTED: dict[str, list[tuple[Any, ...]]] = {
     "hourly": [(10, 300, 1500.0, 375000.0), (9, 200, 1800.0, 450000.0)],
     "drops": [("pi-01", "model", "ring_overrun", 7), ("pi-02", "model", "sampled", 5)],
     "last-system": [("pi-01", 41.0, 20.0, 53.5), ("pi-02", 42.0, 20.0, 62.5)],
+    "ground-truth": [("pi-02", "house", 50, 10_000.0, 60.0)],
 }
 
 
@@ -454,9 +468,11 @@ CLAIMS = {
     "$ edge-actors fleet summary ": "test_fleet_md_summary_is_what_it_prints",
     '{"attention": [': "test_fleet_md_summary_is_what_it_prints",
     "{prefix}{stream}/device=": "test_fleet_md_key_layout_is_object_key",
-    "SELECT device, date, count(*)": "test_fleet_md_duckdb_query",
-    "SELECT device, feature, test, time AS since": "test_fleet_md_duckdb_query",
+    "SELECT regexp_extract(filename, '/device=([^/]+)/', 1) AS device,": (
+        "test_fleet_md_duckdb_query"
+    ),
     "SELECT date_trunc('hour', time)": "test_fleet_md_duckdb_query",
+    "SELECT m.device_id AS device, m.model, count(*)": "test_fleet_md_duckdb_query",
     "SELECT device, stream, reason": "test_fleet_md_duckdb_query",
     "SELECT device, time, mem_percent": "test_fleet_md_duckdb_query",
     "SELECT p.payload.input_id": "tests/test_compat.py (fleet_caller_id_query)",
@@ -959,7 +975,9 @@ def test_operations_md_sqlite_inspection_runs_next_to_the_agent(demo: Demo) -> N
         )
         assert r.returncode == 0, r.stderr
         rows = [tuple(ln.split("|")) for ln in r.stdout.splitlines()]
-    assert rows and {str(row[0]) for row in rows} >= {"model", "system"}, rows
+    # One stream per model: model/<name> (fleet.md, key layout).
+    kinds = {str(row[0]).split("/")[0] for row in rows}
+    assert rows and kinds >= {"model", "system"}, rows
 
 
 def test_docs_command_lines_parse() -> None:

@@ -242,3 +242,33 @@ def test_human_status_groups_drift_by_model_and_version() -> None:
         "  a: drift (ks 0.5 / 0.1, p=0)",
         "camera: 5 records, not declared",
     ]
+
+
+def test_a_restarted_agent_gives_a_versioned_lane_back_to_its_producer(
+    make_config: Any, agent: Any
+) -> None:
+    import os
+    import signal
+
+    config = _config(make_config, {"workers": {"drift": {"enabled": False}}})
+    a = agent(config)
+    sink = Path(a.cfg["data_dir"]) / "sink"
+    p = connect(config, model="detector", version="3.1", attach_timeout=5.0)
+    try:
+        assert p.wait_attached(5)
+        lane = p.stats()["lane"]
+        for _ in range(100):
+            p.log([0.0, 5.0], [0.5])
+        os.kill(a.pid, signal.SIGKILL)  # the lane outlives its supervisor
+        a.proc.wait(5)
+        b = agent(config)  # adopts the lane: its label says detector 3.1
+        _wait(lambda: p.stats()["attaches"] >= 2, 20)
+        assert p.stats()["lane"] == lane  # the same lane, nothing lost
+        for _ in range(100):
+            p.log([0.0, 5.0], [0.5])
+    finally:
+        p.close()
+    _wait(lambda: sum(len(r) for r in _objects(sink, "model").values()) >= 200)
+    recs = [r for rs in _objects(sink, "model").values() for r in rs]
+    assert {(r["model"], r["model_version"]) for r in recs} == {("detector", "3.1")}
+    assert b.stop() == 0

@@ -390,7 +390,7 @@ def test_s3_bad_credentials_are_permanent_with_hint(
 
 @pytest.fixture(scope="module")
 def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """docs/fleet.md's two devices, model records stored as the uploader stores them now."""
+    """docs/fleet.md's devices, model records stored as the uploader stores them now."""
     import numpy as np
 
     from edge_actors.outbox import RecordBlock
@@ -398,7 +398,9 @@ def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from edge_actors.rows import block_spec, iso
     from tests import test_docs as td
 
-    def model(device: str, day: int, hour: int, n: int, sqft: float) -> RecordBlock:
+    def model(
+        device: str, day: int, hour: int, n: int, sqft: float, version: str = ""
+    ) -> RecordBlock:
         recs = np.zeros(n, dtype=model_dtype(6))
         recs["t_ns"] = [td._ns(day, hour, i) for i in range(n)]
         recs["id"] = np.arange(n)
@@ -408,6 +410,7 @@ def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "lane",
             device_id=device,
             model="house",
+            model_version=version,
             lane="ea_default_l0",
             inputs=[f.name for f in td.INPUTS],
             outputs=[f.name for f in td.OUTPUTS],
@@ -415,13 +418,44 @@ def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         return RecordBlock(spec, recs, np.arange(n, dtype=np.int64))
 
+    def counter(device: str, day: int, hour: int, n: int) -> RecordBlock:
+        recs = np.zeros(n, dtype=model_dtype(2))
+        recs["t_ns"] = [td._ns(day, hour, i) for i in range(n)]
+        recs["id"] = np.arange(n)
+        recs["kind"] = KIND_PAIR
+        recs["v"] = [7.0, 1.0]
+        spec = block_spec(
+            "lane",
+            device_id=device,
+            model="counter",
+            model_version="2",
+            lane="ea_default_l1",
+            inputs=["pixels"],
+            outputs=["people"],
+            cats={},
+        )
+        return RecordBlock(spec, recs, np.arange(n, dtype=np.int64))
+
     base = tmp_path_factory.mktemp("blockfleet")
     root = base / "sink"
-    devices = {
+    # Outbox stream names as the uploader makes them: "model/<name>" (the model=
+    # key layout); pi-00's plain "model" is an outbox of an agent before that.
+    devices: dict[str, tuple[dict[str, list[RecordBlock]], dict[str, Any], dict[Any, int]]] = {
+        "pi-00": (
+            {"model": [model("pi-00", 26, 8, 40, 1000.0)]},
+            {"events": td._events("pi-00", [(td._ns(26, 8, 10), "sqft", "drift_started")])},
+            {},
+        ),
         "pi-01": (
-            [model("pi-01", 27, 10, 300, 1500.0), model("pi-01", 28, 9, 200, 1800.0)],
             {
-                "events": td._events(
+                "model/house": [
+                    model("pi-01", 27, 10, 300, 1500.0, "1.0"),
+                    model("pi-01", 28, 9, 150, 1800.0, "1.0"),
+                    model("pi-01", 28, 9, 50, 1800.0, "1.1"),
+                ]
+            },
+            {
+                "events/house": td._events(
                     "pi-01",
                     [
                         (td._ns(28, 9, 50), "sqft", "drift_started"),
@@ -435,9 +469,12 @@ def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
             {("model", "ring_overrun"): 7},
         ),
         "pi-02": (
-            [model("pi-02", 28, 11, 150, 1200.0)],
             {
-                "events": td._events("pi-02", [(td._ns(28, 11, 100), "sqft", "check")]),
+                "model/house": [model("pi-02", 28, 11, 150, 1200.0)],
+                "model/counter": [counter("pi-02", 28, 11, 30)],
+            },
+            {
+                "events/house": td._events("pi-02", [(td._ns(28, 11, 100), "sqft", "check")]),
                 "system": td._system("pi-02", 28, [60.0, 61.0, 62.5]),
             },
             {("model", "sampled"): 5},
@@ -445,16 +482,18 @@ def block_fleet_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for device, (blocks, streams, drops) in devices.items():
         with Outbox.open(base / f"{device}.db", max_bytes=16 << 20, chunk_records=50) as ob:
-            ob.append(streams, drops=drops, blocks={"model": blocks})
+            ob.append(streams, drops=drops, blocks=blocks)
             ob.append_drop_report({"device_id": device, "time": iso(td._ns(28, 12))})
             sink = LocalSink(root)
-            for stream in ("model", "events", "system", "drops"):
+            for stream in ob.stream_names():
                 while deliver_batch(ob, sink, stream, device_id=device, max_records=100):
                     pass
     return root
 
 
-@pytest.mark.parametrize("name", ["per-device", "open-drift", "hourly", "drops", "last-system"])
+@pytest.mark.parametrize(
+    "name", ["per-device", "per-model", "open-drift", "hourly", "drops", "last-system"]
+)
 def test_fleet_md_queries_on_objects_built_from_numpy_blocks(
     name: str, block_fleet_tree: Path
 ) -> None:

@@ -185,6 +185,7 @@ def _parse_model(p: _Parser, raw: object, where: str = "model") -> ModelConfig:
         lists[which] = tuple(specs)
     if total > MAX_MODEL_FIELDS:
         p.issue(where, f"at most {MAX_MODEL_FIELDS} fields (inputs + outputs), got {total}")
+    _check_task(p, values, lists["outputs"], where)
     return ModelConfig(
         **values,
         inputs=lists["inputs"],
@@ -240,6 +241,38 @@ def _check_model_drift(p: _Parser, cfg: Config) -> None:
                 f"{where}.drift_detection.long_window_size",
                 f"must be 0 or > window_size ({dc.window_size}), got {dc.long_window_size}",
             )
+
+
+def _check_task(
+    p: _Parser, values: dict[str, Any], outputs: tuple[FieldSpec, ...], where: str
+) -> None:
+    """``task``, ``target`` and ``reference_performance`` against the declared outputs."""
+    task = values.get("task")
+    if task is None:
+        return
+    target = values.get("target")
+    by_name = {f.name: f for f in outputs}
+    if target is not None and target not in by_name:
+        p.issue(
+            f"{where}.target",
+            f"must name an output (declared: {', '.join(by_name) or 'none'}), got {target!r}",
+        )
+        return
+    if not outputs:
+        p.issue(f"{where}.task", f"{task} needs a declared output to score ({where}.outputs)")
+        return
+    spec = by_name[target] if target is not None else outputs[0]
+    want = "categorical" if task == "classification" else "numeric"
+    # Only a scored task (with reference_performance) needs an output of its kind.
+    if spec.kind != want and values.get("reference_performance") is not None:
+        p.issue(
+            f"{where}.target" if target is not None else f"{where}.task",
+            f"{task} scores a {want} output; {spec.name!r} is {spec.kind}",
+        )
+    ref = values.get("reference_performance")
+    # Without reference_performance the task only labels the model (no performance events).
+    if ref is not None and task == "classification" and not 0 < ref <= 1:
+        p.issue(f"{where}.reference_performance", f"an accuracy must be in (0, 1], got {ref}")
 
 
 def _strip_keys(raw: object, keys: tuple[str, ...]) -> object:

@@ -49,6 +49,7 @@ __all__ = [
     "DriftConfig",
     "ModelConfig",
     "ModelLoggingConfig",
+    "PerformanceConfig",
     "StorageConfig",
     "SupervisorConfig",
     "SystemConfig",
@@ -140,11 +141,29 @@ class ModelConfig:
     task: str | None = _opt(
         None,
         doc=(
-            "What the model does, for performance tracking against ground truth: "
-            "`classification` or `regression`."
+            "What the model does, for its performance against late ground truth "
+            "(`log_feedback`, `log_ground_truth`): `classification` (accuracy and macro-F1 of "
+            "a categorical output) or `regression` (MAE and RMSE of a numeric output)."
         ),
         conv=_nullable(_choice(("classification", "regression"))),
         type_="string",
+    )
+    target: str | None = _opt(
+        None,
+        doc="The output whose ground truth is scored (`task`); null: the first output.",
+        conv=_nullable(_text()),
+        type_="string",
+    )
+    reference_performance: float | None = _opt(
+        None,
+        doc=(
+            "The model's performance on the reference data: accuracy (0-1) for "
+            "`classification`, MAE for `regression`. `performance_degraded` fires when the "
+            "rolling window is significantly worse (section `performance`); without it "
+            "no performance is tracked."
+        ),
+        conv=_nullable(_number(0)),
+        type_="number",
     )
     reference_data_path: Path | None = _opt(
         None,
@@ -487,6 +506,89 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
+class PerformanceConfig:
+    """Rolling model performance from late ground truth (models with a `task`)."""
+
+    window_size: int = _opt(
+        750,
+        doc="Labelled predictions in the rolling window that is tested.",
+        conv=_integer(10, 1_000_000),
+        type_="integer",
+    )
+    check_every: int = _opt(
+        25,
+        doc="Test the window every this many new labels.",
+        conv=_integer(1, 1_000_000),
+        type_="integer",
+    )
+    min_labels: int = _opt(
+        100,
+        doc="Labels the window needs before it is tested.",
+        conv=_integer(1),
+        type_="integer",
+    )
+    expected_labels_to_false_alarm: int = _opt(
+        100_000_000,
+        doc=(
+            "Labelled records per false `performance_degraded`, at least, on data at the "
+            "reference performance: each check's false-alarm probability is "
+            "`check_every / expected_labels_to_false_alarm` (exact binomial tail for "
+            "classification, normal approximation for regression)."
+        ),
+        conv=_integer(100),
+        type_="integer",
+    )
+    tolerance: float = _opt(
+        0.0,
+        doc=(
+            "Slack before a check can fail: accuracy may drop this much (absolute), "
+            "MAE may grow by this share."
+        ),
+        conv=_number(0),
+        type_="number",
+    )
+    confirm_m: int = _opt(
+        2,
+        doc="`performance_degraded` (and `_recovered`) when `confirm_m` of the last "
+        "`confirm_n` checks agree.",
+        conv=_integer(1, 20),
+        type_="integer",
+    )
+    confirm_n: int = _opt(
+        3,
+        doc="Length of the m-of-n confirmation, in checks.",
+        conv=_integer(1, 20),
+        type_="integer",
+    )
+    recover_p: float = _opt(
+        0.05,
+        doc="When degraded, a check with a p-value above this counts towards recovery.",
+        conv=_number(0, hi=1),
+        type_="number",
+    )
+    prediction_index_size: int = _opt(
+        32768,
+        doc=(
+            "Recent predictions kept per model and version to join late truth to "
+            "(about 170 bytes each in the drift worker: 5.6 MB by default); older ones "
+            "without truth are counted `evicted_unlabelled`. Size it to the predictions "
+            "made during the longest label delay you expect."
+        ),
+        conv=_integer(16, 10_000_000),
+        type_="integer",
+    )
+    truth_wait_seconds: float = _opt(
+        60.0,
+        doc=(
+            "Truth whose prediction is not in the index waits this long for it (the "
+            "prediction may still be in another lane), then is counted `unknown_id`."
+        ),
+        conv=_number(0),
+        type_="number",
+    )
+
+
+@dataclass(frozen=True)
 class TelemetryConfig:
     """Upload of the outbox to the sink (the ``uploader`` worker)."""
 
@@ -809,6 +911,9 @@ class Config:
     )
     drift_detection: DriftConfig = _section(
         DriftConfig, "Drift detection (seed section, extended)."
+    )
+    performance: PerformanceConfig = _section(
+        PerformanceConfig, "Model performance from late ground truth (models with a `task`)."
     )
     telemetry: TelemetryConfig = _section(
         TelemetryConfig, "Upload schedule and retries (seed section)."

@@ -41,6 +41,8 @@ def _worker_lines(name: str, stats: dict[str, Any]) -> list[str]:
     """The indented detail lines of one worker (the drift worker's per feature)."""
     features = stats.get("features") if name == "drift" else None
     models = stats.get("models") if name == "drift" else None
+    perf = stats.get("performance_lines") if name == "drift" else None
+    perf_lines = list(perf) if isinstance(perf, list) else []
     if isinstance(models, dict) and len(models) > 1:
         # Several models or versions: a heading each, its features below.
         lines: list[str] = []
@@ -51,10 +53,11 @@ def _worker_lines(name: str, stats: dict[str, Any]) -> list[str]:
             lines.append(head + (f", {m['error']}" if m.get("error") else ""))
             feats = m.get("features") or {}
             lines += ["  " + drift_line(n, f) for n, f in feats.items() if isinstance(f, dict)]
-        return lines
+        return lines + perf_lines
     if isinstance(features, dict):
         errors = [f"error: {stats['error']}"] if stats.get("error") else []
-        return errors + [drift_line(n, f) for n, f in features.items() if isinstance(f, dict)]
+        lines = [drift_line(n, f) for n, f in features.items() if isinstance(f, dict)]
+        return errors + lines + perf_lines
     extra = stats.get("summary_lines")
     return list(extra) if isinstance(extra, list) else []
 

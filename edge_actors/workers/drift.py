@@ -241,6 +241,7 @@ class DriftWorker(Worker):
         self.max_step_seconds = 0.0
         self.ckpt_path = Path(self.cfg.data_dir) / f"{self.cfg.instance}.drift-checkpoint.npz"
         self._remove_legacy_checkpoint()
+        self._build_performance()
         self._restored = self._read_checkpoint()
         self._seen: set[str] = set((self._restored or {}).get("versions_seen") or [])
         self._refs: dict[str, Any] = {}
@@ -541,13 +542,14 @@ class DriftWorker(Worker):
         if ev and ev["epoch"] == self.events_ring.epoch and self.ev_writer.seq > ev["seq"]:
             return  # written before the kill
         from edge_actors.drift.detector import DriftEvent
+        from edge_actors.drift.performance import PerfEvent
 
         events = []
         for e in pending:
             e = dict(e)
             name, version = str(e.pop("model", "")), str(e.pop("model_version", ""))
             lm = LaneModel(name, version, (), ()) if name else self.default
-            events.append((lm, DriftEvent(**e)))
+            events.append((lm, PerfEvent(**e) if "coverage" in e else DriftEvent(**e)))
         self._write_events(events)
 
     def _write_events(self, events: list[Any]) -> None:
@@ -563,13 +565,15 @@ class DriftWorker(Worker):
             r["t_ns"] = int(e.t * 1e9)
             r["feature"] = e.feature.encode()[:64]
             r["test"] = e.test.encode()[:16]
-            r["state"] = e.state.encode()[:16]
+            r["state"] = e.state.encode()[:24]
             r["correction"] = e.correction.encode()[:16]
             r["ref_hash"] = e.reference_hash.encode()[:16]
             r["statistic"], r["p_value"], r["threshold"] = e.statistic, e.p_value, e.threshold
             r["window_size"], r["n_ref"] = e.window_size, e.n_ref
             r["seq_first"], r["seq_last"] = e.seq_first, e.seq_last
             r["n_eff"] = e.n_eff
+            r["coverage"] = getattr(e, "coverage", math.nan)
+            r["label_delay_s"] = getattr(e, "label_delay_s", math.nan)
         self.ev_writer.write_batch(recs)
         self.events_written += len(events)
         for lm, e in pairs:
@@ -628,9 +632,7 @@ class DriftWorker(Worker):
         self._new_events = []
         if not any(m.groups for m in self.monitors.values()):
             self.idle_wait = 0.5
-            if events:
-                self._write_events(events)
-            return self._drain()
+            return self._drain_performance(events)
         t_start = time.monotonic()
         deadline = t_start + self.step_budget
         done = 0
@@ -645,8 +647,8 @@ class DriftWorker(Worker):
         for name, cons in lanes[self._rr :] + lanes[: self._rr]:
             mon = self.lane_monitor.get(name) or self._monitor(self.default)
             groups = mon.groups
-            if not groups:  # this model is not monitored: its lane is only drained
-                done += self._drain([cons])
+            if not groups:  # no drift detectors: only drained, or fed to its performance
+                done += self._read_performance(cons, mon.model, events)
                 continue
             while True:
                 t0 = time.monotonic()
@@ -668,6 +670,7 @@ class DriftWorker(Worker):
                         got = g.det.update(rows, g.seq, budget=budget, tick=self._tick)
                         events += [(mon.model, e) for e in got]
                         g.seq += len(rows)
+                events += self._feed_performance(mon.model, recs)
                 # The header shows progress (status, lane reclaim); a restart resumes
                 # from the checkpoint's own cursors, which may be a little behind.
                 cons.commit()
@@ -692,6 +695,7 @@ class DriftWorker(Worker):
             for m in monitors:
                 for g in m.groups:
                     events += [(m.model, e) for e in g.det.summary_events()]
+            events += self._performance_summary_events()
         if events:
             self._pending = events
             self._save_checkpoint()
@@ -761,6 +765,7 @@ class DriftWorker(Worker):
             "features": summary,
             "models": models,
             "summary_lines": lines,
+            **self._performance_stats(),
         }
 
     def close(self) -> None:
@@ -773,6 +778,142 @@ class DriftWorker(Worker):
             self.ev_writer = None
             self.events_ring.close()
             self.events_ring = None
+
+    # ------------------------------------------------------- performance (ground truth)
+    def _build_performance(self) -> None:
+        #: Per lane model key (``name`` / ``name@version``): its ModelPerformance,
+        #: None when the model has no ``task``; built on the first lane of it.
+        self.perf: dict[str, Any] = {}
+        self.perf_error = ""
+
+    def _performance(self, lm: LaneModel) -> Any:
+        """The ModelPerformance of ``lm``'s (model, version), or None (no ``task``)."""
+        if lm.key in self.perf:
+            return self.perf[lm.key]
+        entry = self.cfg.find_model(lm.name, lm.version or None) if lm.declared else None
+        mp = None
+        if entry is not None:
+            try:
+                mp = build_performance(entry, lm, self.cfg.performance)
+            except ValueError as exc:  # settings the parser could not see (confirm_m > n)
+                self.perf_error = f"{lm.key}: {exc}"
+                log.error("model performance of %s is off: %s", lm.key, exc)
+        self.perf[lm.key] = mp
+        return mp
+
+    def _feed_performance(self, lm: LaneModel, recs: Any) -> list[Any]:
+        """Index the slice's predictions and join its feedback (ground truth)."""
+        mp = self._performance(lm)
+        if mp is None or not len(recs):
+            return []
+        got = mp.feed(recs["kind"], recs["id"], recs["t_ns"], recs["v"][:, mp.column])
+        return [(lm, e) for e in got]
+
+    def _lane_model(self, name: str) -> LaneModel:
+        mon = self.lane_monitor.get(name)
+        # (Each lane's model is in lane_models once lanes are mapped in step.)
+        models: dict[str, LaneModel] = getattr(self, "lane_models", {})
+        return mon.model if mon is not None else models.get(name, self.default)
+
+    def _read_performance(self, cons: RingConsumer, lm: LaneModel, events: list[Any]) -> int:
+        """A lane without drift detectors: fed to its performance (read, not only drained)."""
+        if self._performance(lm) is None:
+            return self._drain([cons])
+        batch = cons.read(READ_BATCH)
+        if len(batch):
+            events += self._feed_performance(lm, batch.records)
+        return len(batch)
+
+    def _drain_performance(self, events: list[Any]) -> int:
+        """No drift detectors at all: every lane fed to its performance or drained."""
+        done = sum(
+            self._read_performance(cons, self._lane_model(name), events)
+            for name, cons in list(self.consumers.items())
+        )
+        now = time.monotonic()
+        if now >= self._next_summary_event:
+            self._next_summary_event = now + self.cfg.drift_detection.summary_interval_seconds
+            events += self._performance_summary_events()
+        self._write_events(events)
+        self.records += done
+        self.idle_wait = 0.05 if done else 0.2
+        return done
+
+    def _performance_summary_events(self) -> list[Any]:
+        out = []
+        for mp in self.perf.values():
+            ev = mp.summary_event(time.time()) if mp is not None else None
+            if ev is not None:
+                out.append((mp.lane_model, ev))
+        return out
+
+    def _performance_stats(self) -> dict[str, Any]:
+        """``performance`` per ``model`` / ``model@version`` for ``status``, and its lines."""
+        live = {k: mp for k, mp in self.perf.items() if mp is not None}
+        if not live and not self.perf_error:
+            return {}
+        perf: dict[str, Any] = {}
+        lines = [f"performance error: {self.perf_error}"] if self.perf_error else []
+        for name, mp in live.items():
+            s = mp.summary()
+            perf[name] = {k: (_num(v) if isinstance(v, float) else v) for k, v in s.items()}
+            metric = s["metric"]
+            cov, delay = s["coverage"], s["median_delay_s"]
+            lines.append(
+                f"{name}: performance {s['state']} ({metric} {_sig(s.get(metric))} / reference "
+                f"{_sig(s['reference'])}, {s['window']} labels in window, coverage "
+                + (f"{cov:.1%}" if cov == cov else "-")
+                + ", median label delay "
+                + (f"{delay:.3g}s" if delay == delay else "-")
+                + ")"
+            )
+        return {"performance": perf, "performance_lines": lines}
+
+
+# ------------------------------------------------------------------ performance
+# Rolling performance from late ground truth (edge_actors.drift.performance):
+# kept apart from the detectors above; it runs with or without a reference.
+
+
+def build_performance(entry: Any, lm: LaneModel, pc: Any) -> Any:
+    """A :class:`~edge_actors.drift.performance.ModelPerformance` for a model entry with a
+    ``task`` (None without), laid out for the lane model ``lm``'s fields."""
+    if not entry.task or entry.reference_performance is None or not lm.outputs:
+        return None
+    from edge_actors.drift.performance import ModelPerformance, PerformanceSettings
+
+    names = [f.name for f in lm.outputs]
+    target = entry.target or names[0]
+    if target not in names:
+        return None
+    spec = lm.outputs[names.index(target)]
+    settings = PerformanceSettings(
+        entry.task,
+        float(entry.reference_performance),
+        window_size=pc.window_size,
+        check_every=pc.check_every,
+        expected_labels_to_false_alarm=pc.expected_labels_to_false_alarm,
+        tolerance=pc.tolerance,
+        confirm_m=pc.confirm_m,
+        confirm_n=pc.confirm_n,
+        recover_p=pc.recover_p,
+        n_classes=len(spec.categories),
+        min_labels=pc.min_labels,
+    )
+    mp = ModelPerformance(
+        (lm.name, lm.version),
+        settings,
+        index_size=pc.prediction_index_size,
+        feature=target,
+        truth_wait_seconds=pc.truth_wait_seconds,
+        column=len(lm.inputs) + names.index(target),
+    )
+    mp.lane_model = lm  # type: ignore[attr-defined]
+    return mp
+
+
+def _sig(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) and v == v else "-"
 
 
 def _version_seen(mon: _Monitor) -> Any:

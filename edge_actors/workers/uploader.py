@@ -37,6 +37,7 @@ import numpy as np
 from edge_actors import spill
 from edge_actors.lanemodel import LaneModel, default_model, from_label
 from edge_actors.outbox import Cursor, Outbox, OutboxFull, RecordBlock
+from edge_actors.records import KIND_FEEDBACK
 from edge_actors.redact import redact_urls
 from edge_actors.retry import RetryPolicy, RetrySchedule
 from edge_actors.ring import Ring, RingConsumer, RingError
@@ -75,7 +76,7 @@ FIRST_READ = 200
 #: Fewest records read from one ring per step, whatever the measured cost.
 MIN_READ = 64
 #: Upload order: what matters most leaves first on a thin link.
-UPLOAD_ORDER = ("events", "drops", "model", "payload", "processes", "system")
+UPLOAD_ORDER = ("events", "drops", "model", "feedback", "payload", "processes", "system")
 
 
 #: Seconds between two attempts to open an outbox that could not be opened.
@@ -285,6 +286,8 @@ class UploaderWorker(Worker):
         self._model_fields = (m.inputs, m.outputs)
         self.sample_rate = self.cfg.telemetry.model_sample_rate
         self.rng = np.random.default_rng()
+        # Ground-truth blocks split off the lanes in the current step (see _block).
+        self._feedback: list[tuple[str, RecordBlock]] = []
         # When records were first seen waiting in the rings (None: none waiting).
         self._waiting_since: float | None = None
         #: Read and store whatever the rings hold now (flush): no commit cadence.
@@ -431,22 +434,26 @@ class UploaderWorker(Worker):
         if (lm.name, lm.inputs, lm.outputs) != (mr.model, *self._model_fields):
             mr = ModelRows(mr.device_id, lm.name, lm.inputs, lm.outputs)
         if kind == "lane":
+            fb = records["kind"] == KIND_FEEDBACK
+            if fb.any():
+                # Ground truth is its own stream, never sampled away (few, and precious).
+                # One stream per model, as the model stream: feedback/<name>.
+                stream = "feedback" + src.stream[len(src.spec.stream) :]
+                self._feedback.append(
+                    (
+                        stream,
+                        RecordBlock(
+                            self._lane_spec("feedback", src, mr, lm), records[fb], seqs[fb]
+                        ),
+                    )
+                )
+                records, seqs = records[~fb], seqs[~fb]
             if self.sample_rate < 1.0:
                 keep = self.rng.random(len(records)) < self.sample_rate
                 key = ("model", "sampled")
                 self._drops[key] = self._drops.get(key, 0) + len(records) - int(keep.sum())
                 records, seqs = records[keep], seqs[keep]
-            spec = block_spec(
-                "lane",
-                device_id=mr.device_id,
-                model=mr.model,
-                model_version=lm.version,
-                lane=src.ring.name,
-                inputs=mr.in_names,
-                outputs=mr.out_names,
-                cats={str(i): c for i, c in mr.cats.items()},
-            )
-            return RecordBlock(spec, records, seqs)
+            return RecordBlock(self._lane_spec("lane", src, mr, lm), records, seqs)
         if kind == "payload":
             lane = ring_name(self.cfg.instance, "lane", src.spec.index)
             spec = block_spec(
@@ -458,6 +465,19 @@ class UploaderWorker(Worker):
             )
             return RecordBlock(spec, records, seqs)
         return None
+
+    def _lane_spec(self, kind: str, src: _Source, mr: ModelRows, lm: LaneModel) -> dict[str, Any]:
+        """Render spec of a lane's model (``lane``) or ground-truth (``feedback``) block."""
+        return block_spec(
+            kind,
+            device_id=mr.device_id,
+            model=mr.model,
+            model_version=lm.version,
+            lane=src.ring.name,
+            inputs=mr.in_names,
+            outputs=mr.out_names,
+            cats={str(i): c for i, c in mr.cats.items()},
+        )
 
     def _rows(self, src: _Source, records: Any, seqs: Any) -> list[dict[str, Any]]:
         kind = src.spec.kind
@@ -547,6 +567,9 @@ class UploaderWorker(Worker):
                     )
             cursors[src.ring.name] = Cursor(src.ring.epoch, src.cons.pos)
             n += len(b)
+        for stream, fblock in self._feedback:
+            blocks.setdefault(stream, []).append(fblock)
+        self._feedback = []
         if not cursors:
             # Idle: poll the rings less often (records wait in the ring, not lost).
             self._draining = False
