@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_actors import spill
+from edge_actors import procmem, spill
 from edge_actors.outbox import Cursor, Outbox, OutboxFull, RecordBlock
 from edge_actors.redact import redact_urls
 from edge_actors.retry import RetryPolicy, RetrySchedule
@@ -225,6 +225,8 @@ class Shipper(threading.Thread):
                         break
                 if not failed:
                     next_cycle = time.monotonic() + interval
+                # The cycle's renders and gzip buffers are freed; hand their pages back.
+                procmem.trim()
         finally:
             sink.close()
             outbox.close()
