@@ -140,7 +140,8 @@ def run(stream: str, n: int, step: int, batch: int, profile: str | None) -> dict
         rings = {k: Ring.create(names[k], dtype_for(k, cfg), 1 << 16, n_consumers=2) for k in kinds}
         ours, theirs = socket.socketpair()
         rng = np.random.default_rng(7)
-        prof = cProfile.Profile() if profile else None
+        # CPU time, not wall: on a shared machine waits (fsync, other processes) would dominate.
+        prof = cProfile.Profile(time.process_time) if profile else None
         try:
             worker = UploaderWorker(cfg, ours)
             worker.setup()

@@ -130,3 +130,33 @@ class MemoryGauge:
     def drop(self, pid: int) -> None:
         """Drop the state of ``pid`` (it exited; the pid may be reused)."""
         self._last.pop(pid, None)
+
+
+_malloc_trim: Callable[[int], int] | bool | None = False  # False: not looked up yet
+
+
+def trim() -> bool:
+    """Hand the C heap's free pages back to the kernel (glibc ``malloc_trim``); False elsewhere.
+
+    Freed memory stays in the process otherwise: the uploader's renders and
+    gzip buffers (a few MB per object) came back from the allocator's arenas
+    but stayed resident, several MB of its PSS (measured: 3.8 MB of 26 MB
+    USS given back after 100 k records). One call costs about a millisecond:
+    once per upload cycle, not per record.
+    """
+    global _malloc_trim
+    if _malloc_trim is False:
+        _malloc_trim = None
+        try:
+            import ctypes
+
+            fn = ctypes.CDLL("libc.so.6").malloc_trim
+            fn.argtypes = [ctypes.c_size_t]
+            fn.restype = ctypes.c_int
+            _malloc_trim = fn
+        except (OSError, AttributeError):
+            pass  # not glibc (musl, macOS): nothing to do
+    if _malloc_trim is None or _malloc_trim is True:
+        return False
+    _malloc_trim(0)
+    return True

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_actors import spill
+from edge_actors import procmem, spill
 from edge_actors.lanemodel import LaneModel, default_model, from_label
 from edge_actors.outbox import Cursor, Outbox, OutboxFull, RecordBlock
 from edge_actors.records import KIND_FEEDBACK
@@ -243,6 +243,8 @@ class Shipper(threading.Thread):
                         break
                 if not failed:
                     next_cycle = time.monotonic() + interval
+                # The cycle's renders and gzip buffers are freed; hand their pages back.
+                procmem.trim()
         finally:
             sink.close()
             outbox.close()
