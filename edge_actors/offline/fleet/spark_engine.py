@@ -137,7 +137,9 @@ def _view(spark: SparkSession, name: str, paths: Sequence[str], columns: Mapping
     """Register ``name`` over ``paths``: ``src`` (the object's path) and ``columns``."""
     df: DataFrame
     if not paths:
-        df = spark.createDataFrame([], f"src string, {_schema(columns)}")
+        # In SQL, not createDataFrame([]): that would start Python workers on the executors.
+        nulls = ", ".join(f"CAST(NULL AS {_TYPES[t]}) AS `{c}`" for c, t in columns.items())
+        df = spark.sql(f"SELECT CAST(NULL AS string) AS src, {nulls} WHERE false")
     else:
         raw = spark.read.schema(_schema(columns)).json([_GLOB.sub(r"\\\1", p) for p in paths])
         df = raw.selectExpr("_metadata.file_path AS src", *(f"`{c}`" for c in columns))
