@@ -205,7 +205,7 @@ def test_spark_submit_runs_the_module_as_documented(
         ],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1100,
         env={
             **os.environ,
             "PYSPARK_PYTHON": sys.executable,
