@@ -205,31 +205,41 @@ def test_since_reads_only_the_dates_it_needs(fleet: dict[str, Any]) -> None:
 
 
 def test_summary_reads_s3_by_partition(
-    fleet: dict[str, Any], default: dict[str, Any], s3_server: str, s3_bucket: str
+    tmp_path: Path, fleet: dict[str, Any], s3_server: str, s3_bucket: str
 ) -> None:
-    """The same fleet uploaded to S3 under a prefix: the same summary as from the directory."""
+    """Part of the fleet uploaded to S3 under a prefix: the summary of the same directory."""
     import boto3
 
+    planted = fleet["planted"]
+    chosen = sorted(planted[r][0] for r in ("drifting", "silent", "losing_data", "hot"))
+    chosen.append(fleet["intended_drops"][0])
+    sink = tmp_path / "sink"
+    for path in sorted(Path(fleet["sink"]).rglob("*.ndjson.gz")):
+        rel = path.relative_to(fleet["sink"])
+        if rel.parts[1].split("=", 1)[1] in chosen:
+            (sink / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, sink / rel)
     client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
-    sink = Path(fleet["sink"])
     for path in sorted(sink.rglob("*.ndjson.gz")):
         client.put_object(
             Bucket=s3_bucket,
             Key="edge-fleet/" + path.relative_to(sink).as_posix(),
             Body=path.read_bytes(),
         )
-    local = default
+    local = summary(str(sink), "--as-of", fleet["end"])
     remote = summary(
         f"s3://{s3_bucket}/edge-fleet", "--as-of", fleet["end"], "--endpoint-url", s3_server
     )
     assert remote["source"] == f"s3://{s3_bucket}/edge-fleet/"
     assert {**remote, "source": None} == {**local, "source": None}
+    assert sorted(a["device"] for a in remote["attention"]) == sorted(chosen[:4])
     # Listing by level: a 1 h window fetches no object of the first day.
     store = S3Store(f"s3://{s3_bucket}/edge-fleet/", endpoint_url=s3_server)
     end = dt.datetime.fromisoformat(fleet["end"].replace("Z", "+00:00")).timestamp()
     sel = select(store, end - 3600)
     paths = sel.all_paths()
     assert paths and not [p for p in paths if "date=2026-11-26" in p]
+    assert sel.devices == set(chosen)
     store.close()
 
 
@@ -317,3 +327,59 @@ def test_bad_durations_are_refused_by_the_parser() -> None:
     r = _run("-m", "edge_actors", "fleet", "summary", "--source", ".", "--since", "yesterday")
     assert r.returncode == 2
     assert "expected a positive duration like 30m, 24h or 7d" in r.stderr
+
+
+def test_an_unreadable_object_is_left_out_and_named(
+    tmp_path: Path, fleet: dict[str, Any], default: dict[str, Any]
+) -> None:
+    """Not gzip, or a malformed line: the rest of the fleet is still summarized."""
+    sink = tmp_path / "sink"
+    shutil.copytree(fleet["sink"], sink)
+    healthy = "dev-00004"
+    events = sorted((sink / "events" / f"device={healthy}").rglob("*.ndjson.gz"))
+    system = sorted((sink / "system" / f"device={healthy}").rglob("*.ndjson.gz"))
+    events[-1].write_bytes(b"not gzip")
+    system[-1].write_bytes(gzip.compress(b'{"ts": 1795766000.0}\n{broken\n'))
+    out = tmp_path / "summary.json"
+    r = _run(
+        "-m",
+        "edge_actors",
+        "fleet",
+        "summary",
+        "--source",
+        str(sink),
+        "--as-of",
+        fleet["end"],
+        "--format",
+        "json",
+        "-o",
+        str(out),
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    doc = json.loads(out.read_text())
+    rel = sorted(p.relative_to(sink).as_posix() for p in (events[-1], system[-1]))
+    assert doc["unreadable"] == rel
+    for p in rel:
+        assert p in r.stderr  # the warning names it
+    assert [(a["device"], a["reason"]) for a in doc["attention"]] == [
+        (a["device"], a["reason"]) for a in default["attention"]
+    ]
+
+
+def test_the_definitions_are_sql_both_engines_read() -> None:
+    """No DuckDB-only syntax in the shared SQL; engine differences only through the dialect."""
+    from edge_actors.offline.fleet.definitions import DUCKDB, SPARK, Window, queries, tables
+
+    w = Window(since=1.0e9, until=1.0e9 + 86400, drift_since=1.0e9 - 86400)
+    for dialect in (DUCKDB, SPARK):
+        for name, sql in {**tables(dialect, w), **queries(dialect, w)}.items():
+            upper = sql.upper()
+            for construct in ("QUALIFY", "::", " FILTER (", "EPOCH(", "TO_TIMESTAMP", "LIST("):
+                assert construct not in upper, (dialect.name, name, construct)
+    duck = {**tables(DUCKDB, w), **queries(DUCKDB, w)}
+    spark = {**tables(SPARK, w), **queries(SPARK, w)}
+    assert duck["health"] != spark["health"] and "quantile_cont" in duck["health"]
+    assert "percentile(" in spark["health"] and "percentile_approx" not in spark["health"]
+    differ = [k for k in duck if duck[k] != spark[k]]
+    assert differ == ["health"], differ

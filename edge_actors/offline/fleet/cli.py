@@ -175,6 +175,15 @@ def cmd_fleet_summary(args: argparse.Namespace) -> int:
     except (SourceError, FleetError) as exc:
         print(f"edge-actors: {exc}", file=sys.stderr)
         return 1
+    except ImportError as exc:
+        # An engine's optional dependency (duckdb, pyspark) or the engine itself.
+        extra = "fleet" if args.engine == "duckdb" else args.engine
+        print(
+            f"edge-actors: --engine {args.engine} is not available ({exc}): "
+            f"pip install 'edge-actors[{extra}]'",
+            file=sys.stderr,
+        )
+        return 1
     if args.output:
         from pathlib import Path
 

@@ -170,8 +170,14 @@ def tables(d: Dialect, w: Window) -> dict[str, str]:
     out: dict[str, str] = {}
     for stream in STREAMS:
         cols = STREAM_COLUMNS[stream]
-        lower = w.drift_since if stream == "events" else w.since
-        where = f"ts >= {lower!r} AND ts < {w.until!r}"
+        where = f"ts >= {w.since!r} AND ts < {w.until!r}"
+        if stream == "events":
+            # Before the window only the episode transitions matter: the periodic
+            # 'check' summaries of a week of lookback would be most of the table.
+            where = (
+                f"({where}) OR (ts >= {w.drift_since!r} AND ts < {w.since!r} "
+                f"AND state IN {_in(DRIFT_STATES)})"
+            )
         if stream in HOURLY_STREAMS:
             keys = [c for c in ("model", "model_version") if c in cols]
             by = ", ".join(["src", *keys, _hour()])
@@ -203,7 +209,9 @@ def tables(d: Dialect, w: Window) -> dict[str, str]:
 def queries(d: Dialect, w: Window) -> dict[str, str]:
     """Name -> SQL of every metric of the summary, over the ``t_*`` tables of :func:`tables`.
 
-    Every query orders its rows fully, so both engines return the same list.
+    Every query orders its rows fully, so both engines return the same list
+    (``NULLS LAST`` spelled out where a key may be null: DuckDB puts NULL
+    last by default, Spark first).
     """
     health = ",\n".join(
         f"  {d.quantile(m, 0.5)} AS {m}_p50, {d.quantile(m, 0.95)} AS {m}_p95, "
@@ -258,13 +266,13 @@ FROM (
   WHERE state IN {_in(DRIFT_STATES)}
 ) AS e
 WHERE rn = 1 AND state <> 'drift_resolved'
-ORDER BY device, model, model_version, feature, test""",
+ORDER BY device, model NULLS LAST, model_version NULLS LAST, feature, test""",
         # Episode transitions in the window, for the drift timeline.
         "drift_events": f"""
 SELECT device, model, model_version, feature, test, state, ts, statistic, threshold
 FROM t_events
 WHERE state IN {_in(DRIFT_STATES)} AND {window}
-ORDER BY device, ts, model, model_version, feature, test, state""",
+ORDER BY device, ts, model NULLS LAST, model_version NULLS LAST, feature, test, state""",
         # Records lost before upload, by the stream they belonged to and why.
         "drops": """
 SELECT device, stream, reason, sum(dropped) AS dropped
@@ -284,5 +292,5 @@ SELECT device, model, model_version, sum(records) AS records, min(first_ts) AS f
        max(last_ts) AS last_seen
 FROM t_model
 GROUP BY device, model, model_version
-ORDER BY device, model, model_version""",
+ORDER BY device, model NULLS LAST, model_version NULLS LAST""",
     }

@@ -44,6 +44,8 @@ _OBJECT_RE = re.compile(r"^(\d{20})-(\d{20})\.ndjson\.gz$")
 DATE_MARGIN_DAYS = 1
 #: Parallel S3 downloads.
 FETCH_THREADS = 16
+#: Parallel listings (one subtree, i.e. one device of one stream, per task).
+LIST_THREADS = 16
 
 
 class SourceError(Exception):
@@ -204,9 +206,12 @@ class Selection:
         return sorted(out)
 
 
+_Leaf = tuple[dict[str, str], str, list[str], bool]
+
+
 def _walk(
     store: Store, rel: str, parts: dict[str, str], first_date: dt.date, sel: Selection
-) -> Iterator[tuple[dict[str, str], str, list[str], bool]]:
+) -> Iterator[_Leaf]:
     """Yield ``(partitions, leaf dir, object names, in window)`` of the leaves under ``rel``.
 
     A ``date=`` level keeps the dates from ``first_date`` on, plus the newest
@@ -244,14 +249,36 @@ def select(
     ``drift_since`` (earlier than ``since``) widens the window of the events stream.
     """
     sel = Selection()
+    firsts: dict[str, dt.date] = {}
+    tops: list[tuple[str, str]] = []
     for stream in streams:
         start = drift_since if stream == "events" and drift_since is not None else since
-        first = dt.datetime.fromtimestamp(start, dt.timezone.utc).date() - dt.timedelta(
+        firsts[stream] = dt.datetime.fromtimestamp(start, dt.timezone.utc).date() - dt.timedelta(
             days=DATE_MARGIN_DAYS
         )
+        dirs, _files = store.list_dir(f"{stream}/")
+        sel.listed += 1
+        tops.extend((stream, d) for d in dirs if "=" in d)
+
+    def subtree(item: tuple[str, str]) -> tuple[str, list[_Leaf], int]:
+        # Each subtree (one device, in the usual layout) is listed by one
+        # thread: on S3 a listing is a round trip, and 20,000 devices in a row
+        # would take hours.
+        stream, top = item
+        k, _, v = top.partition("=")
+        local = Selection()
+        leaves = list(_walk(store, f"{stream}/{top}/", {k: v}, firsts[stream], local))
+        return stream, leaves, local.listed
+
+    leaves_of: dict[str, list[_Leaf]] = {stream: [] for stream in streams}
+    with ThreadPoolExecutor(LIST_THREADS) as pool:
+        for stream, leaves, listed in pool.map(subtree, tops):
+            leaves_of[stream].extend(leaves)
+            sel.listed += listed
+    for stream in streams:
         window: list[str] = []
         newest: dict[tuple[tuple[str, str], ...], tuple[str, str]] = {}
-        for parts, leaf, objects, in_window in _walk(store, f"{stream}/", {}, first, sel):
+        for parts, leaf, objects, in_window in leaves_of[stream]:
             device = parts.get("device")
             if device is None:
                 continue

@@ -19,6 +19,7 @@ JSON layout (``"schema": "edge-actors/fleet-summary/1"``)::
          "since": "2026-11-28T03:12:55.000000Z",   # when it began (null: unknown)
          "detail": "house/sqft (ks), house/age (ks)"}
       ],
+      "unreadable": ["events/device=pi-03/date=.../....ndjson.gz"],   # objects left out
       "totals": {
         "devices": 30, "reporting": 28,            # reporting: a record in the window
         "drifting": 3, "silent": 2, "losing_data": 2, "hot": 1,
@@ -219,6 +220,7 @@ def build(
     attention.sort(key=lambda a: (order[a["reason"]], a["device"]))
 
     listed = [devices[k] for k in sorted(devices)]
+    unreadable = sorted(str(r["path"]) for r in rows.get("unreadable", ()))
     return {
         "schema": SCHEMA,
         "source": source,
@@ -232,6 +234,7 @@ def build(
             "hot_temp_c": thresholds.hot_temp_c,
         },
         "attention": attention,
+        "unreadable": unreadable,
         "totals": _totals(listed),
         "devices": listed,
     }
@@ -346,6 +349,9 @@ def render_text(summary: Mapping[str, Any]) -> str:
         "",
     ]
     att = summary["attention"]
+    bad = summary.get("unreadable", [])
+    if bad:
+        lines.append(f"unreadable objects left out: {len(bad)} (first: {bad[0]})")
     lines.append(f"needs attention: {len(att)}" if att else "needs attention: none")
     for a in att:
         since = f" since {a['since']}" if a["since"] and a["reason"] != "silent" else ""
