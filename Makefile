@@ -18,7 +18,7 @@ VENV313 := .venv313
 STAMP313 := $(VENV313)/.installed
 CORE_TESTS := tests/test_ring.py tests/test_producer.py tests/test_shm.py
 
-.PHONY: install run test test-main test313 lint format bench chaos docs clean
+.PHONY: install run test test-main test-spark test313 lint format bench chaos docs clean
 
 $(RUN_STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,12 @@ test: $(STAMP)
 # fixtures, the demo and the fork server, are made once).
 test-main: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile
+
+# The Spark engine's tests (pyspark: a ~400 MB install, minutes; Java 17+). Not in
+# `make test`: without pyspark tests/test_fleet_spark.py skips (CI time, docs/fleet.md).
+test-spark: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[report,test,spark]'
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fleet_spark.py
 
 $(STAMP313): pyproject.toml
 	@test -x $(VENV313)/bin/python || $(PY313) -m venv $(VENV313)

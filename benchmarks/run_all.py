@@ -52,7 +52,14 @@ EMBEDDED = {
 #: Run order (the rest follow alphabetically).
 ORDER = ["producer", "restart", "footprint", "drift", "uploader", "burst"]
 QUICK_ARGS = {"footprint": ["--settle", "10", "--window", "10"]}
-TIMEOUTS = {"footprint": 300, "drift": 3600, "restart": 240, "burst": 240, "box_cost": 1200}
+TIMEOUTS = {
+    "footprint": 300,
+    "drift": 3600,
+    "restart": 240,
+    "burst": 240,
+    "box_cost": 1200,
+    "fleet": 7200,
+}
 DEFAULT_TIMEOUT = 300
 
 
@@ -327,6 +334,45 @@ def _drift_cases(t: Table, c: dict[str, Any]) -> None:
         _ok(ws.get("longest_heartbeat_gap_over_heartbeat"), lambda v: v <= 1.5),
         unit="intervals",
     )
+
+
+def _fleet(t: Table, c: dict[str, Any]) -> None:
+    """Rows for ``benchmarks/fleet.py``: fleet summary, DuckDB (baseline) vs Spark local."""
+    if not c or "error" in c:
+        return
+    t.section(
+        f"fleet summary, 1 day at {fmt(c.get('per_hour', 0) / 3600)} prediction/s per device "
+        "(DuckDB is the baseline)"
+    )
+    for r in c.get("runs", []):
+        n, d, s = r.get("devices"), r.get("duckdb", {}), r.get("spark", {})
+        same = "identical JSON" if r.get("identical_json") else "JSON DIFFERS"
+        t.add(
+            f"{fmt(n)} devices ({fmt(r.get('gz_mb'))} MB gz): Spark local wall time ({same})",
+            s.get("wall_s"),
+            "",
+            _ok(r.get("planted_found"), bool),
+            f"DuckDB {fmt(d.get('wall_s'))} s",
+            _ratio(s.get("wall_s"), d.get("wall_s")),
+            unit="s",
+        )
+        t.add(
+            f"{fmt(n)} devices: Spark local peak RSS (process tree, JVM included)",
+            s.get("peak_rss_mb"),
+            "",
+            None,
+            f"DuckDB {fmt(d.get('peak_rss_mb'))} MB",
+            _ratio(s.get("peak_rss_mb"), d.get("peak_rss_mb")),
+            unit="MB",
+        )
+    for engine, f in (c.get("fit") or {}).items():
+        if f:
+            t.add(
+                f"{engine}: projected wall time for 20,000 devices "
+                f"({fmt(f.get('fixed_s'))} s + {fmt(f.get('per_device_s'))} s/device)",
+                f.get("projected_20000_s"),
+                unit="s",
+            )
 
 
 def _box_cost(t: Table, c: dict[str, Any]) -> None:
@@ -630,6 +676,7 @@ def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
         _drift_cases(t, d.get("cases", {}))
 
     _box_cost(t, results.get("box_cost", {}))
+    _fleet(t, results.get("fleet", {}))
 
     b = results.get("burst", {})
     if "error" not in b and b:
