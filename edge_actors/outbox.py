@@ -1547,10 +1547,11 @@ class Outbox:
                 "UPDATE streams SET rows=rows-?, records=records-?, bytes=bytes-? WHERE stream=?",
                 (rows, records, nbytes, stream),
             )
+            # Counted by kind: a model's stream ("model/detector") drops as "model".
             conn.execute(
                 "INSERT INTO drops(stream, reason, count) VALUES (?, ?, ?) "
                 "ON CONFLICT(stream, reason) DO UPDATE SET count=count+excluded.count",
-                (stream, reason, records),
+                (stream.split("/")[0], reason, records),
             )
         return freed, dropped
 

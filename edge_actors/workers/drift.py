@@ -299,7 +299,10 @@ class DriftWorker(Worker):
             self._build(mon, entry, dc)
         except Exception as exc:  # any bad reference leaves this model unmonitored
             mon.error = _describe(exc, dc.reference_data_path)
-            log.error("drift detection of %s is off: %s", lm.key, mon.error)
+            if len(self.cfg.models) == 1 and lm.key == self.default.key:
+                log.error("drift detection is off: %s", mon.error)  # one model: as always
+            else:
+                log.error("drift detection of %s is off: %s", lm.key, mon.error)
             mon.groups = []
         if mon.groups:
             self._restore(mon)
