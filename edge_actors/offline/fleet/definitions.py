@@ -161,6 +161,16 @@ def _hour(ts: str = "ts") -> str:
     return f"CAST(floor({ts} / 3600) AS BIGINT) * 3600"
 
 
+def _read(col: str) -> str:
+    """The SQL that reads ``col``: an unversioned model's ``""`` version is NULL.
+
+    The agent writes ``model_version: ""`` for a model declared without a
+    version, and objects from before versions existed have no such field:
+    both mean "no version", which the summary shows as ``null``.
+    """
+    return "NULLIF(model_version, '')" if col == "model_version" else col
+
+
 def tables(d: Dialect, w: Window) -> dict[str, str]:
     """Name -> SQL of the ``t_*`` tables to materialize, in order (stage 2 of the module doc).
 
@@ -180,8 +190,8 @@ def tables(d: Dialect, w: Window) -> dict[str, str]:
             )
         if stream in HOURLY_STREAMS:
             keys = [c for c in ("model", "model_version") if c in cols]
-            by = ", ".join(["src", *keys, _hour()])
-            sel = ", ".join(["src", *keys, f"{_hour()} AS hour"])
+            by = ", ".join(["src", *map(_read, keys), _hour()])
+            sel = ", ".join(["src", *(f"{_read(k)} AS {k}" for k in keys), f"{_hour()} AS hour"])
             # Grouped by object first: the device comes from its path once per group.
             inner = (
                 f"SELECT {sel}, count(*) AS records, min(ts) AS first_ts, max(ts) AS last_ts "
@@ -195,7 +205,7 @@ def tables(d: Dialect, w: Window) -> dict[str, str]:
                 f"max(last_ts) AS last_ts FROM ({inner}) AS g GROUP BY {outer_keys}"
             )
         else:
-            names = ", ".join(cols)
+            names = ", ".join(c if _read(c) == c else f"{_read(c)} AS {c}" for c in cols)
             out[f"t_{stream}"] = (
                 f"SELECT {d.device_of('src')} AS device, {names} FROM raw_{stream} WHERE {where}"
             )
