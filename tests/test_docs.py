@@ -479,6 +479,7 @@ CLAIMS = {
     "CREATE EXTERNAL TABLE edge_model": "test_fleet_md_athena_tables_match_the_records",
     "SELECT device, feature, test, max(": "test_fleet_md_athena_tables_match_the_records",
     "df = (spark.read": "test_fleet_md_spark_snippet_is_consistent",
+    "spark-submit --master yarn": "tests/test_fleet_spark.py (spark_submit_runs_the_module)",
     # docs/design.md
     " ML application                     edge-actors run": "a diagram",
 }

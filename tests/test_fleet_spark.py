@@ -182,6 +182,11 @@ def test_spark_submit_runs_the_module_as_documented(
     """``spark-submit spark_engine.py --source DIR ...`` (docs/fleet.md) writes the same JSON."""
     from edge_actors.offline.fleet import spark_engine
 
+    docs = (REPO / "docs" / "fleet.md").read_text()
+    block = docs[docs.index("spark-submit --master yarn") :].split("```")[0]
+    # The documented command runs this very file, with the CLI's options.
+    assert "import edge_actors.offline.fleet.spark_engine as m; print(m.__file__)" in block
+    assert "--source s3://" in block and "--format json -o summary.json" in block
     submit = Path(sys.executable).parent / "spark-submit"
     if not submit.exists():
         pytest.skip("pyspark's spark-submit is not next to this Python")
