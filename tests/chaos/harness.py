@@ -368,11 +368,17 @@ def _outbox_ndjson(db: Path, stream: str) -> list[bytes]:
 
     conn = _outbox_conn(db)
     try:
-        chunks = [raw for s, _first, raw in stored_ndjson(conn) if s == stream]
+        # A model's records are stored per model (``model/<name>``): all of them count.
+        chunks = [raw for s, _first, raw in stored_ndjson(conn) if _of(s, stream)]
     finally:
         conn.close()
     assert all(raw is not None for raw in chunks), f"unreadable chunk of {stream} in {db}"
     return [raw for raw in chunks if raw is not None]
+
+
+def _of(name: str, stream: str) -> bool:
+    """Whether the outbox stream ``name`` holds records of ``stream`` (itself or a model's)."""
+    return name == stream or name.startswith(f"{stream}/")
 
 
 def side_file(db: Path) -> dict[str, Any]:
@@ -447,7 +453,8 @@ def restart_reasons(status: dict[str, Any]) -> Counter[str]:
 def model_backlog(status: dict[str, Any]) -> int:
     """Model records in the outbox, from the (heartbeat-borne) uploader stats."""
     up = status.get("workers", {}).get("uploader", {}).get("stats", {})
-    return int(up.get("outbox", {}).get("streams", {}).get("model", {}).get("records", 0))
+    streams = up.get("outbox", {}).get("streams", {})
+    return sum(int(v.get("records", 0)) for s, v in streams.items() if _of(s, "model"))
 
 
 def lanes_pending(status: dict[str, Any]) -> int:
