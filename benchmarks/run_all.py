@@ -375,6 +375,76 @@ def _fleet(t: Table, c: dict[str, Any]) -> None:
             )
 
 
+def _models(t: Table, c: dict[str, Any]) -> None:
+    """Rows for ``benchmarks/models.py``: what each additional model costs the agent."""
+    if not c or "error" in c:
+        return
+    per, one = c.get("per_additional_model", {}), c.get("baseline_one_model", {})
+    ratio = c.get("ratio_largest_to_one", {})
+    most = max((r.get("models", 0) for r in c.get("runs", [])), default=0)
+    t.section(
+        f"several models ({fmt(c.get('rate_per_model'))} predictions/s per model; one model is "
+        "the baseline)"
+    )
+    for key, label, unit, base in (
+        ("agent_pss_mb", "agent PSS", "MB", one.get("agent_pss_mb")),
+        ("drift_uss_mb", "drift worker USS", "MB", one.get("drift_uss_mb")),
+        ("lane_shm_mb", "lane shared memory", "MB", one.get("lane_shm_mb")),
+    ):
+        t.add(
+            f"{label} per additional model",
+            per.get(key),
+            "",
+            None,
+            f"one model {fmt(base)}",
+            unit=unit,
+        )
+    cpu = per.get("agent_cpu_share")
+    t.add(
+        "agent CPU per additional model (% of a core)",
+        None if cpu is None else 100 * cpu,
+        "",
+        None,
+        f"{most} models / one: CPU {fmt(ratio.get('agent_cpu'))}x, PSS "
+        f"{fmt(ratio.get('agent_pss'))}x",
+        unit="%",
+    )
+
+
+def _performance_delay(t: Table, c: dict[str, Any]) -> None:
+    """Rows for ``benchmarks/performance_delay.py``: late labels to ``performance_degraded``."""
+    if not c or "error" in c:
+        return
+    st, lab = c.get("setup", {}), c.get("labels_to_detect", {})
+    t.section(
+        f"ground truth: accuracy {st.get('accuracy')} with {fmt(100 * st.get('label_share', 0))} % "
+        f"of labels {st.get('label_delay_s')} s late, {fmt(c.get('runs'))} runs"
+    )
+    t.add(
+        f"labelled records to performance_degraded, median (p10 {fmt(lab.get('p10'))}, p90 "
+        f"{fmt(lab.get('p90'))}, missed {fmt(c.get('missed'))})",
+        lab.get("median"),
+        "",
+        _ok(c.get("missed"), lambda v: v == 0),
+    )
+    t.add(
+        "false performance_degraded without the change (same runs)",
+        c.get("false_alarms_without_change"),
+        "0",
+        _ok(c.get("false_alarms_without_change"), lambda v: v == 0),
+    )
+    cost = c.get("cost", {})
+    t.add(
+        "join + tracker CPU per lane record",
+        cost.get("feed_us_per_record"),
+        "",
+        None,
+        f"dict update {fmt(cost.get('baseline_dict_update_us_per_record'))} µs",
+        cost.get("ratio"),
+        unit="µs",
+    )
+
+
 def _box_cost(t: Table, c: dict[str, Any]) -> None:
     """Rows for ``benchmarks/box_cost.py``: the agent's cost per record on the box."""
     if not c or "error" in c:
@@ -677,6 +747,8 @@ def build_table(results: dict[str, dict[str, Any]], quick: bool) -> Table:
 
     _box_cost(t, results.get("box_cost", {}))
     _fleet(t, results.get("fleet", {}))
+    _models(t, results.get("models", {}))
+    _performance_delay(t, results.get("performance_delay", {}))
 
     b = results.get("burst", {})
     if "error" not in b and b:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy import stats
 
@@ -210,3 +212,48 @@ def test_batch_join_counts_duplicates_and_never_joins_an_evicted_id() -> None:
     assert got[0].tolist() == [11, 10] and got[1].tolist() == [7, 7] and got[2].tolist() == [1, 1]
     assert idx.counts["duplicate_truth"] == 1 and 3 in idx.waiting
     assert len(idx.slot) <= 5
+
+
+def _lane_with_late_truth(rng: np.random.Generator) -> tuple[npt.NDArray[Any], ...]:
+    """A lane: 6,000 predictions at 0.9 then 8,000 at 0.7; truth for 20 %, 50-1,000 records late."""
+    kinds: list[int] = []
+    ids: list[int] = []
+    vals: list[float] = []
+    late: list[tuple[int, int, float]] = []
+    for i in range(14_000):
+        truth = int(rng.integers(0, 5))
+        ok = rng.random() < (0.9 if i < 6_000 else 0.7)
+        kinds.append(KIND_PAIR)
+        ids.append(i)
+        vals.append(float(truth if ok else (truth + 1) % 5))
+        if rng.random() < 0.2:
+            late.append((i + int(rng.integers(50, 1000)), i, float(truth)))
+        late.sort()
+        while late and late[0][0] <= i:
+            _, rid, t = late.pop(0)
+            kinds.append(KIND_FEEDBACK)
+            ids.append(rid)
+            vals.append(t)
+    n = len(kinds)
+    t_ns = 10**18 + np.arange(n, dtype=np.int64) * 10**7
+    return np.array(kinds), np.array(ids), t_ns, np.array(vals)
+
+
+def test_event_coverage_does_not_depend_on_how_much_of_the_lane_is_read_at_once() -> None:
+    """A worker that fell behind reads a whole lane in one slice: the event's coverage
+    (labelled / predictions) must still be the label share, not diluted by the
+    predictions logged after the truth that made the check (0.11 instead of 0.2)."""
+    kinds, ids, t_ns, vals = _lane_with_late_truth(np.random.default_rng(5))
+    coverage = []
+    for step in (100, len(kinds)):
+        mp = ModelPerformance(
+            KEY, PerformanceSettings("classification", 0.9), index_size=32_768, feature="label"
+        )
+        evs = []
+        for a in range(0, len(kinds), step):
+            b = a + step
+            evs += mp.feed(kinds[a:b], ids[a:b], t_ns[a:b], vals[a:b])
+        degraded = [e for e in evs if e.state == "performance_degraded"]
+        assert degraded, step
+        coverage.append(degraded[0].coverage)
+    assert all(0.17 < c < 0.21 for c in coverage), coverage

@@ -67,6 +67,11 @@ DELAYS_KEPT = 4096
 #: slots 25 B, the dict entry and its two int objects the rest; 65,536 entries
 #: held 11.1 MB); ``prediction_index_size`` times this is the budget.
 INDEX_BYTES_PER_ENTRY = 170
+#: Records of a lane slice joined at a time. Coverage (labelled / predictions)
+#: in an event counts the predictions read up to the end of the piece that
+#: made the check: a lane slice of thousands of records, read whole, would
+#: count predictions logged after the truth that triggered the check.
+FEED_PIECE = 256
 
 Key = tuple[str, str]
 
@@ -635,7 +640,26 @@ class ModelPerformance:
         t_ns: npt.NDArray[np.int64],
         values: npt.NDArray[np.float64],
     ) -> list[PerfEvent]:
-        """Index predictions and join feedback of one lane slice, in record order per kind."""
+        """Index predictions and join feedback of one lane slice, in record order per kind.
+
+        Fed in pieces of :data:`FEED_PIECE` records, so an event's coverage
+        does not depend on how much of the lane the worker read at once.
+        """
+        if len(kinds) <= FEED_PIECE:
+            return self._feed(kinds, ids, t_ns, values)
+        events: list[PerfEvent] = []
+        for i in range(0, len(kinds), FEED_PIECE):
+            j = i + FEED_PIECE
+            events += self._feed(kinds[i:j], ids[i:j], t_ns[i:j], values[i:j])
+        return events
+
+    def _feed(
+        self,
+        kinds: npt.NDArray[np.int64],
+        ids: npt.NDArray[np.int64],
+        t_ns: npt.NDArray[np.int64],
+        values: npt.NDArray[np.float64],
+    ) -> list[PerfEvent]:
         is_fb = kinds == self._feedback
         is_pred = np.isin(kinds, self._pred_kinds)
         joins: list[tuple[int, int, float, float]] = []
