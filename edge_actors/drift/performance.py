@@ -44,11 +44,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict, deque
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from edge_actors.drift.detector import DriftEvent
 
 __all__ = [
     "DELAYS_KEPT",
@@ -166,34 +168,17 @@ class PerformanceSettings:
         return self.reference * (1.0 + self.tolerance)
 
 
-@dataclass
-class PerfEvent:
-    """A performance event, with the attribute names of a drift event plus its own."""
+@dataclass(frozen=True)
+class PerfEvent(DriftEvent):
+    """A performance event: a drift event's fields (so it is stored, uploaded and
+    shown like one) plus the model, its label coverage and delay, and the errors."""
 
-    t: float
-    feature: str
-    test: str
-    statistic: float
-    p_value: float
-    threshold: float
-    correction: str
-    window_size: int
-    n_ref: int
-    state: str
-    seq_first: int
-    seq_last: int
-    reference_hash: str
-    n_eff: float = math.nan
     model: str = ""
     model_version: str = ""
     coverage: float = math.nan
     label_delay_s: float = math.nan
     #: Errors in the window (classification) / NaN (regression).
     errors: int = -1
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict of the fields."""
-        return asdict(self)
 
 
 class PredictionIndex:
