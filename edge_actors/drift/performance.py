@@ -630,8 +630,6 @@ class ModelPerformance:
         Fed in pieces of :data:`FEED_PIECE` records, so an event's coverage
         does not depend on how much of the lane the worker read at once.
         """
-        if len(kinds) <= FEED_PIECE:
-            return self._feed(kinds, ids, t_ns, values)
         events: list[PerfEvent] = []
         for i in range(0, len(kinds), FEED_PIECE):
             j = i + FEED_PIECE
